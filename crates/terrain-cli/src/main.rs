@@ -1,0 +1,66 @@
+//! `terrain`: loss-landscape diagnostics for trained neural networks.
+//!
+//! One subcommand per user job, each a thin layer over the terrain libraries.
+
+mod commands;
+mod output;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+/// Why does a trained network behave as it does? Measure its loss landscape.
+#[derive(Debug, Parser)]
+#[command(name = "terrain", version, about, long_about = None)]
+struct Cli {
+    /// Output format of results on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = output::Format::Table)]
+    format: output::Format,
+    /// Compute device: cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a network on a data set and write a self-describing checkpoint.
+    Train(commands::train::TrainArgs),
+    /// Evaluate a checkpoint's loss and error on a data set.
+    Eval(commands::eval::EvalArgs),
+    /// Show a checkpoint's architecture, parameter count, tensors and metadata.
+    Info(commands::info::InfoArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    // Before any thread exists: second-order autodiff needs this flag on every thread.
+    terrain_model::autodiff::set_flag();
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = terrain_model::device::parse_device(&cli.device)
+        .map_err(anyhow::Error::from)
+        .and_then(|device| {
+            let ctx = commands::Context {
+                format: cli.format,
+                device,
+            };
+            match cli.command {
+                Command::Train(a) => commands::train::run(&ctx, a),
+                Command::Eval(a) => commands::eval::run(&ctx, a),
+                Command::Info(a) => commands::info::run(&ctx, a),
+            }
+        });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The one error type of terrain-model, with the offending name, shape, path or value in each variant.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in terrain-model. Each variant names its culprit.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor operation failed inside candle.
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A safetensors file is truncated, corrupt or not safetensors at all.
+    #[error("{path}: not a valid safetensors file: {reason}")]
+    Safetensors {
+        /// The file at fault.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+
+    /// A tensor the architecture needs is absent from a checkpoint or data file.
+    #[error("{path}: tensor `{name}` is missing (the file has: {available})")]
+    MissingTensor {
+        /// The file at fault.
+        path: PathBuf,
+        /// The tensor that was looked for.
+        name: String,
+        /// A short list of the tensors the file does have.
+        available: String,
+    },
+
+    /// A tensor has a shape other than the one required.
+    #[error("{context}: tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        /// Where the tensor came from (a file path or a description).
+        context: String,
+        /// The tensor at fault.
+        name: String,
+        /// The shape that was required.
+        expected: Vec<usize>,
+        /// The shape that was found.
+        found: Vec<usize>,
+    },
+
+    /// A tensor has a dtype that cannot be used here.
+    #[error("{context}: tensor `{name}` has dtype {found}, expected {expected}")]
+    DtypeMismatch {
+        /// Where the tensor came from.
+        context: String,
+        /// The tensor at fault.
+        name: String,
+        /// The dtype(s) accepted.
+        expected: String,
+        /// The dtype found.
+        found: String,
+    },
+
+    /// A tensor holds NaN or infinite values.
+    #[error("{context}: tensor `{name}` holds a non-finite value ({value}) at flat index {index}")]
+    NonFinite {
+        /// Where the tensor came from.
+        context: String,
+        /// The tensor at fault.
+        name: String,
+        /// The first offending value.
+        value: f64,
+        /// Its flat (row-major) index.
+        index: usize,
+    },
+
+    /// A checkpoint holds tensors the architecture does not use.
+    #[error("{path}: tensor `{name}` is not a parameter of architecture {arch}")]
+    UnexpectedTensor {
+        /// The file at fault.
+        path: PathBuf,
+        /// The stray tensor.
+        name: String,
+        /// The architecture, in its compact form.
+        arch: String,
+    },
+
+    /// A checkpoint carries no architecture spec and none was given.
+    #[error(
+        "{path}: no architecture in the file's metadata; pass one (for example --arch mlp:64-32-10:relu)"
+    )]
+    MissingArchitecture {
+        /// The file at fault.
+        path: PathBuf,
+    },
+
+    /// An architecture spec could not be parsed or is inconsistent.
+    #[error("invalid architecture spec `{spec}`: {reason}")]
+    Spec {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A dataset is empty.
+    #[error("dataset `{name}` is empty")]
+    EmptyDataset {
+        /// The dataset at fault.
+        name: String,
+    },
+
+    /// A class label is outside `0..classes`.
+    #[error("dataset `{name}`: label {label} at row {row} is out of range for {classes} classes")]
+    LabelOutOfRange {
+        /// The dataset at fault.
+        name: String,
+        /// The offending label.
+        label: i64,
+        /// Its row.
+        row: usize,
+        /// The number of classes.
+        classes: usize,
+    },
+
+    /// A dataset is inconsistent or unknown (shape, size, name).
+    #[error("dataset `{name}`: {reason}")]
+    Dataset {
+        /// The dataset (or source) at fault.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A dataset's inputs or targets do not fit the model.
+    #[error("data of shape {data:?} does not fit architecture {arch}: {reason}")]
+    DataModelMismatch {
+        /// The architecture, compact form.
+        arch: String,
+        /// The per-sample input shape of the data.
+        data: Vec<usize>,
+        /// What does not fit.
+        reason: String,
+    },
+
+    /// A configuration value is out of its valid range.
+    #[error("invalid {field} = {value}: {reason}")]
+    InvalidConfig {
+        /// The parameter at fault.
+        field: &'static str,
+        /// Its value, as text.
+        value: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+
+    /// A loss or gradient became NaN or infinite during training or evaluation.
+    #[error("non-finite {what} ({value}) at epoch {epoch}, step {step}")]
+    Diverged {
+        /// What became non-finite ("loss", "gradient of `0.weight`", ...).
+        what: String,
+        /// The offending value.
+        value: f64,
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Optimiser step within the epoch (1-based).
+        step: usize,
+    },
+
+    /// Second-order autodiff is not in effect on this thread.
+    #[error(
+        "second-order autodiff is off on this thread: d²(x⁴)/dx² at x=2 gave {got}, expected 48. \
+         Set CANDLE_GRAD_DO_NOT_DETACH=1 in the environment before the process starts \
+         (terrain's .cargo/config.toml does this for cargo run/test)"
+    )]
+    SecondOrderDisabled {
+        /// What the self-check computed.
+        got: f64,
+    },
+
+    /// A device could not be parsed or opened.
+    #[error("device `{spec}`: {reason}")]
+    Device {
+        /// The device as given.
+        spec: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// Fetching or decoding a Hugging Face Hub dataset failed.
+    #[error("hub dataset `{name}`: {reason}")]
+    Hub {
+        /// The dataset at fault.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Result with terrain-model's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::InvalidConfig`].
+    pub fn config(field: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::Dataset`].
+    pub fn dataset(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Dataset {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+}

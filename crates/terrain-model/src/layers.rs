@@ -1,0 +1,144 @@
+//! Twice-differentiable layers, written with candle primitives whose backward passes are
+//! themselves differentiable.
+//!
+//! Deliberately avoided (candle 0.11 bugs or missing backward, see ARCHITECTURE.md): `max_pool2d`
+//! (gradient scaled by 1/k²), `upsample_nearest2d` (backward overwrites), `nn::LayerNorm`,
+//! `nn::RmsNorm` and `ops::softmax_last_dim` (no backward at all). Max pooling here is a reshape
+//! followed by `max` over the window axes; BatchNorm is written out elementwise.
+
+use candle_core::{D, Tensor, Var};
+
+use crate::{Activation, Result};
+
+/// Applies an activation elementwise.
+pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+    Ok(match act {
+        Activation::Relu => x.relu()?,
+        Activation::Tanh => x.tanh()?,
+        Activation::Gelu => {
+            // 0.5·x·(1 + erf(x/√2)); candle's erf backward is exact, unlike its fused gelu kernels
+            // whose backward uses 6-digit constants.
+            let e = (x * std::f64::consts::FRAC_1_SQRT_2)?.erf()?;
+            ((x * 0.5)? * (e + 1.0)?)?
+        }
+        Activation::Silu => x.silu()?,
+        Activation::Sigmoid => candle_nn::ops::sigmoid(x)?,
+        Activation::Softplus => {
+            // max(x,0) + log(1 + exp(-|x|)): no overflow for large |x|.
+            (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?
+        }
+    })
+}
+
+/// A fully connected layer `y = x Wᵀ + b` with PyTorch's `[out, in]` weight layout.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// Weight `[out, in]`.
+    pub weight: Var,
+    /// Optional bias `[out]`.
+    pub bias: Option<Var>,
+}
+
+impl Linear {
+    /// Applies the layer to `x` of shape `[N, in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.as_tensor().t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b.as_tensor())?,
+            None => y,
+        })
+    }
+}
+
+/// A 2-D convolution with PyTorch's `[out, in, k, k]` weight layout.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    /// Kernel `[out, in, k, k]`.
+    pub weight: Var,
+    /// Optional bias `[out]`.
+    pub bias: Option<Var>,
+    /// Zero padding on each side.
+    pub padding: usize,
+    /// Stride.
+    pub stride: usize,
+}
+
+impl Conv2d {
+    /// Applies the convolution to `x` of shape `[N, C, H, W]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(self.weight.as_tensor(), self.padding, self.stride, 1, 1)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?)?,
+            None => y,
+        })
+    }
+}
+
+/// Batch normalisation over the channel axis (axis 1) of `[N, C]` or `[N, C, H, W]` inputs,
+/// with PyTorch's semantics: biased batch variance to normalise, unbiased variance and
+/// momentum 0.1 for the running statistics, eps 1e-5.
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    /// Scale γ `[C]`.
+    pub weight: Var,
+    /// Shift β `[C]`.
+    pub bias: Var,
+    /// Running mean `[C]` (buffer).
+    pub running_mean: Var,
+    /// Running variance `[C]` (buffer).
+    pub running_var: Var,
+    /// Added to the variance.
+    pub eps: f64,
+    /// Running-statistics momentum.
+    pub momentum: f64,
+}
+
+impl BatchNorm {
+    /// Normalises `x`. In training mode it uses batch statistics and, when `update_stats` is true,
+    /// updates the running statistics (SAM's second pass passes `false`); in eval mode it uses the
+    /// running statistics.
+    pub fn forward(&self, x: &Tensor, train: bool, update_stats: bool) -> Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        let bshape: Vec<usize> = (0..x.rank()).map(|i| if i == 1 { c } else { 1 }).collect();
+        let axes: Vec<usize> = (0..x.rank()).filter(|&i| i != 1).collect();
+        let (mean, var) = if train {
+            let n = x.elem_count() / c;
+            let mean = x.mean_keepdim(axes.as_slice())?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim(axes.as_slice())?;
+            if update_stats {
+                let m = self.momentum;
+                let mean_d = mean.detach().flatten_all()?;
+                let unbiased = (var.detach().flatten_all()? * (n as f64 / (n.max(2) - 1) as f64))?;
+                let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean_d * m)?)?;
+                let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+                self.running_mean.set(&rm)?;
+                self.running_var.set(&rv)?;
+            }
+            (mean, var)
+        } else {
+            (
+                self.running_mean.as_tensor().reshape(bshape.as_slice())?,
+                self.running_var.as_tensor().reshape(bshape.as_slice())?,
+            )
+        };
+        let xhat = x
+            .broadcast_sub(&mean)?
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let w = self.weight.as_tensor().reshape(bshape.as_slice())?;
+        let b = self.bias.as_tensor().reshape(bshape.as_slice())?;
+        Ok(xhat.broadcast_mul(&w)?.broadcast_add(&b)?)
+    }
+}
+
+/// 2×2 max pooling with stride 2 on `[N, C, H, W]` (H, W even), as reshape + `max`, whose
+/// gradient is exact (candle's own `max_pool2d` backward is not).
+pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    Ok(x.reshape((n, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)?)
+}
+
+/// Global average pooling `[N, C, H, W] -> [N, C]`.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
+}

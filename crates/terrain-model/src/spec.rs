@@ -1,0 +1,647 @@
+//! Serialisable architecture specs. A spec fully describes a network: it is stored in the
+//! `__metadata__` of terrain's safetensors checkpoints so they describe themselves, and it lists
+//! every tensor (name, shape, role, initialisation) without allocating any.
+//!
+//! Compact command-line forms:
+//! - `mlp:IN-H1-...-OUT:ACT[:bn][:nobias]`, e.g. `mlp:64-32-16-10:tanh`. `bn` puts a BatchNorm1d
+//!   after each hidden Linear; `nobias` drops the Linear biases (the Ishida MLP of the SoftAD paper
+//!   is `mlp:2-500-500-500-500-2:relu:bn:nobias`). Parameter names follow PyTorch's `nn.Sequential`
+//!   (`0.weight`, `0.bias`, `2.weight`, ...), so plain PyTorch state dicts load as they are.
+//! - `cnn:CxHxW-C1-C2-...-OUT:ACT`, e.g. `cnn:1x8x8-16-32-10:relu`: per stage a 3×3 convolution
+//!   (padding 1), the activation and a 2×2 max pool; then a Linear to OUT.
+//! - `resnet18:CxHxW:wK:OUT`, e.g. `resnet18:3x32x32:w16:10`: the ResNet-18 of the loss-landscape
+//!   taxonomy and MD-tree papers (basic blocks, BatchNorm, widths K, 2K, 4K, 8K, global average
+//!   pooling). Parameter names follow that code (`conv1.weight`, `layer1.0.bn1.weight`, ...).
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Elementwise activation functions; all twice (and three times) differentiable through candle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// max(x, 0); its second derivative is 0 almost everywhere.
+    Relu,
+    /// tanh(x).
+    Tanh,
+    /// The exact (erf) GELU of PyTorch's `nn.GELU()`, built from `erf` so all derivatives are exact.
+    Gelu,
+    /// x·sigmoid(x).
+    Silu,
+    /// 1 / (1 + e^(−x)).
+    Sigmoid,
+    /// log(1 + eˣ), in the overflow-free form max(x,0) + log(1 + e^(−|x|)).
+    Softplus,
+}
+
+impl Activation {
+    /// All activations, in the order they are documented.
+    pub const ALL: [Activation; 6] = [
+        Activation::Relu,
+        Activation::Tanh,
+        Activation::Gelu,
+        Activation::Silu,
+        Activation::Sigmoid,
+        Activation::Softplus,
+    ];
+
+    /// The lowercase name used in compact specs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Tanh => "tanh",
+            Activation::Gelu => "gelu",
+            Activation::Silu => "silu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Softplus => "softplus",
+        }
+    }
+}
+
+impl FromStr for Activation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Activation::ALL
+            .into_iter()
+            .find(|a| a.name() == s.to_ascii_lowercase())
+            .ok_or_else(|| Error::Spec {
+                spec: s.to_string(),
+                reason:
+                    "unknown activation; expected one of relu, tanh, gelu, silu, sigmoid, softplus"
+                        .into(),
+            })
+    }
+}
+
+/// A multilayer perceptron.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MlpSpec {
+    /// Input features (inputs of any shape are flattened).
+    pub input: usize,
+    /// Hidden layer widths (may be empty: a linear model).
+    pub hidden: Vec<usize>,
+    /// Outputs (classes or regression targets).
+    pub output: usize,
+    /// Activation after every hidden layer.
+    pub activation: Activation,
+    /// Whether the Linear layers have biases.
+    #[serde(default = "yes")]
+    pub bias: bool,
+    /// Whether a BatchNorm1d follows every hidden Linear (before the activation).
+    #[serde(default)]
+    pub batch_norm: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A small convolutional network: 3×3 conv (padding 1) → activation → 2×2 max pool per stage,
+/// then one Linear layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CnnSpec {
+    /// Input shape `[C, H, W]`.
+    pub input: [usize; 3],
+    /// Output channels of each convolution stage.
+    pub channels: Vec<usize>,
+    /// Outputs (classes).
+    pub output: usize,
+    /// Activation after every convolution.
+    pub activation: Activation,
+}
+
+/// ResNet-18 with a width multiplier, as in the loss-landscape taxonomy / MD-tree code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResNetSpec {
+    /// Input shape `[C, H, W]`.
+    pub input: [usize; 3],
+    /// Width multiplier K: stage widths are K, 2K, 4K, 8K.
+    pub width: usize,
+    /// Outputs (classes).
+    pub output: usize,
+}
+
+/// A network architecture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ArchSpec {
+    /// Multilayer perceptron.
+    Mlp(MlpSpec),
+    /// Small CNN.
+    Cnn(CnnSpec),
+    /// ResNet-18 with width multiplier.
+    #[serde(rename = "resnet18")]
+    ResNet18(ResNetSpec),
+}
+
+/// Whether a tensor is trained (a parameter) or carried along (BatchNorm running statistics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A trainable parameter.
+    Parameter,
+    /// A non-trainable buffer.
+    Buffer,
+}
+
+/// How a tensor is initialised (PyTorch's defaults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// Uniform on `[-bound, bound]` (PyTorch's Linear/Conv default: bound = 1/√fan_in).
+    Uniform {
+        /// Half-width of the interval.
+        bound: f64,
+    },
+    /// All ones.
+    Ones,
+    /// All zeros.
+    Zeros,
+}
+
+/// One tensor of a network: its name, shape, role and initialisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSlot {
+    /// Name, as in checkpoints (`0.weight`, `layer1.0.bn1.running_mean`).
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Parameter or buffer.
+    pub role: Role,
+    /// Initialisation.
+    pub init: Init,
+}
+
+impl TensorSlot {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+fn spec_err(spec: &str, reason: impl Into<String>) -> Error {
+    Error::Spec {
+        spec: spec.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_dims(spec: &str, s: &str, sep: char, what: &str) -> Result<Vec<usize>> {
+    s.split(sep)
+        .map(|d| match d.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(spec_err(
+                spec,
+                format!("`{d}` in {what} is not a positive integer"),
+            )),
+        })
+        .collect()
+}
+
+fn parse_chw(spec: &str, s: &str) -> Result<[usize; 3]> {
+    let d = parse_dims(spec, s, 'x', "the input shape")?;
+    <[usize; 3]>::try_from(d)
+        .map_err(|_| spec_err(spec, format!("input shape `{s}` must be CxHxW")))
+}
+
+impl FromStr for ArchSpec {
+    type Err = Error;
+
+    /// Parses a compact spec (see the module docs) or a JSON spec.
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if s.starts_with('{') {
+            let spec: ArchSpec =
+                serde_json::from_str(s).map_err(|e| spec_err(s, format!("bad JSON: {e}")))?;
+            spec.validate()?;
+            return Ok(spec);
+        }
+        let parts: Vec<&str> = s.split(':').collect();
+        let spec = match parts[0].to_ascii_lowercase().as_str() {
+            "mlp" => {
+                if parts.len() < 3 {
+                    return Err(spec_err(s, "expected mlp:IN-H1-...-OUT:ACT[:bn][:nobias]"));
+                }
+                let dims = parse_dims(s, parts[1], '-', "the layer widths")?;
+                if dims.len() < 2 {
+                    return Err(spec_err(
+                        s,
+                        "an MLP needs at least an input and an output width",
+                    ));
+                }
+                let activation = parts[2]
+                    .parse()
+                    .map_err(|e: Error| spec_err(s, e.to_string()))?;
+                let (mut bias, mut batch_norm) = (true, false);
+                for flag in &parts[3..] {
+                    match *flag {
+                        "bn" => batch_norm = true,
+                        "nobias" => bias = false,
+                        other => {
+                            return Err(spec_err(
+                                s,
+                                format!("unknown MLP option `{other}` (expected bn or nobias)"),
+                            ));
+                        }
+                    }
+                }
+                ArchSpec::Mlp(MlpSpec {
+                    input: dims[0],
+                    hidden: dims[1..dims.len() - 1].to_vec(),
+                    output: dims[dims.len() - 1],
+                    activation,
+                    bias,
+                    batch_norm,
+                })
+            }
+            "cnn" => {
+                if parts.len() != 3 {
+                    return Err(spec_err(s, "expected cnn:CxHxW-C1-...-OUT:ACT"));
+                }
+                let (shape, rest) = parts[1]
+                    .split_once('-')
+                    .ok_or_else(|| spec_err(s, "expected cnn:CxHxW-C1-...-OUT:ACT"))?;
+                let input = parse_chw(s, shape)?;
+                let dims = parse_dims(s, rest, '-', "the channel list")?;
+                if dims.len() < 2 {
+                    return Err(spec_err(
+                        s,
+                        "a CNN needs at least one conv stage and an output",
+                    ));
+                }
+                let activation = parts[2]
+                    .parse()
+                    .map_err(|e: Error| spec_err(s, e.to_string()))?;
+                ArchSpec::Cnn(CnnSpec {
+                    input,
+                    channels: dims[..dims.len() - 1].to_vec(),
+                    output: dims[dims.len() - 1],
+                    activation,
+                })
+            }
+            "resnet18" => {
+                if parts.len() != 4 {
+                    return Err(spec_err(s, "expected resnet18:CxHxW:wK:OUT"));
+                }
+                let input = parse_chw(s, parts[1])?;
+                let width = parts[2]
+                    .strip_prefix('w')
+                    .and_then(|w| w.parse::<usize>().ok())
+                    .filter(|&w| w > 0)
+                    .ok_or_else(|| {
+                        spec_err(s, format!("width `{}` must be wK, K > 0", parts[2]))
+                    })?;
+                let output = parse_dims(s, parts[3], '-', "the output size")?;
+                if output.len() != 1 {
+                    return Err(spec_err(s, "the output size must be one number"));
+                }
+                ArchSpec::ResNet18(ResNetSpec {
+                    input,
+                    width,
+                    output: output[0],
+                })
+            }
+            other => {
+                return Err(spec_err(
+                    s,
+                    format!("unknown architecture `{other}` (expected mlp, cnn or resnet18)"),
+                ));
+            }
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+impl fmt::Display for ArchSpec {
+    /// The compact form, which parses back to the same spec.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArchSpec::Mlp(m) => {
+                write!(f, "mlp:{}", m.input)?;
+                for h in &m.hidden {
+                    write!(f, "-{h}")?;
+                }
+                write!(f, "-{}:{}", m.output, m.activation.name())?;
+                if m.batch_norm {
+                    write!(f, ":bn")?;
+                }
+                if !m.bias {
+                    write!(f, ":nobias")?;
+                }
+                Ok(())
+            }
+            ArchSpec::Cnn(c) => {
+                write!(f, "cnn:{}x{}x{}", c.input[0], c.input[1], c.input[2])?;
+                for ch in &c.channels {
+                    write!(f, "-{ch}")?;
+                }
+                write!(f, "-{}:{}", c.output, c.activation.name())
+            }
+            ArchSpec::ResNet18(r) => write!(
+                f,
+                "resnet18:{}x{}x{}:w{}:{}",
+                r.input[0], r.input[1], r.input[2], r.width, r.output
+            ),
+        }
+    }
+}
+
+/// `(conv output channels, stride)` of each basic block of ResNet-18 at width `k`.
+pub(crate) fn resnet18_blocks(k: usize) -> Vec<(usize, usize, usize)> {
+    // (stage index 1..=4, planes, stride) for the two blocks of each stage.
+    let mut out = Vec::new();
+    for (stage, (planes, stride)) in [(k, 1), (2 * k, 2), (4 * k, 2), (8 * k, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        out.push((stage + 1, planes, stride));
+        out.push((stage + 1, planes, 1));
+    }
+    out
+}
+
+impl ArchSpec {
+    /// Checks internal consistency (non-zero sizes, spatial sizes divisible by the pooling).
+    pub fn validate(&self) -> Result<()> {
+        let s = self.to_string();
+        let nonzero = |v: &[usize], what: &str| {
+            if v.contains(&0) {
+                Err(spec_err(&s, format!("{what} must be positive")))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            ArchSpec::Mlp(m) => {
+                nonzero(&[m.input, m.output], "input and output widths")?;
+                nonzero(&m.hidden, "hidden widths")
+            }
+            ArchSpec::Cnn(c) => {
+                nonzero(&c.input, "the input shape")?;
+                nonzero(&c.channels, "channels")?;
+                nonzero(&[c.output], "the output size")?;
+                let (mut h, mut w) = (c.input[1], c.input[2]);
+                for (i, _) in c.channels.iter().enumerate() {
+                    if h % 2 != 0 || w % 2 != 0 {
+                        return Err(spec_err(
+                            &s,
+                            format!(
+                                "stage {} gets a {h}x{w} map, which the 2x2 max pool cannot halve; \
+                                 use fewer stages or an input divisible by 2^{}",
+                                i + 1,
+                                c.channels.len()
+                            ),
+                        ));
+                    }
+                    h /= 2;
+                    w /= 2;
+                }
+                Ok(())
+            }
+            ArchSpec::ResNet18(r) => {
+                nonzero(&r.input, "the input shape")?;
+                nonzero(&[r.width, r.output], "width and output")?;
+                if r.input[1] < 8 || r.input[2] < 8 {
+                    return Err(spec_err(&s, "ResNet-18 needs inputs of at least 8x8"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The per-sample input shape the network expects (`[IN]` for an MLP, `[C,H,W]` otherwise).
+    pub fn input_shape(&self) -> Vec<usize> {
+        match self {
+            ArchSpec::Mlp(m) => vec![m.input],
+            ArchSpec::Cnn(c) => c.input.to_vec(),
+            ArchSpec::ResNet18(r) => r.input.to_vec(),
+        }
+    }
+
+    /// Number of outputs (logits or regression targets).
+    pub fn output_dim(&self) -> usize {
+        match self {
+            ArchSpec::Mlp(m) => m.output,
+            ArchSpec::Cnn(c) => c.output,
+            ArchSpec::ResNet18(r) => r.output,
+        }
+    }
+
+    /// Whether the network has BatchNorm layers (and so a train/eval distinction).
+    pub fn has_batch_norm(&self) -> bool {
+        match self {
+            ArchSpec::Mlp(m) => m.batch_norm,
+            ArchSpec::Cnn(_) => false,
+            ArchSpec::ResNet18(_) => true,
+        }
+    }
+
+    /// Every tensor of the network in a fixed order (the order of parameter vectors).
+    pub fn tensor_slots(&self) -> Vec<TensorSlot> {
+        let mut slots = Vec::new();
+        let param = |slots: &mut Vec<TensorSlot>, name: String, shape: Vec<usize>, init: Init| {
+            slots.push(TensorSlot {
+                name,
+                shape,
+                role: Role::Parameter,
+                init,
+            })
+        };
+        let linear = |slots: &mut Vec<TensorSlot>, prefix: &str, i: usize, o: usize, bias: bool| {
+            let bound = 1.0 / (i as f64).sqrt();
+            param(
+                slots,
+                format!("{prefix}weight"),
+                vec![o, i],
+                Init::Uniform { bound },
+            );
+            if bias {
+                param(
+                    slots,
+                    format!("{prefix}bias"),
+                    vec![o],
+                    Init::Uniform { bound },
+                );
+            }
+        };
+        let conv = |slots: &mut Vec<TensorSlot>, name: String, i: usize, o: usize, k: usize| {
+            let bound = 1.0 / ((i * k * k) as f64).sqrt();
+            param(slots, name, vec![o, i, k, k], Init::Uniform { bound });
+        };
+        let batch_norm = |slots: &mut Vec<TensorSlot>, prefix: &str, c: usize| {
+            param(slots, format!("{prefix}weight"), vec![c], Init::Ones);
+            param(slots, format!("{prefix}bias"), vec![c], Init::Zeros);
+            for (n, init) in [("running_mean", Init::Zeros), ("running_var", Init::Ones)] {
+                slots.push(TensorSlot {
+                    name: format!("{prefix}{n}"),
+                    shape: vec![c],
+                    role: Role::Buffer,
+                    init,
+                });
+            }
+        };
+        match self {
+            ArchSpec::Mlp(m) => {
+                let mut idx = 0;
+                let mut fan_in = m.input;
+                for &h in &m.hidden {
+                    linear(&mut slots, &format!("{idx}."), fan_in, h, m.bias);
+                    idx += 1;
+                    if m.batch_norm {
+                        batch_norm(&mut slots, &format!("{idx}."), h);
+                        idx += 1;
+                    }
+                    idx += 1; // activation
+                    fan_in = h;
+                }
+                linear(&mut slots, &format!("{idx}."), fan_in, m.output, m.bias);
+            }
+            ArchSpec::Cnn(c) => {
+                let mut in_c = c.input[0];
+                for (i, &ch) in c.channels.iter().enumerate() {
+                    conv(&mut slots, format!("conv{i}.weight"), in_c, ch, 3);
+                    let bound = 1.0 / ((in_c * 9) as f64).sqrt();
+                    param(
+                        &mut slots,
+                        format!("conv{i}.bias"),
+                        vec![ch],
+                        Init::Uniform { bound },
+                    );
+                    in_c = ch;
+                }
+                let hw = (c.input[1] >> c.channels.len()) * (c.input[2] >> c.channels.len());
+                linear(&mut slots, "fc.", in_c * hw, c.output, true);
+            }
+            ArchSpec::ResNet18(r) => {
+                let k = r.width;
+                conv(&mut slots, "conv1.weight".into(), r.input[0], k, 3);
+                batch_norm(&mut slots, "bn1.", k);
+                let mut in_planes = k;
+                let mut block_in_stage = 0;
+                for (stage, planes, stride) in resnet18_blocks(k) {
+                    let p = format!("layer{stage}.{block_in_stage}.");
+                    block_in_stage = (block_in_stage + 1) % 2;
+                    conv(&mut slots, format!("{p}conv1.weight"), in_planes, planes, 3);
+                    batch_norm(&mut slots, &format!("{p}bn1."), planes);
+                    conv(&mut slots, format!("{p}conv2.weight"), planes, planes, 3);
+                    batch_norm(&mut slots, &format!("{p}bn2."), planes);
+                    if stride != 1 || in_planes != planes {
+                        conv(
+                            &mut slots,
+                            format!("{p}shortcut.0.weight"),
+                            in_planes,
+                            planes,
+                            1,
+                        );
+                        batch_norm(&mut slots, &format!("{p}shortcut.1."), planes);
+                    }
+                    in_planes = planes;
+                }
+                linear(&mut slots, "linear.", 8 * k, r.output, true);
+            }
+        }
+        slots
+    }
+
+    /// Number of trainable parameters.
+    pub fn param_count(&self) -> usize {
+        self.tensor_slots()
+            .iter()
+            .filter(|s| s.role == Role::Parameter)
+            .map(TensorSlot::numel)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_forms_round_trip() {
+        for s in [
+            "mlp:64-32-16-10:tanh",
+            "mlp:2-500-500-500-500-2:relu:bn:nobias",
+            "mlp:13-1:relu",
+            "cnn:1x8x8-16-32-10:relu",
+            "resnet18:3x32x32:w16:10",
+        ] {
+            let spec: ArchSpec = s.parse().unwrap();
+            assert_eq!(spec.to_string(), s);
+            let json = serde_json::to_string(&spec).unwrap();
+            assert_eq!(json.parse::<ArchSpec>().unwrap(), spec);
+        }
+    }
+
+    #[test]
+    fn mlp_names_follow_pytorch_sequential() {
+        let spec: ArchSpec = "mlp:4-8-8-3:relu".parse().unwrap();
+        let names: Vec<_> = spec.tensor_slots().into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                "0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"
+            ]
+        );
+        let bn: ArchSpec = "mlp:4-8-3:relu:bn:nobias".parse().unwrap();
+        let names: Vec<_> = bn.tensor_slots().into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                "0.weight",
+                "1.weight",
+                "1.bias",
+                "1.running_mean",
+                "1.running_var",
+                "3.weight"
+            ]
+        );
+        assert_eq!(spec.param_count(), 4 * 8 + 8 + 8 * 8 + 8 + 8 * 3 + 3);
+    }
+
+    #[test]
+    fn resnet18_parameter_counts_match_the_md_tree_paper() {
+        // Published counts of the taxonomy/MD-tree ResNet-18 on CIFAR-10 for each width
+        // (methods.md §2.2).
+        let published = [
+            (2, 11_420),
+            (3, 25_297),
+            (4, 44_622),
+            (6, 99_616),
+            (8, 176_402),
+            (11, 332_441),
+            (16, 701_466),
+            (23, 1_446_917),
+            (32, 2_797_610),
+            (45, 5_527_675),
+            (64, 11_173_962),
+            (91, 22_580_841),
+            (128, 44_662_922),
+        ];
+        for (k, count) in published {
+            let spec: ArchSpec = format!("resnet18:3x32x32:w{k}:10").parse().unwrap();
+            assert_eq!(spec.param_count(), count, "width {k}");
+        }
+    }
+
+    #[test]
+    fn malformed_specs_name_the_problem() {
+        for (s, needle) in [
+            ("mlp:64-x-10:tanh", "`x`"),
+            ("mlp:64-10:swish", "swish"),
+            ("mlp:64:relu", "at least"),
+            ("mlp:64-0-10:relu", "`0`"),
+            ("mlp:64-10:relu:dropout", "dropout"),
+            ("transformer:12", "transformer"),
+            ("cnn:1x7x7-8-10:relu", "7x7"),
+            ("resnet18:3x32x32:16:10", "wK"),
+            ("{\"kind\":\"mlp\"}", "JSON"),
+        ] {
+            let e = s.parse::<ArchSpec>().unwrap_err().to_string();
+            assert!(e.contains(needle), "{s}: {e}");
+            assert!(e.contains(s) || s.starts_with('{'), "{s}: {e}");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! End-to-end: the `terrain` binary trains, evaluates and inspects checkpoints, and answers bad
+//! input with clear errors and a failing exit code.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+/// The `terrain` binary of this workspace, built on first use if needed.
+fn terrain_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/cli-xxxx -> target/<profile>/terrain
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let bin = dir.join(format!("terrain{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "terrain-cli", "--bin", "terrain"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building terrain failed");
+    }
+    bin
+}
+
+fn terrain(args: &[&str]) -> Output {
+    Command::new(terrain_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("CANDLE_GRAD_DO_NOT_DETACH")
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> serde_json::Value {
+    let out = terrain(args);
+    assert!(
+        out.status.success(),
+        "terrain {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = terrain(args);
+    assert!(!out.status.success(), "terrain {args:?} should have failed");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !err.contains("panicked"),
+        "terrain {args:?} panicked:\n{err}"
+    );
+    err
+}
+
+#[test]
+fn train_eval_info_on_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("digits.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let r = ok(&[
+        "train",
+        "--arch",
+        "mlp:64-32-10:tanh",
+        "--data",
+        "digits",
+        "--epochs",
+        "6",
+        "--out",
+        c,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(r["arch"], "mlp:64-32-10:tanh");
+    assert_eq!(
+        r["train_rows"].as_u64().unwrap() + r["test_rows"].as_u64().unwrap(),
+        1797
+    );
+    assert_eq!(r["epochs"].as_array().unwrap().len(), 6);
+    let test_error = r["test"]["error"].as_f64().unwrap();
+    assert!(test_error < 0.1, "test error {test_error}");
+
+    let info = ok(&["info", c, "--format", "json"]);
+    assert_eq!(
+        info["parameters"].as_u64().unwrap(),
+        64 * 32 + 32 + 32 * 10 + 10
+    );
+    assert_eq!(info["tensors"].as_array().unwrap().len(), 4);
+    assert_eq!(info["metadata"]["terrain.train.data"], "digits");
+
+    let e = ok(&["eval", c, "--data", "digits", "--format", "json"]);
+    assert_eq!(e["samples"].as_u64().unwrap(), 1797);
+    assert!(e["error"].as_f64().unwrap() < 0.1);
+
+    let table = terrain(&["eval", c, "--data", "digits"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("accuracy") && text.contains("samples"),
+        "{text}"
+    );
+}
+
+#[test]
+fn resume_and_regression_with_standardisation() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("boston.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let args = [
+        "train",
+        "--arch",
+        "mlp:13-16-1:relu",
+        "--data",
+        "boston",
+        "--standardize",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "5",
+        "--resume",
+        "--out",
+        c,
+        "--format",
+        "json",
+    ];
+    let r = ok(&args);
+    assert!(r["test"]["loss"].as_f64().unwrap().is_finite());
+    // Evaluating re-applies the stored standardisation: same loss as reported by train on its data.
+    let e = ok(&["eval", c, "--data", "boston", "--format", "json"]);
+    assert_eq!(e["standardized"], true);
+    assert!(e["loss"].as_f64().unwrap() < 200.0);
+    // The state file is removed once the run is complete.
+    assert!(!dir.path().join("boston.state.safetensors").exists());
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.safetensors");
+    let o = out.to_str().unwrap();
+    let err = fails(&[
+        "train",
+        "--arch",
+        "mlp:64-x-10:tanh",
+        "--data",
+        "digits",
+        "--out",
+        o,
+    ]);
+    assert!(
+        err.contains("mlp:64-x-10:tanh") && err.contains("`x`"),
+        "{err}"
+    );
+    let err = fails(&[
+        "train",
+        "--arch",
+        "mlp:13-8-1:relu",
+        "--data",
+        "digits",
+        "--out",
+        o,
+    ]);
+    assert!(err.contains("13") && err.contains("64"), "{err}");
+    let err = fails(&[
+        "train",
+        "--arch",
+        "mlp:64-10:relu",
+        "--data",
+        "no-such-set",
+        "--out",
+        o,
+    ]);
+    assert!(
+        err.contains("no-such-set") && err.contains("digits"),
+        "{err}"
+    );
+    let err = fails(&[
+        "train",
+        "--arch",
+        "mlp:64-10:relu",
+        "--data",
+        "digits",
+        "--lr",
+        "-1",
+        "--out",
+        o,
+    ]);
+    assert!(err.contains("lr"), "{err}");
+    let err = fails(&["eval", "/no/such/file.safetensors", "--data", "digits"]);
+    assert!(err.contains("/no/such/file.safetensors"), "{err}");
+    std::fs::write(&out, b"garbage").unwrap();
+    let err = fails(&["info", o]);
+    assert!(
+        err.contains("x.safetensors") && err.contains("safetensors"),
+        "{err}"
+    );
+    let err = fails(&["info", o, "--device", "tpu"]);
+    assert!(err.contains("tpu"), "{err}");
+    let err = fails(&[
+        "train",
+        "--arch",
+        "mlp:64-10:relu",
+        "--data",
+        "digits",
+        "--optimizer",
+        "lbfgs",
+        "--out",
+        o,
+    ]);
+    assert!(err.contains("lbfgs"), "{err}");
+}
+
+#[test]
+fn help_is_there_for_every_subcommand() {
+    for sub in ["train", "eval", "info"] {
+        let out = terrain(&[sub, "--help"]);
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("--format"));
+    }
+}
