@@ -18,7 +18,7 @@
 //! let config = TrainConfig { epochs: 2, lr: 0.05, batch_size: 64, ..TrainConfig::default() };
 //! Trainer::new(config)?.fit(&model, &train, None, &mut |_| {})?;
 //! let report = terrain_model::loss::evaluate(&model, &test, 256)?;
-//! assert!(report.error < 0.5);
+//! assert!(report.error.unwrap() < 0.5);
 //! # Ok(())
 //! # }
 //! ```

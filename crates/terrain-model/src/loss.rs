@@ -108,10 +108,10 @@ pub fn errors(outputs: &Tensor, targets: &Targets) -> Result<Option<usize>> {
 pub struct Evaluation {
     /// Mean loss.
     pub loss: f64,
-    /// Fraction misclassified (classification), `NaN`-free: 0 for regression.
-    pub error: f64,
-    /// Accuracy = 1 − error (classification); 0 for regression.
-    pub accuracy: f64,
+    /// Fraction misclassified (classification only; `None` for regression).
+    pub error: Option<f64>,
+    /// Accuracy = 1 − error (classification only).
+    pub accuracy: Option<f64>,
     /// Rows evaluated.
     pub samples: usize,
 }
@@ -149,15 +149,11 @@ pub fn evaluate_with(
             step: 0,
         });
     }
-    let error = if classification {
-        wrong as f64 / n as f64
-    } else {
-        0.0
-    };
+    let error = classification.then(|| wrong as f64 / n as f64);
     Ok(Evaluation {
         loss,
         error,
-        accuracy: if classification { 1.0 - error } else { 0.0 },
+        accuracy: error.map(|e| 1.0 - e),
         samples: n,
     })
 }

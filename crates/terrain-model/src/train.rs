@@ -201,10 +201,10 @@ impl TrainConfig {
             }
             _ => {}
         }
-        if let Some(a) = self.mixup_alpha {
-            if !(a > 0.0 && a.is_finite()) {
-                return Err(Error::config("mixup_alpha", a, "must be > 0"));
-            }
+        if let Some(a) = self.mixup_alpha
+            && !(a > 0.0 && a.is_finite())
+        {
+            return Err(Error::config("mixup_alpha", a, "must be > 0"));
         }
         Ok(())
     }

@@ -243,7 +243,7 @@ pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
                 "lr": e.lr,
                 "train_loss": e.train_loss,
                 "test_loss": e.validation.map(|v| v.loss),
-                "test_error": e.validation.map(|v| v.error),
+                "test_error": e.validation.and_then(|v| v.error),
                 "seconds": e.seconds,
             })
         })
