@@ -218,13 +218,7 @@ impl Model {
 
     /// A deep copy: same spec and values, independent storage.
     pub fn deep_clone(&self) -> Result<Self> {
-        let tensors = self
-            .params
-            .iter()
-            .chain(&self.buffers)
-            .map(|p| Ok((p.name.clone(), p.var.as_tensor().copy()?)))
-            .collect::<Result<HashMap<_, _>>>()?;
-        Self::from_tensors(self.spec.clone(), self.dtype, &self.device, tensors, "copy")
+        self.to(self.dtype, &self.device)
     }
 
     /// The same model converted to another dtype/device (independent storage).

@@ -298,10 +298,16 @@ fn empty_file_dataset_is_empty_error() {
 }
 
 #[test]
-fn save_into_missing_directory_is_io_error() {
+fn save_creates_directories_and_an_unwritable_path_is_io_error() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("no").join("such").join("d.safetensors");
     let d: Dataset = builtin::load("iris").unwrap();
-    let err = file::save(&d, &path).unwrap_err();
+    let nested = dir.path().join("new").join("dir").join("d.safetensors");
+    file::save(&d, &nested).unwrap();
+    assert_eq!(file::load(&nested).unwrap().len(), d.len());
+    // A parent that is a regular file cannot be created as a directory.
+    let blocker = dir.path().join("plain-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let err = file::save(&d, &blocker.join("d.safetensors")).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("plain-file"), "{err}");
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::safetensors::Load as _;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use safetensors::{Dtype, SafeTensors};
 
 use super::{Dataset, Targets, Task};
@@ -256,7 +256,8 @@ pub fn load(path: &Path) -> Result<Dataset> {
 /// Writes a dataset as a safetensors file that [`load`] reads back: `x` as f32, `y` as u32
 /// (class labels) or f32 (soft labels, regression values), and `__metadata__` with `name`,
 /// `task` (JSON), `classes` (classification) and `feature_names` (JSON, when known).
-/// The file is written to a sibling temporary file and renamed into place.
+/// Missing parent directories are created; the file is written to a sibling temporary file
+/// and renamed into place, so an interrupted save leaves no truncated file.
 pub fn save(d: &Dataset, path: &Path) -> Result<()> {
     let x =
         d.x.to_device(&Device::Cpu)?
@@ -267,7 +268,7 @@ pub fn save(d: &Dataset, path: &Path) -> Result<()> {
         Targets::Soft(t) | Targets::Values(t) => t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?,
     }
     .contiguous()?;
-    let mut meta = HashMap::new();
+    let mut meta = std::collections::BTreeMap::new();
     meta.insert("name".to_string(), d.name.clone());
     meta.insert(
         "task".to_string(),
@@ -282,6 +283,5 @@ pub fn save(d: &Dataset, path: &Path) -> Result<()> {
             serde_json::to_string(names).expect("strings serialise"),
         );
     }
-    let tensors: Vec<(&str, &Tensor)> = vec![("x", &x), ("y", &y)];
-    safetensors::serialize_to_file(tensors, Some(meta), path).map_err(|e| st_error(path, e))
+    crate::checkpoint::write_file(path, &[("x".to_string(), x), ("y".to_string(), y)], &meta)
 }
