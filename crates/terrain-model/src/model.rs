@@ -211,6 +211,22 @@ impl Model {
         self.params.iter().map(|p| p.var.clone()).collect()
     }
 
+    /// The parameters as a candle `VarMap` (sharing storage with the model), for code written
+    /// against candle-nn's `VarMap`/`VarBuilder` idiom or its optimisers.
+    pub fn varmap(&self) -> candle_nn::VarMap {
+        let map = candle_nn::VarMap::new();
+        {
+            let mut data = map
+                .data()
+                .lock()
+                .expect("a new VarMap's lock is never poisoned");
+            for p in &self.params {
+                data.insert(p.name.clone(), p.var.clone());
+            }
+        }
+        map
+    }
+
     /// Number of trainable scalars.
     pub fn param_count(&self) -> usize {
         self.params.iter().map(|p| p.var.elem_count()).sum()

@@ -131,3 +131,22 @@ fn assigning_moves_the_model() {
         .to_string();
     assert!(e.contains("parameter vector"), "{e}");
 }
+
+#[test]
+fn varmap_shares_storage_with_the_model() {
+    let m = model();
+    let vm = m.varmap();
+    assert_eq!(vm.all_vars().len(), m.params().len());
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+    let w = vb.get((3, 1, 3, 3), "conv0.weight").unwrap();
+    let mine: Vec<f64> = m.params()[0].var.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(w.flatten_all().unwrap().to_vec1::<f64>().unwrap(), mine);
+    // A step of candle-nn's own optimiser moves the model's parameters.
+    use candle_nn::Optimizer;
+    let mut sgd = candle_nn::SGD::new(vm.all_vars(), 0.1).unwrap();
+    let x = candle_core::Tensor::ones((2, 1, 4, 4), DType::F64, &Device::Cpu).unwrap();
+    sgd.backward_step(&m.forward_t(&x, true).unwrap().sum_all().unwrap())
+        .unwrap();
+    let after: Vec<f64> = m.params()[0].var.flatten_all().unwrap().to_vec1().unwrap();
+    assert_ne!(after, mine);
+}
