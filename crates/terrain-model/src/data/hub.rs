@@ -162,11 +162,16 @@ impl HubOptions {
 
     /// Options from the environment: the cache is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
     /// `~/.cache/huggingface/hub` (as `hf_hub::Cache::from_env`); offline when `HF_HUB_OFFLINE`
-    /// is `1`/`true`/`yes`/`on`; the endpoint is `$HF_ENDPOINT` when set.
+    /// is `1`/`true`/`yes`/`on`; the endpoint is `$HF_ENDPOINT` when set. Without `HF_HOME` and
+    /// without a home directory, the cache is `.cache/huggingface/hub` under the working directory.
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let cache_dir = match var("HF_HUB_CACHE") {
             Some(dir) => PathBuf::from(dir),
+            // hf_hub::Cache::from_env panics when there is neither HF_HOME nor a home directory.
+            None if var("HF_HOME").is_none() && std::env::home_dir().is_none() => {
+                PathBuf::from(".cache/huggingface/hub")
+            }
             None => hf_hub::Cache::from_env().path().clone(),
         };
         HubOptions {
@@ -571,7 +576,8 @@ pub fn fetch_with(name: &str, data_dir: &Path, opts: &HubOptions) -> Result<Vec<
         tracing::info!(dataset = spec.name, split, parquet = %parquet.display(), "decoding");
         let start = std::time::Instant::now();
         let d = decode_parquet(&spec.dataset_name(split), &parquet, spec)?;
-        write_atomic(&d, &target)?;
+        // file::save writes a temporary sibling and renames it into place.
+        file::save(&d, &target)?;
         tracing::info!(
             dataset = spec.name,
             split,
@@ -583,23 +589,6 @@ pub fn fetch_with(name: &str, data_dir: &Path, opts: &HubOptions) -> Result<Vec<
         outputs.push(target);
     }
     Ok(outputs)
-}
-
-/// Saves `d` to a temporary sibling of `target`, then renames it into place.
-fn write_atomic(d: &Dataset, target: &Path) -> Result<()> {
-    let file_name = target
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = target.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-    if let Err(e) = file::save(d, &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, target).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(target, e)
-    })
 }
 
 /// Small Hub-shaped files for tests that must not touch the network: PNG encoding, parquet
