@@ -58,6 +58,7 @@ fn fails(args: &[&str]) -> String {
 fn train_eval_info_on_digits() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("digits.safetensors");
+    let plot = dir.path().join("curves.svg");
     let c = ckpt.to_str().unwrap();
     let r = ok(&[
         "train",
@@ -71,8 +72,20 @@ fn train_eval_info_on_digits() {
         c,
         "--format",
         "json",
+        "--plot",
+        plot.to_str().unwrap(),
     ]);
     assert_eq!(r["arch"], "mlp:64-32-10:tanh");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("test error"),
+        "{svg}"
+    );
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        3,
+        "train loss, test loss, test error"
+    );
     assert_eq!(
         r["train_rows"].as_u64().unwrap() + r["test_rows"].as_u64().unwrap(),
         1797

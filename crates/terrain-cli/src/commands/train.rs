@@ -80,6 +80,41 @@ pub struct TrainArgs {
     /// Save the training state after every epoch next to --out and continue from it if present.
     #[arg(long)]
     resume: bool,
+    /// Write the training curves (loss and, for classification, test error per epoch) as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+/// The training curves of `report` as an SVG document.
+fn curves_svg(arch: &str, epochs: &[terrain_model::train::EpochReport]) -> String {
+    use crate::plot::{Panel, Series};
+    let series =
+        |name: &str, f: &dyn Fn(&terrain_model::train::EpochReport) -> Option<f64>| Series {
+            name: name.into(),
+            points: epochs
+                .iter()
+                .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
+                .collect(),
+        };
+    let mut panels = vec![Panel {
+        title: format!("loss, {arch}"),
+        x_label: "epoch".into(),
+        y_label: "loss".into(),
+        series: vec![
+            series("train (batch mean)", &|e| Some(e.train_loss)),
+            series("test", &|e| e.validation.map(|v| v.loss)),
+        ],
+    }];
+    let errors = series("test", &|e| e.validation.and_then(|v| v.error));
+    if !errors.points.is_empty() {
+        panels.push(Panel {
+            title: "test error".into(),
+            x_label: "epoch".into(),
+            y_label: "error rate".into(),
+            series: vec![errors],
+        });
+    }
+    crate::plot::svg(&panels)
 }
 
 fn parse_lr_decay(s: &str) -> Result<LrDecay> {
@@ -232,6 +267,10 @@ pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
         .with_context(|| format!("writing checkpoint {}", a.out.display()))?;
     if let Some(p) = state_path {
         std::fs::remove_file(&p).ok();
+    }
+    if let Some(path) = &a.plot {
+        std::fs::write(path, curves_svg(&spec.to_string(), &report.epochs))
+            .with_context(|| format!("writing plot {}", path.display()))?;
     }
 
     let epochs: Vec<_> = report
