@@ -680,22 +680,23 @@ pub mod fixture {
         let out = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
         let mut writer = SerializedFileWriter::new(out, schema, props).map_err(fail)?;
         let mut group = writer.next_row_group().map_err(fail)?;
+        // Definition levels of both image fields: 2 = present, 0 = the whole image is null.
+        let image_defs: Vec<i16> = rows
+            .iter()
+            .map(|r| if r.png.is_some() { 2 } else { 0 })
+            .collect();
         let mut index = 0;
         while let Some(mut column) = group.next_column().map_err(fail)? {
             match index {
                 0 => {
-                    // image.bytes: 2 = present, 0 = the whole image is null.
+                    // image.bytes
                     let values: Vec<ByteArray> = rows
                         .iter()
                         .filter_map(|r| r.png.clone().map(ByteArray::from))
                         .collect();
-                    let defs: Vec<i16> = rows
-                        .iter()
-                        .map(|r| if r.png.is_some() { 2 } else { 0 })
-                        .collect();
                     column
                         .typed::<ByteArrayType>()
-                        .write_batch(&values, Some(&defs), None)
+                        .write_batch(&values, Some(&image_defs), None)
                         .map_err(fail)?;
                 }
                 1 => {
@@ -706,13 +707,9 @@ pub mod fixture {
                         .filter(|(_, r)| r.png.is_some())
                         .map(|(i, _)| ByteArray::from(format!("{i}.png").as_str()))
                         .collect();
-                    let defs: Vec<i16> = rows
-                        .iter()
-                        .map(|r| if r.png.is_some() { 2 } else { 0 })
-                        .collect();
                     column
                         .typed::<ByteArrayType>()
-                        .write_batch(&values, Some(&defs), None)
+                        .write_batch(&values, Some(&image_defs), None)
                         .map_err(fail)?;
                 }
                 _ => {
