@@ -11,6 +11,16 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+impl Series {
+    /// The points that can be drawn (both coordinates finite).
+    fn finite_points(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        self.points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+    }
+}
+
 /// A chart panel: title, axis labels and its lines.
 pub struct Panel {
     /// Title above the panel.
@@ -63,12 +73,7 @@ fn escape(s: &str) -> String {
 fn panel_svg(out: &mut String, p: &Panel, ox: f64, oy: f64) {
     let (ml, mr, mt, mb) = MARGIN;
     let (w, h) = (PANEL_W - ml - mr, PANEL_H - mt - mb);
-    let pts: Vec<(f64, f64)> = p
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter().copied())
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .collect();
+    let pts: Vec<(f64, f64)> = p.series.iter().flat_map(Series::finite_points).collect();
     let _ = writeln!(
         out,
         r#"<text x="{:.1}" y="{:.1}" font-size="15" text-anchor="middle" font-weight="bold">{}</text>"#,
@@ -149,10 +154,8 @@ fn panel_svg(out: &mut String, p: &Panel, ox: f64, oy: f64) {
     for (i, s) in p.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let path: Vec<String> = s
-            .points
-            .iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .finite_points()
+            .map(|(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
             .collect();
         let _ = writeln!(
             out,

@@ -192,7 +192,7 @@ fn names(list: &[&str]) -> Vec<String> {
 ///
 /// Features other than digits' are raw (unscaled): standardise with [`Dataset::standardizer`].
 pub fn load(name: &str) -> Result<Dataset> {
-    let norm = name.trim().to_ascii_lowercase().replace('_', "-");
+    let norm = super::normalise_name(name);
     match norm.as_str() {
         "digits" => {
             let features = (0..8)

@@ -126,7 +126,7 @@ fn hub_error(name: impl Into<String>, reason: impl Into<String>) -> Error {
 /// The [`HubDataset`] called `name` (case-insensitive, `_` and `-` alike), or an
 /// [`Error::Hub`] listing the known names.
 pub fn spec(name: &str) -> Result<&'static HubDataset> {
-    let norm = name.trim().to_ascii_lowercase().replace('_', "-");
+    let norm = super::normalise_name(name);
     DATASETS.iter().find(|d| d.name == norm).ok_or_else(|| {
         let known: Vec<&str> = DATASETS.iter().map(|d| d.name).collect();
         hub_error(

@@ -950,7 +950,8 @@ pub fn data_dir() -> PathBuf {
     PathBuf::from(".terrain").join("datasets")
 }
 
-fn normalise_name(s: &str) -> String {
+/// A data-set name as every source compares it: trimmed, lowercase, `_` read as `-`.
+pub(crate) fn normalise_name(s: &str) -> String {
     s.trim().to_ascii_lowercase().replace('_', "-")
 }
 

@@ -78,7 +78,7 @@ impl std::str::FromStr for SyntheticKind {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+        match super::normalise_name(s).as_str() {
             "gaussian" | "gaussians" => Ok(SyntheticKind::Gaussian),
             "sinusoid" | "sine" => Ok(SyntheticKind::Sinusoid),
             "spiral" | "spirals" => Ok(SyntheticKind::Spiral),
