@@ -1,9 +1,14 @@
 //! `cargo xtask ...`: developer tasks for terrain that need the network or a long time
-//! (dataset downloads now; benchmarks, sweeps and paper reproductions later).
+//! (dataset downloads, benchmarks; sweeps and paper reproductions later).
 //!
 //! Logs go to stderr under `RUST_LOG` (default `info`).
 
+mod alloc;
+mod bench;
 mod datasets;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
 
 use clap::{Parser, Subcommand};
 
@@ -19,13 +24,17 @@ struct Cli {
 enum Command {
     /// Hugging Face Hub image datasets (mnist, fashion-mnist, cifar10): list and fetch them.
     Datasets(datasets::Args),
-    // Room for `bench`, sweeps, model zoos and paper reproductions.
+    /// Benchmarks reported as ratios to a plain gradient in the same run (`bench curvature`).
+    Bench(bench::Args),
+    // Room for sweeps, model zoos and paper reproductions.
 }
 
 fn main() -> anyhow::Result<()> {
     init_logging();
+    terrain_model::device::tune_cpu_allocator();
     match Cli::parse().command {
         Command::Datasets(args) => datasets::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

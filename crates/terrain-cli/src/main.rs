@@ -6,6 +6,7 @@ mod commands;
 mod output;
 mod plot;
 mod progress;
+mod raster;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Evaluate a checkpoint's loss and error on a data set.
     Eval(commands::eval::EvalArgs),
+    /// Hessian of the loss at a checkpoint: top eigenvalues, trace, spectral density, diagonal.
+    Hessian(commands::hessian::HessianArgs),
     /// Show a checkpoint's architecture, parameter count, tensors and metadata.
     Info(commands::info::InfoArgs),
 }
@@ -36,6 +39,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     // Before any thread exists: second-order autodiff needs this flag on every thread.
     terrain_model::autodiff::set_flag();
+    terrain_model::device::tune_cpu_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -55,6 +59,7 @@ fn main() -> std::process::ExitCode {
                 Command::Train(a) => commands::train::run(&ctx, a),
                 Command::Eval(a) => commands::eval::run(&ctx, a),
                 Command::Info(a) => commands::info::run(&ctx, a),
+                Command::Hessian(a) => commands::hessian::run(&ctx, a),
             }
         });
     match result {

@@ -43,3 +43,30 @@ mod tests {
         assert!(parse_device("cuda:x").is_err());
     }
 }
+
+/// Tunes glibc's allocator for tensor work; call it once at the start of a binary.
+///
+/// candle allocates a fresh buffer for every op. glibc serves buffers above its mmap threshold
+/// (128 KiB, adaptive up to 32 MiB) with `mmap` and returns them with `munmap`, so every op on a
+/// batch-sized tensor page-faults its memory in again. Raising the mmap and trim thresholds keeps
+/// freed buffers in the heap for reuse: on a 2-core machine the gradient of an MLP 784-256-256-10
+/// at batch 256 drops from about 8 ms to 4.5 ms (see `cargo xtask bench curvature`). A library
+/// should not change process-wide allocator settings behind its user's back, so this is opt-in.
+/// Returns whether the settings were applied (only on Linux with glibc).
+pub fn tune_cpu_allocator() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // 32 MiB is glibc's largest accepted mmap threshold on 64-bit targets.
+        const THRESHOLD: libc::c_int = 32 * 1024 * 1024;
+        // SAFETY: mallopt only changes allocator tuning parameters; it is safe to call at any time.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, 4 * THRESHOLD) == 1
+                && libc::mallopt(libc::M_TOP_PAD, THRESHOLD) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}

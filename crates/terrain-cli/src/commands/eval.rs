@@ -6,9 +6,7 @@ use anyhow::Result;
 use serde_json::json;
 use terrain_model::loss::{self, LossKind};
 
-use super::{
-    Context, DataArgs, STANDARDIZE_KEY, load_checkpoint, parse_dtype, standardizer_from_json,
-};
+use super::{Context, DataArgs, load_checkpoint, load_data_for, parse_dtype};
 use crate::output;
 
 /// Arguments of `terrain eval`.
@@ -39,14 +37,7 @@ pub struct EvalArgs {
 pub fn run(ctx: &Context, a: EvalArgs) -> Result<()> {
     let dtype = a.dtype.as_deref().map(parse_dtype).transpose()?;
     let ckpt = load_checkpoint(&a.checkpoint, a.arch.as_deref(), dtype, &ctx.device)?;
-    let mut data = a.data.load(a.seed)?;
-    let standardized = match ckpt.metadata.get(STANDARDIZE_KEY) {
-        Some(js) => {
-            data = standardizer_from_json(js)?.apply(&data)?;
-            true
-        }
-        None => false,
-    };
+    let (data, standardized) = load_data_for(&ckpt, &a.data, a.seed)?;
     let kind = match &a.loss {
         Some(l) => l.parse()?,
         None => LossKind::for_task(data.task),

@@ -1,6 +1,7 @@
 //! The subcommands, and what they share: run context, data-set options, checkpoint loading.
 
 pub mod eval;
+pub mod hessian;
 pub mod info;
 pub mod train;
 
@@ -76,6 +77,16 @@ pub fn load_checkpoint(
 
 /// Metadata key of the input standardisation a checkpoint was trained with.
 pub const STANDARDIZE_KEY: &str = "terrain.data.standardize";
+
+/// Loads the data a checkpoint is evaluated on, applying the standardisation it was trained with
+/// (if any). Returns the data and whether it was standardised.
+pub fn load_data_for(ckpt: &Checkpoint, data: &DataArgs, seed: u64) -> Result<(Dataset, bool)> {
+    let d = data.load(seed)?;
+    Ok(match ckpt.metadata.get(STANDARDIZE_KEY) {
+        Some(js) => (standardizer_from_json(js)?.apply(&d)?, true),
+        None => (d, false),
+    })
+}
 
 /// Serialises a standardiser into checkpoint metadata.
 pub fn standardizer_to_json(s: &Standardizer) -> Result<String> {

@@ -104,6 +104,7 @@ fn curves_svg(arch: &str, epochs: &[terrain_model::train::EpochReport]) -> Strin
             series("train (batch mean)", &|e| Some(e.train_loss)),
             series("test", &|e| e.validation.map(|v| v.loss)),
         ],
+        log_y: false,
     }];
     let errors = series("test", &|e| e.validation.and_then(|v| v.error));
     if !errors.points.is_empty() {
@@ -112,6 +113,7 @@ fn curves_svg(arch: &str, epochs: &[terrain_model::train::EpochReport]) -> Strin
             x_label: "epoch".into(),
             y_label: "error rate".into(),
             series: vec![errors],
+            log_y: false,
         });
     }
     crate::plot::svg(&panels)

@@ -85,7 +85,8 @@ impl Targets {
         }
     }
 
-    fn map(&self, f: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>) -> Result<Self> {
+    /// The same kind of targets with `f` applied to the tensor (e.g. a row range: `narrow(0, a, n)`).
+    pub fn map(&self, f: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>) -> Result<Self> {
         Ok(match self {
             Targets::Classes(t) => Targets::Classes(f(t)?),
             Targets::Soft(t) => Targets::Soft(f(t)?),

@@ -1,0 +1,384 @@
+//! `terrain hessian`: the Hessian of a checkpoint's loss on a data set — top eigenvalues, trace,
+//! spectral density (with a PNG plot) and the diagonal.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+use terrain_curvature::{
+    Curvature, HessianConfig, HessianOperator, LinearOperator, ParamFilter,
+    density::{self, SlqConfig},
+    diagonal::{self, DiagonalConfig, DiagonalMethod},
+    eigen::{self, LanczosConfig, PowerConfig},
+    trace::{self, HutchPlusPlusConfig, HutchinsonConfig},
+};
+use terrain_model::loss::LossKind;
+
+use super::{Context, DataArgs, load_checkpoint, load_data_for, parse_dtype};
+use crate::{output, plot, progress, raster};
+
+/// Eigenvalue solver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EigenSolver {
+    /// Lanczos with full reorthogonalisation (accurate top-k, residuals).
+    Lanczos,
+    /// Power iteration with deflation, PyHessian's method and defaults.
+    Power,
+}
+
+/// Trace estimator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TraceEstimator {
+    /// Hutchinson with Rademacher probes and PyHessian's stopping rule.
+    Hutchinson,
+    /// Hutch++ (low-rank sketch plus Hutchinson on the rest).
+    #[value(name = "hutch++")]
+    HutchPlusPlus,
+}
+
+/// Arguments of `terrain hessian`.
+#[derive(Debug, clap::Args)]
+pub struct HessianArgs {
+    /// The checkpoint (.safetensors): terrain's own, or a PyTorch state dict with --arch.
+    checkpoint: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Architecture, for checkpoints without terrain metadata (PyTorch state dicts).
+    #[arg(long)]
+    arch: Option<String>,
+    /// Loss: ce or mse (default: the task's natural loss).
+    #[arg(long)]
+    loss: Option<String>,
+    /// Floating-point type: f32 or f64 (default: the checkpoint's).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Compute the K largest eigenvalues (with residuals). Without --top-k, --trace, --density
+    /// or --diag, the top eigenvalue and the trace are computed.
+    #[arg(long, value_name = "K")]
+    top_k: Option<usize>,
+    /// Eigenvalue solver.
+    #[arg(long, value_enum, default_value_t = EigenSolver::Lanczos)]
+    eigen_method: EigenSolver,
+    /// Iteration cap of the eigenvalue solver (PyHessian: 100).
+    #[arg(long, default_value_t = 100)]
+    max_iter: usize,
+    /// Convergence tolerance of the eigenvalue solver (default: 1e-3 for power iteration as in
+    /// PyHessian, 1e-5 relative Ritz residual for Lanczos).
+    #[arg(long)]
+    tol: Option<f64>,
+    /// Estimate the trace (with its standard error).
+    #[arg(long)]
+    trace: bool,
+    /// Trace estimator.
+    #[arg(long, value_enum, default_value_t = TraceEstimator::Hutchinson)]
+    trace_method: TraceEstimator,
+    /// Hessian-vector products the trace may use (Hutchinson: at most this many probes, stopping
+    /// early by PyHessian's rule; Hutch++: exactly this many).
+    #[arg(long, default_value_t = 100)]
+    trace_matvecs: usize,
+    /// Estimate the spectral density by stochastic Lanczos quadrature and plot it.
+    #[arg(long)]
+    density: bool,
+    /// Lanczos steps per density run.
+    #[arg(long, default_value_t = 100)]
+    density_iter: usize,
+    /// Density runs (random start vectors) averaged.
+    #[arg(long, default_value_t = 1)]
+    density_runs: usize,
+    /// Grid points of the density.
+    #[arg(long, default_value_t = 10_000)]
+    density_bins: usize,
+    /// Where to write the density plot (PNG) [default: CHECKPOINT-STEM-density.png in the
+    /// current directory].
+    #[arg(long, value_name = "FILE.png")]
+    plot: Option<PathBuf>,
+    /// Estimate the diagonal: exact, hutchinson, becker-lecun, cp (curvature propagation,
+    /// S-variant) or cp-tu (curvature propagation, T/U variant).
+    #[arg(long, value_name = "METHOD")]
+    diag: Option<String>,
+    /// Random samples of the stochastic diagonal estimators.
+    #[arg(long, default_value_t = 100)]
+    diag_samples: usize,
+    /// Use only the first N rows of the data.
+    #[arg(long, value_name = "N")]
+    samples: Option<usize>,
+    /// Rows per batch (products are summed over batches).
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Restrict to parameters matching a name pattern (a dotted prefix like `layer1`, or a glob
+    /// like `*.weight`); repeatable.
+    #[arg(long = "param", value_name = "PATTERN")]
+    params: Vec<String>,
+    /// Use the generalised Gauss–Newton matrix instead of the Hessian.
+    #[arg(long)]
+    gauss_newton: bool,
+    /// Seed of every random probe (same seed, same numbers).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Runs `terrain hessian`.
+pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
+    terrain_model::autodiff::ensure_second_order()?;
+    let dtype = a.dtype.as_deref().map(parse_dtype).transpose()?;
+    let ckpt = load_checkpoint(&a.checkpoint, a.arch.as_deref(), dtype, &ctx.device)?;
+    let (data, standardized) = load_data_for(&ckpt, &a.data, a.seed)?;
+    let kind = match &a.loss {
+        Some(l) => l.parse()?,
+        None => LossKind::for_task(data.task),
+    };
+    let diag_method = a
+        .diag
+        .as_deref()
+        .map(str::parse::<DiagonalMethod>)
+        .transpose()?;
+    let nothing_asked = a.top_k.is_none() && !a.trace && !a.density && diag_method.is_none();
+    let top_k = a.top_k.or(nothing_asked.then_some(1));
+    let want_trace = a.trace || nothing_asked;
+
+    let config = HessianConfig {
+        batch_size: a.batch_size,
+        samples: a.samples,
+        filter: ParamFilter::new(a.params.clone()),
+        curvature: if a.gauss_newton {
+            Curvature::GaussNewton
+        } else {
+            Curvature::Hessian
+        },
+        ..HessianConfig::new(kind)
+    };
+    let op = HessianOperator::new(&ckpt.model, &data, config)?;
+    let loss = op.loss()?;
+    tracing::info!(dim = op.dim(), rows = op.rows(), loss, "Hessian operator ready");
+
+    let eigen = match top_k {
+        Some(k) => Some(top_eigenvalues(&op, &a, k)?),
+        None => None,
+    };
+    let trace = if want_trace {
+        Some(estimate_trace(&op, &a)?)
+    } else {
+        None
+    };
+    let density = if a.density {
+        Some(spectral_density(&op, &a, ctx.format)?)
+    } else {
+        None
+    };
+    let diagonal = match diag_method {
+        Some(m) => Some(estimate_diagonal(&op, m, &a)?),
+        None => None,
+    };
+
+    let mut out = json!({
+        "checkpoint": a.checkpoint.display().to_string(),
+        "arch": ckpt.model.spec().to_string(),
+        "data": a.data.data,
+        "standardized": standardized,
+        "rows": op.rows(),
+        "loss_kind": kind,
+        "curvature": op.curvature(),
+        "parameters": op.dim(),
+        "loss": loss,
+        "top_eigenvalues": eigen.as_ref().map(|e| e.values()),
+        "trace": trace.as_ref().map(|t| t.value),
+        "trace_std_error": trace.as_ref().map(|t| t.std_error),
+    });
+    let obj = out.as_object_mut().expect("an object");
+    if let Some(e) = &eigen {
+        obj.insert(
+            "eigenpairs".into(),
+            e.pairs
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    json!({
+                        "index": i + 1,
+                        "eigenvalue": p.value,
+                        "residual": p.residual,
+                        "iterations": p.iterations,
+                        "converged": p.converged,
+                    })
+                })
+                .collect(),
+        );
+        obj.insert("eigen_matvecs".into(), json!(e.matvecs));
+    }
+    if let Some(t) = &trace {
+        obj.insert(
+            "trace_estimate".into(),
+            json!({
+                "method": t.method,
+                "samples": t.samples,
+                "matvecs": t.matvecs,
+                "converged": t.converged,
+            }),
+        );
+    }
+    if let Some(d) = density {
+        obj.insert("density".into(), d);
+    }
+    if let Some((summary, params)) = diagonal {
+        obj.insert("diagonal".into(), summary);
+        obj.insert("diagonal_params".into(), params);
+    }
+    output::print(ctx.format, &out);
+    Ok(())
+}
+
+fn top_eigenvalues(
+    op: &HessianOperator<'_>,
+    a: &HessianArgs,
+    k: usize,
+) -> Result<eigen::TopEigen> {
+    let bar = progress::bar(a.max_iter as u64 * k as u64, "eigenvalues");
+    let mut tick = |n: usize| bar.set_position(n as u64);
+    let r = match a.eigen_method {
+        EigenSolver::Lanczos => {
+            let mut c = LanczosConfig {
+                top_k: k,
+                max_iter: a.max_iter,
+                seed: a.seed,
+                ..LanczosConfig::default()
+            };
+            if let Some(t) = a.tol {
+                c.tol = t;
+            }
+            eigen::lanczos_with_progress(op, &c, &mut tick)?
+        }
+        EigenSolver::Power => {
+            let mut c = PowerConfig {
+                top_k: k,
+                max_iter: a.max_iter,
+                seed: a.seed,
+                ..PowerConfig::default()
+            };
+            if let Some(t) = a.tol {
+                c.tol = t;
+            }
+            eigen::power_iteration_with_progress(op, &c, &mut tick)?
+        }
+    };
+    bar.finish_and_clear();
+    Ok(r)
+}
+
+fn estimate_trace(op: &HessianOperator<'_>, a: &HessianArgs) -> Result<trace::TraceEstimate> {
+    let bar = progress::bar(a.trace_matvecs as u64, "trace");
+    let mut tick = |n: usize| bar.set_position(n as u64);
+    let r = match a.trace_method {
+        TraceEstimator::Hutchinson => {
+            let c = HutchinsonConfig {
+                max_samples: a.trace_matvecs,
+                seed: a.seed,
+                ..HutchinsonConfig::default()
+            };
+            trace::hutchinson_with_progress(op, &c, &mut tick)?
+        }
+        TraceEstimator::HutchPlusPlus => {
+            let c = HutchPlusPlusConfig {
+                matvecs: a.trace_matvecs,
+                seed: a.seed,
+                ..HutchPlusPlusConfig::default()
+            };
+            trace::hutch_plus_plus_with_progress(op, &c, &mut tick)?
+        }
+    };
+    bar.finish_and_clear();
+    Ok(r)
+}
+
+fn spectral_density(
+    op: &HessianOperator<'_>,
+    a: &HessianArgs,
+    format: output::Format,
+) -> Result<Value> {
+    let c = SlqConfig {
+        iterations: a.density_iter,
+        runs: a.density_runs,
+        bins: a.density_bins,
+        seed: a.seed,
+        ..SlqConfig::default()
+    };
+    let bar = progress::bar((a.density_iter * a.density_runs) as u64, "density");
+    let d = density::slq_with_progress(op, &c, &mut |n| bar.set_position(n as u64))?;
+    bar.finish_and_clear();
+    let path = a
+        .plot
+        .clone()
+        .unwrap_or_else(|| default_plot_path(&a.checkpoint));
+    // PyHessian plots density + 1e-7 on a log axis, so the tails stay visible and finite.
+    let panel = plot::Panel {
+        title: format!(
+            "Hessian spectral density (SLQ, {} run(s) x {} steps)",
+            a.density_runs, a.density_iter
+        ),
+        x_label: "eigenvalue".into(),
+        y_label: "density (+1e-7)".into(),
+        series: vec![plot::Series {
+            name: String::new(),
+            points: d
+                .grid
+                .iter()
+                .zip(&d.density)
+                .map(|(&x, &y)| (x, y + 1e-7))
+                .collect(),
+        }],
+        log_y: true,
+    };
+    raster::png(&[panel], &path).with_context(|| format!("plotting to {}", path.display()))?;
+    let (lo, hi) = d
+        .runs
+        .iter()
+        .flat_map(|q| q.nodes.iter())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
+            (l.min(x), h.max(x))
+        });
+    let mut v = json!({
+        "plot": path.display().to_string(),
+        "runs": d.runs.len(),
+        "matvecs": d.matvecs,
+        "sigma_squared": d.sigma_squared,
+        "min_node": lo,
+        "max_node": hi,
+    });
+    if format == output::Format::Json {
+        let obj = v.as_object_mut().expect("an object");
+        obj.insert("grid".into(), json!(d.grid));
+        obj.insert("density".into(), json!(d.density));
+        obj.insert("quadrature".into(), json!(d.runs));
+    }
+    Ok(v)
+}
+
+fn default_plot_path(checkpoint: &Path) -> PathBuf {
+    let stem = checkpoint
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "hessian".into());
+    PathBuf::from(format!("{stem}-density.png"))
+}
+
+/// The diagonal's summary and its per-parameter table.
+fn estimate_diagonal(
+    op: &HessianOperator<'_>,
+    method: DiagonalMethod,
+    a: &HessianArgs,
+) -> Result<(Value, Value)> {
+    let c = DiagonalConfig {
+        seed: a.seed,
+        ..DiagonalConfig::new(a.diag_samples)
+    };
+    let bar = progress::bar(0, "diagonal");
+    bar.set_message(method.name());
+    let d = diagonal::estimate_diagonal(op, method, &c)?;
+    bar.finish_and_clear();
+    Ok((
+        json!({
+            "method": d.method,
+            "samples": d.samples,
+            "trace": d.trace(),
+        }),
+        json!(d.params),
+    ))
+}
