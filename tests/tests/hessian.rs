@@ -49,7 +49,10 @@ fn fails(args: &[&str]) -> String {
     let out = terrain(args);
     assert!(!out.status.success(), "terrain {args:?} should have failed");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!err.contains("panicked"), "terrain {args:?} panicked:\n{err}");
+    assert!(
+        !err.contains("panicked"),
+        "terrain {args:?} panicked:\n{err}"
+    );
     err
 }
 
@@ -79,9 +82,28 @@ fn hessian_agrees_with_a_dense_hessian_and_plots_the_density() {
     let plot = dir.path().join("spectrum.png");
     let c = ckpt.to_str().unwrap();
     let r = ok(&[
-        "hessian", c, "--data", "iris", "--dtype", "f64", "--top-k", "3", "--trace",
-        "--trace-matvecs", "300", "--density", "--density-bins", "500", "--diag", "exact",
-        "--plot", plot.to_str().unwrap(), "--format", "json", "--seed", "3",
+        "hessian",
+        c,
+        "--data",
+        "iris",
+        "--dtype",
+        "f64",
+        "--top-k",
+        "3",
+        "--trace",
+        "--trace-matvecs",
+        "300",
+        "--density",
+        "--density-bins",
+        "500",
+        "--diag",
+        "exact",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--format",
+        "json",
+        "--seed",
+        "3",
     ]);
 
     // The same Hessian, dense, through the library.
@@ -117,7 +139,10 @@ fn hessian_agrees_with_a_dense_hessian_and_plots_the_density() {
     let trace = dense.trace();
     let est = r["trace"].as_f64().unwrap();
     let se = r["trace_std_error"].as_f64().unwrap();
-    assert!(se > 0.0 && (est - trace).abs() < 3.0 * se, "trace {est} ± {se} vs {trace}");
+    assert!(
+        se > 0.0 && (est - trace).abs() < 3.0 * se,
+        "trace {est} ± {se} vs {trace}"
+    );
     let exact_diag_trace = r["diagonal"]["trace"].as_f64().unwrap();
     assert!((exact_diag_trace - trace).abs() < 1e-9 * trace.abs());
     assert_eq!(r["diagonal_params"].as_array().unwrap().len(), 4);
@@ -134,10 +159,16 @@ fn hessian_agrees_with_a_dense_hessian_and_plots_the_density() {
 
     // Default analysis (top eigenvalue + trace) and a table on stdout.
     let out = terrain(&["hessian", c, "--data", "iris", "--param", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("top_eigenvalues") && text.contains("trace_std_error") && text.contains("parameters                21"),
+        text.contains("top_eigenvalues")
+            && text.contains("trace_std_error")
+            && text.contains("parameters                21"),
         "{text}"
     );
 }
@@ -148,7 +179,10 @@ fn hessian_bad_flags_are_clear_errors() {
     let ckpt = trained_iris(dir.path());
     let c = ckpt.to_str().unwrap();
     let err = fails(&["hessian", c, "--data", "iris", "--top-k", "100"]);
-    assert!(err.contains("top 100 eigenvalues") && err.contains("51"), "{err}");
+    assert!(
+        err.contains("top 100 eigenvalues") && err.contains("51"),
+        "{err}"
+    );
     let err = fails(&["hessian", c, "--data", "iris", "--diag", "magic"]);
     assert!(err.contains("magic") && err.contains("cp-tu"), "{err}");
     let err = fails(&["hessian", c, "--data", "iris", "--param", "conv1"]);

@@ -10,6 +10,8 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use terrain_curvature::{
     Curvature, HessianConfig, HessianOperator, LinearOperator,
+    diagonal::DiagonalConfig,
+    propagation::{CpVariant, becker_lecun, curvature_propagation},
     vector::{self, Probe},
 };
 use terrain_model::{
@@ -79,7 +81,11 @@ pub fn run(args: Args) -> Result<()> {
     let Suite::Curvature = args.suite;
     eprintln!(
         "profile: {}, threads: {}, dtype: {:?}, batch: {}, reps: {} (+{} warm-up)",
-        if cfg!(debug_assertions) { "dev" } else { "release" },
+        if cfg!(debug_assertions) {
+            "dev"
+        } else {
+            "release"
+        },
         candle_core::utils::get_num_threads(),
         dtype,
         args.batch,
@@ -182,6 +188,31 @@ fn bench_model(spec: &str, dtype: DType, args: &Args) -> Result<Vec<Row>> {
         "Gauss-Newton-vector product".into(),
         time_op(args, || {
             ggn.apply(&v)?;
+            Ok(())
+        })?,
+    ));
+    for (variant, label) in [(CpVariant::S, "CP-S"), (CpVariant::Tu, "CP-T/U")] {
+        for k in [1usize, 8] {
+            let cfg = DiagonalConfig {
+                samples: k,
+                samples_per_sweep: k,
+                ..DiagonalConfig::new(k)
+            };
+            let (median, min, peak) = time_op(args, || {
+                curvature_propagation(&h, variant, &cfg)?;
+                Ok(())
+            })?;
+            // Per sample: K samples share one forward pass and gradient sweep.
+            measured.push((
+                format!("{label} diagonal, K={k} (per sample)"),
+                (median / k as f64, min / k as f64, peak),
+            ));
+        }
+    }
+    measured.push((
+        "Becker-LeCun diagonal".into(),
+        time_op(args, || {
+            becker_lecun(&h)?;
             Ok(())
         })?,
     ));

@@ -31,7 +31,8 @@ impl DenseHessian {
         let mut e = vec![0.0; p];
         for j in 0..p {
             e[j] = 1.0;
-            let col = vector::to_vec(&op.apply(&vector::from_slice(&e, op.dtype(), op.device())?)?)?;
+            let col =
+                vector::to_vec(&op.apply(&vector::from_slice(&e, op.dtype(), op.device())?)?)?;
             e[j] = 0.0;
             for (i, c) in col.into_iter().enumerate() {
                 values[i * p + j] = c;
@@ -93,10 +94,12 @@ impl DenseHessian {
 
     /// The matrix as a `[p, p]` tensor of `like`'s dtype and device.
     pub fn to_tensor(&self, like: &Tensor) -> Result<Tensor> {
-        Ok(
-            Tensor::from_slice(&self.values, (self.dim, self.dim), &candle_core::Device::Cpu)?
-                .to_dtype(like.dtype())?
-                .to_device(like.device())?,
-        )
+        Ok(Tensor::from_slice(
+            &self.values,
+            (self.dim, self.dim),
+            &candle_core::Device::Cpu,
+        )?
+        .to_dtype(like.dtype())?
+        .to_device(like.device())?)
     }
 }

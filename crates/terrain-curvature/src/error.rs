@@ -12,7 +12,9 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 
     /// The loss (or a derivative of it) is NaN or infinite, so no curvature can be measured.
-    #[error("{context}: the loss is not finite ({value}) on batch {batch}; check the weights and the data (NaN inputs, exploding logits)")]
+    #[error(
+        "{context}: the loss is not finite ({value}) on batch {batch}; check the weights and the data (NaN inputs, exploding logits)"
+    )]
     NonFiniteLoss {
         /// What was being computed.
         context: String,
@@ -35,7 +37,9 @@ pub enum Error {
 
     /// Autodiff found no path from the loss (or from its gradient) to some parameters: an operation
     /// in the graph has no backward pass, or no differentiable backward pass.
-    #[error("{order} derivative of the loss does not reach {names}: an operation in the model has no {order} derivative in candle (ops built with `apply_op*_no_bwd`, such as candle's fused softmax_last_dim, LayerNorm and RmsNorm, or a custom op whose backward is not differentiable)")]
+    #[error(
+        "{order} derivative of the loss does not reach {names}: an operation in the model has no {order} derivative in candle (ops built with `apply_op*_no_bwd`, such as candle's fused softmax_last_dim, LayerNorm and RmsNorm, or a custom op whose backward is not differentiable)"
+    )]
     NoDerivative {
         /// "first" or "second".
         order: &'static str,
@@ -44,7 +48,9 @@ pub enum Error {
     },
 
     /// More eigenvalues were asked for than the operator has dimensions.
-    #[error("asked for the top {k} eigenvalues of a {dim}-dimensional Hessian; k must be between 1 and {dim}")]
+    #[error(
+        "asked for the top {k} eigenvalues of a {dim}-dimensional Hessian; k must be between 1 and {dim}"
+    )]
     TopKTooLarge {
         /// The number asked for.
         k: usize,
@@ -62,7 +68,9 @@ pub enum Error {
     },
 
     /// A dense Hessian was asked for a model too large to hold one.
-    #[error("a dense Hessian of {dim} parameters needs {bytes} bytes; the limit is {limit} parameters (use --top-k/--trace/--diag estimators instead)")]
+    #[error(
+        "a dense Hessian of {dim} parameters needs {bytes} bytes; the limit is {limit} parameters (use --top-k/--trace/--diag estimators instead)"
+    )]
     TooLargeForDense {
         /// Number of parameters.
         dim: usize,

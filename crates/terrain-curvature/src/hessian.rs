@@ -73,7 +73,9 @@ impl ParamFilter {
                 });
             }
         }
-        Ok((0..names.len()).filter(|&i| self.matches(&names[i])).collect())
+        Ok((0..names.len())
+            .filter(|&i| self.matches(&names[i]))
+            .collect())
     }
 }
 

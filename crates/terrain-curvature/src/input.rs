@@ -50,7 +50,11 @@ impl InputDerivativeConfig {
         }
         if let Some(f) = &self.features {
             if f.is_empty() {
-                return Err(Error::config("features", "[]", "select at least one feature"));
+                return Err(Error::config(
+                    "features",
+                    "[]",
+                    "select at least one feature",
+                ));
             }
             if let Some(&bad) = f.iter().find(|&&i| i >= features) {
                 return Err(Error::config(
@@ -128,10 +132,7 @@ pub fn input_derivatives_at(
     }
     let d: usize = x.dims()[1..].iter().product();
     config.check(d)?;
-    let features = config
-        .features
-        .clone()
-        .unwrap_or_else(|| (0..d).collect());
+    let features = config.features.clone().unwrap_or_else(|| (0..d).collect());
     let (mut d1, mut d2, mut d3) = (Vec::new(), Vec::new(), Vec::new());
     for (bi, start) in (0..rows).step_by(config.batch_size).enumerate() {
         let n = config.batch_size.min(rows - start);
@@ -141,7 +142,9 @@ pub fn input_derivatives_at(
             .to_dtype(model.dtype())?
             .to_device(model.device())?;
         let xv = Var::from_tensor(&xb)?;
-        let yb = y.map(|t| t.narrow(0, start, n))?.to_device(model.device())?;
+        let yb = y
+            .map(|t| t.narrow(0, start, n))?
+            .to_device(model.device())?;
         let out = model.forward_t(xv.as_tensor(), false)?;
         let total = loss::per_sample(&out, &yb, config.loss)?.sum_all()?;
         let value = total.to_dtype(DType::F64)?.to_scalar::<f64>()?;

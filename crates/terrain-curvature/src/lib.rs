@@ -12,8 +12,8 @@
 #![warn(missing_docs)]
 
 pub mod dense;
-pub mod diagonal;
 pub mod density;
+pub mod diagonal;
 pub mod eigen;
 pub mod error;
 pub mod hessian;
@@ -25,11 +25,15 @@ pub mod trace;
 pub mod vector;
 
 pub use dense::DenseHessian;
-pub use diagonal::{DiagonalConfig, DiagonalEstimate, DiagonalMethod, DiagonalMoments, ParamDiagonal};
 pub use density::{SlqConfig, SpectralDensity};
+pub use diagonal::{
+    DiagonalConfig, DiagonalEstimate, DiagonalMethod, DiagonalMoments, ParamDiagonal,
+};
 pub use eigen::{EigenPair, LanczosConfig, PowerConfig, TopEigen};
 pub use error::{Error, Result};
-pub use hessian::{Curvature, FiniteDifferenceOperator, FnHessian, HessianConfig, HessianOperator, ParamFilter};
+pub use hessian::{
+    Curvature, FiniteDifferenceOperator, FnHessian, HessianConfig, HessianOperator, ParamFilter,
+};
 pub use linalg::SymmetricEigen;
 pub use operator::{DenseOperator, LinearOperator};
 pub use propagation::{Coverage, CpVariant, CurvatureFactor};

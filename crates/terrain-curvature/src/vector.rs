@@ -20,7 +20,13 @@ pub enum Probe {
 }
 
 /// `dim` i.i.d. draws from `probe`, from `seed` (same seed, same vector).
-pub fn random(dim: usize, probe: Probe, seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
+pub fn random(
+    dim: usize,
+    probe: Probe,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
     let mut r = rng::rng(seed);
     let v: Vec<f64> = match probe {
         Probe::Rademacher => (0..dim)
@@ -35,7 +41,10 @@ pub fn random(dim: usize, probe: Probe, seed: u64, dtype: DType, device: &Device
 
 /// Inner product ⟨a, b⟩ (accumulated in the tensors' dtype, returned as f64).
 pub fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
-    Ok(a.mul(b)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    Ok(a.mul(b)?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?)
 }
 
 /// Euclidean norm ‖a‖.

@@ -286,10 +286,12 @@ fn exact_diagonal_equals_the_dense_one() {
 #[test]
 fn becker_lecun_is_exact_without_coupling_and_biased_with_it() {
     // A single linear layer into the loss: each weight touches one output, so the diagonal of
-    // Jᵀ ∇²ℓ J only needs the diagonal of ∇²ℓ: Becker–LeCun is exact.
+    // Jᵀ ∇²ℓ J only needs the diagonal of ∇²ℓ: Becker–LeCun is exact. So it is one hidden layer
+    // deeper under MSE, whose output Hessian is diagonal: the hidden layer's diagonal is exact too.
     for (spec, loss) in [
         ("mlp:4-3:tanh", LossKind::Ce),
         ("mlp:4-3:tanh", LossKind::Mse),
+        ("mlp:4-5-3:softplus", LossKind::Mse),
     ] {
         let c = case("linear", spec, iris(20), loss);
         let op = c.op();

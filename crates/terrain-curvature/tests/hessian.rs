@@ -61,8 +61,8 @@ fn hvp_matches_finite_differences_on_smooth_models() {
         let h = HessianOperator::new(&m, &data, config(loss, 32)).unwrap();
         let fd = FiniteDifferenceOperator::new(&h, 1e-5).unwrap();
         for seed in 0..2 {
-            let v = vector::random(h.dim(), Probe::Gaussian, seed, DType::F64, &Device::Cpu)
-                .unwrap();
+            let v =
+                vector::random(h.dim(), Probe::Gaussian, seed, DType::F64, &Device::Cpu).unwrap();
             let e = rel_err(&h.apply(&v).unwrap(), &fd.apply(&v).unwrap());
             assert!(e < 1e-6, "{spec}: HVP vs FD rel err {e:e}");
         }
@@ -72,12 +72,21 @@ fn hvp_matches_finite_differences_on_smooth_models() {
 #[test]
 fn finite_difference_operator_restores_the_weights() {
     let m = model("mlp:4-5-3:tanh", 0);
-    let before = terrain_model::ParamVec::from_model(&m).unwrap().flatten().unwrap();
+    let before = terrain_model::ParamVec::from_model(&m)
+        .unwrap()
+        .flatten()
+        .unwrap();
     let d = iris();
     let h = HessianOperator::new(&m, &d, HessianConfig::new(LossKind::Ce)).unwrap();
     let v = vector::random(h.dim(), Probe::Gaussian, 1, DType::F64, &Device::Cpu).unwrap();
-    FiniteDifferenceOperator::new(&h, 1e-3).unwrap().apply(&v).unwrap();
-    let after = terrain_model::ParamVec::from_model(&m).unwrap().flatten().unwrap();
+    FiniteDifferenceOperator::new(&h, 1e-3)
+        .unwrap()
+        .apply(&v)
+        .unwrap();
+    let after = terrain_model::ParamVec::from_model(&m)
+        .unwrap()
+        .flatten()
+        .unwrap();
     assert_eq!(before, after);
 }
 
@@ -85,8 +94,14 @@ fn finite_difference_operator_restores_the_weights() {
 fn products_do_not_depend_on_the_batch_size() {
     let m = model("mlp:4-6-3:tanh", 1);
     let d = iris();
-    let v = vector::random(m.param_count(), Probe::Rademacher, 9, DType::F64, &Device::Cpu)
-        .unwrap();
+    let v = vector::random(
+        m.param_count(),
+        Probe::Rademacher,
+        9,
+        DType::F64,
+        &Device::Cpu,
+    )
+    .unwrap();
     let whole = HessianOperator::new(&m, &d, config(LossKind::Ce, 150)).unwrap();
     let pieces = HessianOperator::new(&m, &d, config(LossKind::Ce, 17)).unwrap();
     assert_eq!(pieces.batches().len(), 9);
@@ -104,7 +119,11 @@ fn gauss_newton_equals_the_hessian_for_models_linear_in_their_parameters() {
     // parameters, so the residual term of the Hessian vanishes and GGN = H exactly.
     for (spec, data, loss) in [
         ("mlp:4-3:tanh", iris(), LossKind::Ce),
-        ("mlp:13-1:tanh", data::builtin::load("boston").unwrap(), LossKind::Mse),
+        (
+            "mlp:13-1:tanh",
+            data::builtin::load("boston").unwrap(),
+            LossKind::Mse,
+        ),
     ] {
         let m = model(spec, 2);
         let h = HessianOperator::new(&m, &data, config(loss, 64)).unwrap();
@@ -207,7 +226,10 @@ fn nan_weights_are_a_non_finite_loss_error() {
     let h = HessianOperator::new(&m, &d, config(LossKind::Ce, 64)).unwrap();
     let v = vector::random(h.dim(), Probe::Rademacher, 0, DType::F64, &Device::Cpu).unwrap();
     let err = h.apply(&v).unwrap_err();
-    assert!(matches!(err, Error::NonFiniteLoss { batch: 0, .. }), "{err}");
+    assert!(
+        matches!(err, Error::NonFiniteLoss { batch: 0, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("not finite"));
 }
 
@@ -263,7 +285,12 @@ impl CustomOp1 for CubeWithOpaqueBackward {
         let out: Vec<f64> = v.iter().map(|x| x * x * x).collect();
         Ok((candle_core::CpuStorage::F64(out), l.shape().clone()))
     }
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad.mul(&(arg.detach().sqr()? * 3.0)?)?))
     }
 }
@@ -278,7 +305,13 @@ fn an_op_without_second_derivative_is_an_error_not_a_silent_zero() {
     let v = Tensor::new(&[1.0f64, 0.0, 0.0], &Device::Cpu).unwrap();
     let err = h.apply(&v).unwrap_err();
     assert!(
-        matches!(err, Error::NoDerivative { order: "second", .. }),
+        matches!(
+            err,
+            Error::NoDerivative {
+                order: "second",
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("second derivative"), "{err}");
@@ -308,5 +341,8 @@ fn an_op_without_any_backward_is_a_first_derivative_error() {
         matches!(err, Error::NoDerivative { order: "first", .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("`w`") || err.to_string().contains(" w"), "{err}");
+    assert!(
+        err.to_string().contains("`w`") || err.to_string().contains(" w"),
+        "{err}"
+    );
 }

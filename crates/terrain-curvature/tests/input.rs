@@ -14,12 +14,7 @@ fn per_sample_loss(model: &Model, data: &data::Dataset, x: &Tensor, loss: LossKi
 
 /// Central differences, along feature `i` of every row at once, of `f(x)` `[N, D]`-valued
 /// (column `col` of its output).
-fn fd_column(
-    x: &Tensor,
-    i: usize,
-    h: f64,
-    f: impl Fn(&Tensor) -> Vec<f64>,
-) -> Vec<f64> {
+fn fd_column(x: &Tensor, i: usize, h: f64, f: impl Fn(&Tensor) -> Vec<f64>) -> Vec<f64> {
     let (n, d) = x.dims2().unwrap();
     let mut shift = vec![0.0; n * d];
     for r in 0..n {
@@ -35,11 +30,21 @@ fn fd_column(
 }
 
 fn column(t: &Tensor, j: usize) -> Vec<f64> {
-    t.narrow(1, j, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.narrow(1, j, 1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 fn rel(a: &[f64], b: &[f64]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
     num / den.max(1e-300)
 }
@@ -54,7 +59,12 @@ fn check(spec: &str, data: data::Dataset, loss: LossKind, features: Option<Vec<u
     let d = input_derivatives(&model, &data, &config).unwrap();
     let n = data.len();
     let dim: usize = data.input_shape().iter().product();
-    let x = data.x.reshape((n, dim)).unwrap().to_dtype(DType::F64).unwrap();
+    let x = data
+        .x
+        .reshape((n, dim))
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
     assert_eq!(d.d1.dims(), &[n, dim]);
     let feats = features.unwrap_or_else(|| (0..dim).collect());
     assert_eq!(d.features, feats);
@@ -91,7 +101,12 @@ fn check(spec: &str, data: data::Dataset, loss: LossKind, features: Option<Vec<u
 
 #[test]
 fn mlp_ce_derivatives_match_finite_differences() {
-    check("mlp:4-8-3:tanh", data::builtin::load("iris").unwrap(), LossKind::Ce, None);
+    check(
+        "mlp:4-8-3:tanh",
+        data::builtin::load("iris").unwrap(),
+        LossKind::Ce,
+        None,
+    );
 }
 
 #[test]
@@ -99,13 +114,24 @@ fn mlp_mse_with_batchnorm_and_gelu_matches_finite_differences() {
     let boston = data::builtin::load("boston").unwrap();
     let boston = boston.subset(&(0..60).collect::<Vec<_>>()).unwrap();
     let boston = boston.standardizer().unwrap().apply(&boston).unwrap();
-    check("mlp:13-8-1:gelu:bn", boston, LossKind::Mse, Some(vec![0, 5, 12]));
+    check(
+        "mlp:13-8-1:gelu:bn",
+        boston,
+        LossKind::Mse,
+        Some(vec![0, 5, 12]),
+    );
 }
 
 #[test]
 fn relu_nets_have_zero_higher_derivatives_and_bad_settings_are_errors() {
     let iris = data::builtin::load("iris").unwrap();
-    let model = Model::new("mlp:4-8-3:relu".parse().unwrap(), DType::F64, &Device::Cpu, 1).unwrap();
+    let model = Model::new(
+        "mlp:4-8-3:relu".parse().unwrap(),
+        DType::F64,
+        &Device::Cpu,
+        1,
+    )
+    .unwrap();
     // With CE the second derivative is not zero (softmax curvature), the d3 of a relu net is not
     // zero either; just check they are finite and shaped. Order 1 gives no d2/d3.
     let cfg = InputDerivativeConfig {
@@ -115,9 +141,27 @@ fn relu_nets_have_zero_higher_derivatives_and_bad_settings_are_errors() {
     let d = input_derivatives(&model, &iris, &cfg).unwrap();
     assert!(d.d2.is_none() && d.d3.is_none());
     for (cfg, needle) in [
-        (InputDerivativeConfig { order: 4, ..InputDerivativeConfig::new(LossKind::Ce) }, "order"),
-        (InputDerivativeConfig { features: Some(vec![4]), ..InputDerivativeConfig::new(LossKind::Ce) }, "features"),
-        (InputDerivativeConfig { batch_size: 0, ..InputDerivativeConfig::new(LossKind::Ce) }, "batch_size"),
+        (
+            InputDerivativeConfig {
+                order: 4,
+                ..InputDerivativeConfig::new(LossKind::Ce)
+            },
+            "order",
+        ),
+        (
+            InputDerivativeConfig {
+                features: Some(vec![4]),
+                ..InputDerivativeConfig::new(LossKind::Ce)
+            },
+            "features",
+        ),
+        (
+            InputDerivativeConfig {
+                batch_size: 0,
+                ..InputDerivativeConfig::new(LossKind::Ce)
+            },
+            "batch_size",
+        ),
     ] {
         let err = input_derivatives(&model, &iris, &cfg).unwrap_err();
         assert!(err.to_string().contains(needle), "{err}");

@@ -31,19 +31,6 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     Device::new_cuda(ordinal).map_err(|e| err(e.to_string()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_cpu_and_rejects_garbage() {
-        assert!(parse_device("CPU").unwrap().is_cpu());
-        let e = parse_device("tpu").unwrap_err().to_string();
-        assert!(e.contains("tpu"), "{e}");
-        assert!(parse_device("cuda:x").is_err());
-    }
-}
-
 /// Tunes glibc's allocator for tensor work; call it once at the start of a binary.
 ///
 /// candle allocates a fresh buffer for every op. glibc serves buffers above its mmap threshold
@@ -68,5 +55,28 @@ pub fn tune_cpu_allocator() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cpu_and_rejects_garbage() {
+        assert!(parse_device("CPU").unwrap().is_cpu());
+        let e = parse_device("tpu").unwrap_err().to_string();
+        assert!(e.contains("tpu"), "{e}");
+        assert!(parse_device("cuda:x").is_err());
+    }
+
+    #[test]
+    fn allocator_tuning_applies_on_glibc_and_allocation_still_works() {
+        assert_eq!(
+            tune_cpu_allocator(),
+            cfg!(all(target_os = "linux", target_env = "gnu"))
+        );
+        let v = vec![3u8; 10 << 20];
+        assert_eq!(v.iter().map(|&x| u64::from(x)).sum::<u64>(), 3 * (10 << 20));
     }
 }

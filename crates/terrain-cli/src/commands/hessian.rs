@@ -149,7 +149,12 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
     };
     let op = HessianOperator::new(&ckpt.model, &data, config)?;
     let loss = op.loss()?;
-    tracing::info!(dim = op.dim(), rows = op.rows(), loss, "Hessian operator ready");
+    tracing::info!(
+        dim = op.dim(),
+        rows = op.rows(),
+        loss,
+        "Hessian operator ready"
+    );
 
     let eigen = match top_k {
         Some(k) => Some(top_eigenvalues(&op, &a, k)?),
@@ -226,11 +231,7 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
     Ok(())
 }
 
-fn top_eigenvalues(
-    op: &HessianOperator<'_>,
-    a: &HessianArgs,
-    k: usize,
-) -> Result<eigen::TopEigen> {
+fn top_eigenvalues(op: &HessianOperator<'_>, a: &HessianArgs, k: usize) -> Result<eigen::TopEigen> {
     let bar = progress::bar(a.max_iter as u64 * k as u64, "eigenvalues");
     let mut tick = |n: usize| bar.set_position(n as u64);
     let r = match a.eigen_method {

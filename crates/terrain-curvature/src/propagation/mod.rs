@@ -33,7 +33,7 @@
 //! |---|---|---|---|
 //! | softmax CE on logits `z` | `w·(diag p − p pᵀ)` (PSD; times `Σ_k y_k` for soft targets) | real: `√w (diag √p − p √pᵀ)` | `F = G` = that factor |
 //! | MSE, `O` outputs | `(2w/O) I` | `√(2w/O) I` | `F = G` |
-//! | activation `a = φ(z)` | `diag(m)`, `m = g ⊙ φ''(z)` | `diag(√m⁺) + i diag(√m⁻)` | `F = diag(sign(m)√|m|)`, `G = diag(√|m|)` |
+//! | activation `a = φ(z)` | `diag(m)`, `m = g ⊙ φ''(z)` | `diag(√m⁺) + i diag(√m⁻)` | `F = diag(sign(m)·√abs(m))`, `G = diag(√abs(m))` |
 //! | linear/conv `y = B(W, x)` | `[[0, K], [Kᵀ, 0]]` over `(W, x)` | `(1/√2)[[σK, iσK], [I/σ, −iI/σ]]`, noise `(a, b)` on the `x` side | `F = [[σK, 0], [0, I/σ]]`, `G = [[0, σK], [I/σ, 0]]` |
 //! | BatchNorm (eval) `y = γ x̂ + β` | `[[0, C], [Cᵀ, 0]]` over `(γ, x)` | `(1/√2)[[σI, iσI], [Cᵀ/σ, −iCᵀ/σ]]`, noise `(a, b)` on the `γ` side | `F = [[σI, 0], [0, Cᵀ/σ]]`, `G = [[0, σI], [Cᵀ/σ, 0]]` |
 //!
@@ -44,7 +44,7 @@
 //! `K u` being the kernel gradient for input `u` and output gradient `g`, with noise of the input's
 //! shape. For BatchNorm `C_c,(c,pos) = g_(c,pos)/√(σ²_c + ε)` (running variance), and the noise
 //! lives on the smaller `γ` side, one pair per row and channel. The per-row scale `σ > 0` leaves
-//! the factor exact; it balances the two blocks' Frobenius norms (`σ = |g_n|^(-1/2)` for a linear
+//! the factor exact; it balances the two blocks' Frobenius norms (`σ = ‖g_n‖^(-1/2)` for a linear
 //! layer): unbalanced, the identity block is O(1) while `K ∝ g` is O(1/rows), and the variance was
 //! thousands of times larger.
 //!
