@@ -1,58 +1,7 @@
 //! End-to-end: the `terrain` binary trains, evaluates and inspects checkpoints, and answers bad
 //! input with clear errors and a failing exit code.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output},
-};
-
-/// The `terrain` binary of this workspace, built on first use if needed.
-fn terrain_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/cli-xxxx -> target/<profile>/terrain
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let bin = dir.join(format!("terrain{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "terrain-cli", "--bin", "terrain"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building terrain failed");
-    }
-    bin
-}
-
-fn terrain(args: &[&str]) -> Output {
-    Command::new(terrain_bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("CANDLE_GRAD_DO_NOT_DETACH")
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> serde_json::Value {
-    let out = terrain(args);
-    assert!(
-        out.status.success(),
-        "terrain {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = terrain(args);
-    assert!(!out.status.success(), "terrain {args:?} should have failed");
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !err.contains("panicked"),
-        "terrain {args:?} panicked:\n{err}"
-    );
-    err
-}
+use terrain_e2e::{fails, ok, terrain};
 
 #[test]
 fn train_eval_info_on_digits() {

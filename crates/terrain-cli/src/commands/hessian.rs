@@ -12,9 +12,8 @@ use terrain_curvature::{
     eigen::{self, LanczosConfig, PowerConfig},
     trace::{self, HutchPlusPlusConfig, HutchinsonConfig},
 };
-use terrain_model::loss::LossKind;
 
-use super::{Context, DataArgs, load_checkpoint, load_data_for, parse_dtype};
+use super::{CheckpointData, CheckpointDataArgs, Context};
 use crate::{output, plot, progress, raster};
 
 /// Eigenvalue solver.
@@ -39,19 +38,8 @@ enum TraceEstimator {
 /// Arguments of `terrain hessian`.
 #[derive(Debug, clap::Args)]
 pub struct HessianArgs {
-    /// The checkpoint (.safetensors): terrain's own, or a PyTorch state dict with --arch.
-    checkpoint: PathBuf,
     #[command(flatten)]
-    data: DataArgs,
-    /// Architecture, for checkpoints without terrain metadata (PyTorch state dicts).
-    #[arg(long)]
-    arch: Option<String>,
-    /// Loss: ce or mse (default: the task's natural loss).
-    #[arg(long)]
-    loss: Option<String>,
-    /// Floating-point type: f32 or f64 (default: the checkpoint's).
-    #[arg(long)]
-    dtype: Option<String>,
+    input: CheckpointDataArgs,
     /// Compute the K largest eigenvalues (with residuals). Without --top-k, --trace, --density
     /// or --diag, the top eigenvalue and the trace are computed.
     #[arg(long, value_name = "K")]
@@ -120,13 +108,12 @@ pub struct HessianArgs {
 /// Runs `terrain hessian`.
 pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
     terrain_model::autodiff::ensure_second_order()?;
-    let dtype = a.dtype.as_deref().map(parse_dtype).transpose()?;
-    let ckpt = load_checkpoint(&a.checkpoint, a.arch.as_deref(), dtype, &ctx.device)?;
-    let (data, standardized) = load_data_for(&ckpt, &a.data, a.seed)?;
-    let kind = match &a.loss {
-        Some(l) => l.parse()?,
-        None => LossKind::for_task(data.task),
-    };
+    let CheckpointData {
+        ckpt,
+        data,
+        standardized,
+        loss: kind,
+    } = a.input.load(&ctx.device, a.seed)?;
     let diag_method = a
         .diag
         .as_deref()
@@ -176,9 +163,9 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
     };
 
     let mut out = json!({
-        "checkpoint": a.checkpoint.display().to_string(),
+        "checkpoint": a.input.checkpoint.display().to_string(),
         "arch": ckpt.model.spec().to_string(),
-        "data": a.data.data,
+        "data": a.input.data.data,
         "standardized": standardized,
         "rows": op.rows(),
         "loss_kind": kind,
@@ -307,7 +294,7 @@ fn spectral_density(
     let path = a
         .plot
         .clone()
-        .unwrap_or_else(|| default_plot_path(&a.checkpoint));
+        .unwrap_or_else(|| default_plot_path(&a.input.checkpoint));
     // PyHessian plots density + 1e-7 on a log axis, so the tails stay visible and finite.
     let panel = plot::Panel {
         title: format!(

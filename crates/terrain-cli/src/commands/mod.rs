@@ -13,6 +13,7 @@ use terrain_model::{
     ArchSpec,
     checkpoint::{self, Checkpoint},
     data::{self, Dataset, Standardizer},
+    loss::LossKind,
 };
 
 use crate::output::Format;
@@ -78,14 +79,58 @@ pub fn load_checkpoint(
 /// Metadata key of the input standardisation a checkpoint was trained with.
 pub const STANDARDIZE_KEY: &str = "terrain.data.standardize";
 
-/// Loads the data a checkpoint is evaluated on, applying the standardisation it was trained with
-/// (if any). Returns the data and whether it was standardised.
-pub fn load_data_for(ckpt: &Checkpoint, data: &DataArgs, seed: u64) -> Result<(Dataset, bool)> {
-    let d = data.load(seed)?;
-    Ok(match ckpt.metadata.get(STANDARDIZE_KEY) {
-        Some(js) => (standardizer_from_json(js)?.apply(&d)?, true),
-        None => (d, false),
-    })
+/// A checkpoint and the data it is measured on: the arguments `eval` and `hessian` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckpointDataArgs {
+    /// The checkpoint (.safetensors): terrain's own, or a PyTorch state dict with --arch.
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Architecture, for checkpoints without terrain metadata (PyTorch state dicts).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Loss: ce or mse (default: the task's natural loss).
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// Floating-point type to compute in: f32 or f64 (default: the checkpoint's).
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+/// What [`CheckpointDataArgs::load`] gives.
+pub struct CheckpointData {
+    /// The checkpoint, in the requested dtype on the run's device.
+    pub ckpt: Checkpoint,
+    /// The data, standardised as the checkpoint was trained (if it was).
+    pub data: Dataset,
+    /// Whether the checkpoint's standardisation was applied.
+    pub standardized: bool,
+    /// The loss asked for, else the task's natural one.
+    pub loss: LossKind,
+}
+
+impl CheckpointDataArgs {
+    /// Loads the checkpoint and the data (`seed` is for synthetic data sets), reapplying the
+    /// standardisation the checkpoint was trained with.
+    pub fn load(&self, device: &Device, seed: u64) -> Result<CheckpointData> {
+        let dtype = self.dtype.as_deref().map(parse_dtype).transpose()?;
+        let ckpt = load_checkpoint(&self.checkpoint, self.arch.as_deref(), dtype, device)?;
+        let raw = self.data.load(seed)?;
+        let (data, standardized) = match ckpt.metadata.get(STANDARDIZE_KEY) {
+            Some(js) => (standardizer_from_json(js)?.apply(&raw)?, true),
+            None => (raw, false),
+        };
+        let loss = match &self.loss {
+            Some(l) => l.parse()?,
+            None => LossKind::for_task(data.task),
+        };
+        Ok(CheckpointData {
+            ckpt,
+            data,
+            standardized,
+            loss,
+        })
+    }
 }
 
 /// Serialises a standardiser into checkpoint metadata.
