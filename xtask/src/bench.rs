@@ -3,7 +3,14 @@
 //!
 //! Times are medians over `--reps` repetitions after `--warmup` untimed ones. Ratios to the
 //! gradient (forward + backward) of the same run are what to compare across machines.
+//!
+//! Unless `--no-pinned`, each model also gets rows measured in child processes of this binary:
+//! its gradient and Hessian-vector product pinned to one core (the affinity mask set between
+//! fork and exec, default thread settings, as under `taskset -c 0`), with one thread unpinned
+//! (`--threads 1`), and pinned with the thread count left to candle alone (what terrain did
+//! before `terrain_model::threads`). A line after the table gives pinned / one-thread.
 
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -46,6 +53,13 @@ pub struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
+    /// Skip the rows measured in child processes (pinned to one core, one thread).
+    #[arg(long)]
+    no_pinned: bool,
+    /// Internal: measure only the gradient and the Hessian-vector product and print the rows as
+    /// JSON on stdout (how a child process reports the pinned and one-thread rows).
+    #[arg(long, hide = true)]
+    child: bool,
 }
 
 /// Benchmark suites.
@@ -57,7 +71,7 @@ enum Suite {
 }
 
 /// One measured operation.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Row {
     model: String,
     operation: String,
@@ -80,13 +94,15 @@ pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
     let Suite::Curvature = args.suite;
     eprintln!(
-        "profile: {}, threads: {}, dtype: {:?}, batch: {}, reps: {} (+{} warm-up)",
+        "{}profile: {}, threads: {} (rayon pool {}), dtype: {:?}, batch: {}, reps: {} (+{} warm-up)",
+        if args.child { "child: " } else { "" },
         if cfg!(debug_assertions) {
             "dev"
         } else {
             "release"
         },
         candle_core::utils::get_num_threads(),
+        terrain_model::threads::pool_threads(),
         dtype,
         args.batch,
         args.reps,
@@ -101,10 +117,26 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         args.models.clone()
     };
+    let mut ratios = Vec::new();
     for spec in &models {
-        rows.extend(bench_model(spec, dtype, &args)?);
+        let own = bench_model(spec, dtype, &args)?;
+        if args.child || args.no_pinned {
+            rows.extend(own);
+            continue;
+        }
+        let extra = child_rows(spec, &args, &own)?;
+        ratios.push(pinned_summary(spec, &own, &extra));
+        rows.extend(own);
+        rows.extend(extra);
+    }
+    if args.child {
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
     }
     print_table(&rows);
+    for line in ratios.iter().flatten() {
+        println!("{line}");
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&rows)?)?;
         eprintln!("wrote {}", path.display());
@@ -163,13 +195,15 @@ fn bench_model(spec: &str, dtype: DType, args: &Args) -> Result<Vec<Row>> {
     )?;
     let v = vector::random(h.dim(), Probe::Rademacher, 1, dtype, &Device::Cpu)?;
     let mut measured: Vec<(String, (f64, f64, usize))> = Vec::new();
-    measured.push((
-        "loss (forward)".into(),
-        time_op(args, || {
-            h.loss()?;
-            Ok(())
-        })?,
-    ));
+    if !args.child {
+        measured.push((
+            "loss (forward)".into(),
+            time_op(args, || {
+                h.loss()?;
+                Ok(())
+            })?,
+        ));
+    }
     measured.push((
         "gradient".into(),
         time_op(args, || {
@@ -184,6 +218,9 @@ fn bench_model(spec: &str, dtype: DType, args: &Args) -> Result<Vec<Row>> {
             Ok(())
         })?,
     ));
+    if args.child {
+        return Ok(rows(spec, measured));
+    }
     measured.push((
         "Gauss-Newton-vector product".into(),
         time_op(args, || {
@@ -216,8 +253,16 @@ fn bench_model(spec: &str, dtype: DType, args: &Args) -> Result<Vec<Row>> {
             Ok(())
         })?,
     ));
-    let (grad_ms, _, grad_peak) = measured[1].1;
-    Ok(measured
+    Ok(rows(spec, measured))
+}
+
+/// Rows with ratios to the gradient among `measured`.
+fn rows(spec: &str, measured: Vec<(String, (f64, f64, usize))>) -> Vec<Row> {
+    let (grad_ms, _, grad_peak) = measured
+        .iter()
+        .find(|(op, _)| op == "gradient")
+        .map_or((f64::NAN, 0.0, 0), |(_, m)| *m);
+    measured
         .into_iter()
         .map(|(operation, (median, min, peak))| Row {
             model: spec.to_string(),
@@ -228,7 +273,110 @@ fn bench_model(spec: &str, dtype: DType, args: &Args) -> Result<Vec<Row>> {
             peak_mib: peak as f64 / (1024.0 * 1024.0),
             peak_ratio_to_gradient: peak as f64 / grad_peak.max(1) as f64,
         })
-        .collect())
+        .collect()
+}
+
+/// The runs measured in child processes: label, pinned to one core, global arguments.
+const CHILD_RUNS: [(&str, bool, &[&str]); 3] = [
+    ("pinned to 1 core", true, &[]),
+    ("1 thread", false, &["--threads", "1"]),
+    ("pinned, candle only", true, &["--candle-threads"]),
+];
+
+/// The gradient and HVP of `spec` measured in child processes (see [`CHILD_RUNS`]), as rows
+/// whose ratios are to this process's gradient (`own`).
+fn child_rows(spec: &str, args: &Args, own: &[Row]) -> Result<Vec<Row>> {
+    let grad = own.iter().find(|r| r.operation == "gradient");
+    let (grad_ms, grad_peak) = grad.map_or((f64::NAN, 0.0), |r| (r.median_ms, r.peak_mib));
+    let mut out = Vec::new();
+    for (label, pinned, global) in CHILD_RUNS {
+        let Some(child) = run_child(spec, args, pinned, global)? else {
+            continue;
+        };
+        for mut r in child {
+            let op = match r.operation.as_str() {
+                "Hessian-vector product" => "HVP",
+                other => other,
+            };
+            r.operation = format!("{op}, {label}");
+            r.ratio_to_gradient = r.median_ms / grad_ms;
+            r.peak_ratio_to_gradient = r.peak_mib / grad_peak.max(f64::MIN_POSITIVE);
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs this binary's `bench curvature --child` on `spec` with default thread settings (no
+/// `RAYON_NUM_THREADS`, `TERRAIN_THREADS`, `CANDLE_NUM_THREADS`) plus `global` arguments,
+/// pinned to the first CPU of this process's affinity mask if `pinned`. `None` where pinning
+/// is not supported (off Linux).
+fn run_child(spec: &str, args: &Args, pinned: bool, global: &[&str]) -> Result<Option<Vec<Row>>> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(global)
+        .args(["bench", "curvature", "--child", "--model", spec, "--dtype"])
+        .arg(&args.dtype)
+        .args(["--reps", &args.reps.to_string()])
+        .args(["--warmup", &args.warmup.to_string()])
+        .args(["--batch", &args.batch.to_string()])
+        .env_remove(terrain_model::threads::RAYON_ENV)
+        .env_remove("TERRAIN_THREADS")
+        .env_remove("CANDLE_NUM_THREADS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if pinned {
+        #[cfg(target_os = "linux")]
+        {
+            let cpu = terrain_model::threads::affinity_cpus()
+                .and_then(|c| c.first().copied())
+                .unwrap_or(0);
+            terrain_model::threads::pin_command(&mut cmd, cpu);
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            eprintln!("pinning to one core needs Linux: rows skipped");
+            return Ok(None);
+        }
+    }
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "benchmark child process ({}) failed: {}",
+        global.join(" "),
+        out.status
+    );
+    Ok(Some(serde_json::from_slice(&out.stdout)?))
+}
+
+/// "pinned / one thread" for the gradient and HVP of one model, if both were measured.
+fn pinned_summary(spec: &str, own: &[Row], extra: &[Row]) -> Option<String> {
+    let ms = |rows: &[Row], op: &str| rows.iter().find(|r| r.operation == op).map(|r| r.median_ms);
+    let g1 = ms(extra, "gradient, 1 thread")?;
+    let gp = ms(extra, "gradient, pinned to 1 core")?;
+    let mut line = format!(
+        "{spec}: gradient pinned to 1 core / 1 thread = {:.2}×",
+        gp / g1
+    );
+    if let (Some(h1), Some(hp)) = (
+        ms(extra, "HVP, 1 thread"),
+        ms(extra, "HVP, pinned to 1 core"),
+    ) {
+        line += &format!(", HVP {:.2}×", hp / h1);
+    }
+    if let Some(gc) = ms(extra, "gradient, pinned, candle only") {
+        line += &format!("; pinned, candle only: gradient {:.2}×", gc / g1);
+        if let (Some(h1), Some(hc)) = (
+            ms(extra, "HVP, 1 thread"),
+            ms(extra, "HVP, pinned, candle only"),
+        ) {
+            line += &format!(", HVP {:.2}×", hc / h1);
+        }
+    }
+    if let Some(g) = ms(own, "gradient") {
+        line += &format!(" (unpinned default gradient {g:.2} ms, 1 thread {g1:.2} ms)");
+    }
+    Some(line)
 }
 
 fn print_table(rows: &[Row]) {
@@ -247,5 +395,54 @@ fn print_table(rows: &[Row]) {
             r.peak_mib,
             r.peak_ratio_to_gradient
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(op: &str, ms: f64) -> Row {
+        Row {
+            model: "m".into(),
+            operation: op.into(),
+            median_ms: ms,
+            min_ms: ms,
+            ratio_to_gradient: 1.0,
+            peak_mib: 1.0,
+            peak_ratio_to_gradient: 1.0,
+        }
+    }
+
+    #[test]
+    fn ratios_are_to_the_gradient_whatever_its_position() {
+        let m = |ms: f64| (ms, ms, 1024usize);
+        let r = rows(
+            "m",
+            vec![
+                ("gradient".into(), m(2.0)),
+                ("Hessian-vector product".into(), m(6.0)),
+            ],
+        );
+        assert_eq!(r[1].ratio_to_gradient, 3.0);
+        assert_eq!(r[0].peak_ratio_to_gradient, 1.0);
+    }
+
+    #[test]
+    fn summary_gives_pinned_over_one_thread() {
+        let own = [row("gradient", 4.0)];
+        let extra = [
+            row("gradient, pinned to 1 core", 11.0),
+            row("HVP, pinned to 1 core", 30.0),
+            row("gradient, 1 thread", 10.0),
+            row("HVP, 1 thread", 30.0),
+            row("gradient, pinned, candle only", 66.0),
+            row("HVP, pinned, candle only", 300.0),
+        ];
+        let s = pinned_summary("mlp", &own, &extra).unwrap();
+        assert!(s.contains("= 1.10×"), "{s}");
+        assert!(s.contains("HVP 1.00×"), "{s}");
+        assert!(s.contains("candle only: gradient 6.60×, HVP 10.00×"), "{s}");
+        assert!(pinned_summary("mlp", &own, &extra[..2]).is_none());
     }
 }

@@ -16,6 +16,15 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
 struct Cli {
+    /// Worker threads for CPU tensor work [default: RAYON_NUM_THREADS if set, else the CPUs this
+    /// process may use: its affinity mask and cgroup CPU quota].
+    #[arg(long, global = true, env = "TERRAIN_THREADS", value_name = "N",
+          value_parser = terrain_model::threads::parse_threads)]
+    threads: Option<usize>,
+    /// Leave the thread count to candle and rayon (what terrain did before `--threads`; the
+    /// benchmark's "candle's defaults" rows use it).
+    #[arg(long, global = true, hide = true)]
+    candle_threads: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,9 +39,17 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread exists: second-order autodiff needs this flag on every thread.
+    terrain_model::autodiff::set_flag();
     init_logging();
     terrain_model::device::tune_cpu_allocator();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // Before anything touches candle: size candle's and rayon's worker threads once.
+    if !cli.candle_threads {
+        let plan = terrain_model::threads::configure(cli.threads)?;
+        tracing::debug!(%plan, "threads");
+    }
+    match cli.command {
         Command::Datasets(args) => datasets::run(args),
         Command::Bench(args) => bench::run(args),
     }

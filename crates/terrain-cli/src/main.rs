@@ -20,6 +20,11 @@ struct Cli {
     /// Compute device: cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
     #[arg(long, global = true, default_value = "cpu")]
     device: String,
+    /// Worker threads for CPU tensor work [default: RAYON_NUM_THREADS if set, else the CPUs this
+    /// process may use: its affinity mask and cgroup CPU quota].
+    #[arg(long, global = true, env = "TERRAIN_THREADS", value_name = "N",
+          value_parser = terrain_model::threads::parse_threads)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,8 +53,13 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = terrain_model::device::parse_device(&cli.device)
+    // Before anything touches candle: size candle's and rayon's worker threads once.
+    let result = terrain_model::threads::configure(cli.threads)
         .map_err(anyhow::Error::from)
+        .and_then(|plan| {
+            tracing::debug!(%plan, "threads");
+            terrain_model::device::parse_device(&cli.device).map_err(anyhow::Error::from)
+        })
         .and_then(|device| {
             let ctx = commands::Context {
                 format: cli.format,

@@ -25,7 +25,7 @@
 //! # }
 //! ```
 
-use terrain_model::rng;
+use terrain_model::{progress::Progress, rng};
 
 use crate::eigen::{finite, lanczos_run};
 use crate::linalg;
@@ -49,6 +49,9 @@ pub struct SlqConfig {
     /// Absolute padding of the grid beyond the mean extreme nodes (PyHessian's `overhead`).
     /// Default 0.01.
     pub overhead: f64,
+    /// Where progress goes (not serialised; never changes a result). Default hidden.
+    #[serde(skip)]
+    pub progress: Progress,
 }
 
 impl Default for SlqConfig {
@@ -60,6 +63,7 @@ impl Default for SlqConfig {
             bins: 10_000,
             sigma_squared: 1e-5,
             overhead: 0.01,
+            progress: Progress::hidden(),
         }
     }
 }
@@ -158,17 +162,16 @@ impl SpectralDensity {
 }
 
 /// Stochastic Lanczos quadrature plus Gaussian broadening onto a grid ([`broaden`]).
+///
+/// Progress goes to `config.progress`: at most `runs · min(iterations, dim)` products.
 pub fn slq(op: &(impl LinearOperator + ?Sized), config: &SlqConfig) -> Result<SpectralDensity> {
-    slq_with_progress(op, config, &mut |_| {})
-}
-
-/// [`slq`], calling `progress` with the number of products done after each one.
-pub fn slq_with_progress(
-    op: &(impl LinearOperator + ?Sized),
-    config: &SlqConfig,
-    progress: &mut dyn FnMut(usize),
-) -> Result<SpectralDensity> {
     config.check()?;
+    let bar = &config.progress;
+    bar.start(
+        "spectral density",
+        Some((config.runs * config.iterations.min(op.dim())) as u64),
+    );
+    let progress = &mut |n: usize| bar.set_position(n as u64);
     let mut runs = Vec::with_capacity(config.runs);
     let mut matvecs = 0;
     for r in 0..config.runs {
@@ -198,6 +201,7 @@ pub fn slq_with_progress(
             iterations: run.alpha.len(),
         });
     }
+    bar.finish();
     let (grid, density, sigma_squared) =
         broaden(&runs, config.bins, config.sigma_squared, config.overhead)?;
     Ok(SpectralDensity {

@@ -24,7 +24,7 @@
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
-use terrain_model::rng;
+use terrain_model::{progress::Progress, rng};
 
 use crate::{
     Error, HessianOperator, LinearOperator, Result,
@@ -138,6 +138,9 @@ pub struct DiagonalConfig {
     /// The largest dimension for which [`DiagonalMethod::Exact`] runs (it costs one
     /// Hessian-vector product per parameter).
     pub exact_limit: usize,
+    /// Where progress goes (not serialised; never changes a result). Default hidden.
+    #[serde(skip)]
+    pub progress: Progress,
 }
 
 impl Default for DiagonalConfig {
@@ -149,6 +152,7 @@ impl Default for DiagonalConfig {
             samples_per_sweep: 4,
             coverage: Coverage::Diagonal,
             exact_limit: crate::dense::DEFAULT_DENSE_LIMIT,
+            progress: Progress::hidden(),
         }
     }
 }
@@ -390,6 +394,14 @@ fn from_moments(
 /// The exact diagonal from one product `H e_j` per parameter. Fails when the operator's dimension
 /// exceeds `limit`.
 pub fn exact_diagonal(op: &impl LinearOperator, limit: usize) -> Result<Vec<f64>> {
+    exact_diagonal_reporting(op, limit, &Progress::hidden())
+}
+
+fn exact_diagonal_reporting(
+    op: &impl LinearOperator,
+    limit: usize,
+    progress: &Progress,
+) -> Result<Vec<f64>> {
     let p = op.dim();
     if p > limit {
         return Err(Error::config(
@@ -409,6 +421,7 @@ pub fn exact_diagonal(op: &impl LinearOperator, limit: usize) -> Result<Vec<f64>
         let v = vector::from_slice(&e, op.dtype(), op.device())?;
         e[j] = 0.0;
         let hv = op.apply(&v)?;
+        progress.inc(1);
         out.push(
             hv.narrow(0, j, 1)?
                 .to_dtype(candle_core::DType::F64)?
@@ -437,6 +450,7 @@ pub fn hutchinson_diagonal(
         )?;
         let hv = op.apply(&v)?;
         m.add(&vector::to_vec(&v.mul(&hv)?)?)?;
+        config.progress.inc(1);
     }
     Ok(m)
 }
@@ -452,13 +466,22 @@ pub fn estimate_diagonal(
     config.check()?;
     let layout = op.layout();
     let blocks: Vec<(usize, usize)> = layout.iter().map(|(_, o, l)| (*o, *l)).collect();
+    let label = format!("diagonal ({method})");
+    // Exact: one product per parameter; stochastic: samples; Becker–LeCun: one sweep.
+    let total = match method {
+        DiagonalMethod::Exact => op.dim(),
+        DiagonalMethod::BeckerLeCun => 1,
+        _ => config.samples,
+    };
+    config.progress.start(&label, Some(total as u64));
     let estimate = match method {
         DiagonalMethod::Exact => {
-            let v = exact_diagonal(op, config.exact_limit)?;
+            let v = exact_diagonal_reporting(op, config.exact_limit, &config.progress)?;
             DiagonalEstimate::from_values(method, &layout, v, None, 0, None)
         }
         DiagonalMethod::BeckerLeCun => {
             let v = propagation::becker_lecun(op)?;
+            config.progress.inc(1);
             DiagonalEstimate::from_values(method, &layout, v, None, 0, None)
         }
         DiagonalMethod::Hutchinson => {
@@ -475,6 +498,7 @@ pub fn estimate_diagonal(
             &propagation::curvature_propagation(op, CpVariant::Tu, config)?,
         ),
     };
+    config.progress.finish();
     check_finite(&estimate)?;
     Ok(estimate)
 }

@@ -20,7 +20,7 @@
 //! ```
 
 use candle_core::{DType, Tensor};
-use terrain_model::rng;
+use terrain_model::{progress::Progress, rng};
 
 use crate::linalg::{self, SymmetricEigen};
 use crate::vector::{self, Probe};
@@ -83,6 +83,9 @@ pub struct PowerConfig {
     pub tol: f64,
     /// Seed of the Gaussian start vectors (eigenpair `i` uses stream `i`). Default 0.
     pub seed: u64,
+    /// Where progress goes (not serialised; never changes a result). Default hidden.
+    #[serde(skip)]
+    pub progress: Progress,
 }
 
 impl Default for PowerConfig {
@@ -92,6 +95,7 @@ impl Default for PowerConfig {
             max_iter: 100,
             tol: 1e-3,
             seed: 0,
+            progress: Progress::hidden(),
         }
     }
 }
@@ -122,6 +126,9 @@ pub struct LanczosConfig {
     /// Seed of the Gaussian start vector (and of restart vectors after an invariant subspace).
     /// Default 0.
     pub seed: u64,
+    /// Where progress goes (not serialised; never changes a result). Default hidden.
+    #[serde(skip)]
+    pub progress: Progress,
 }
 
 impl Default for LanczosConfig {
@@ -131,6 +138,7 @@ impl Default for LanczosConfig {
             max_iter: 100,
             tol: 1e-5,
             seed: 0,
+            progress: Progress::hidden(),
         }
     }
 }
@@ -217,22 +225,21 @@ fn rayleigh(op: &(impl LinearOperator + ?Sized), v: &Tensor, context: &str) -> R
 /// Power iteration converges to the eigenvalue of largest **magnitude** (negative ones included),
 /// at a rate set by the ratio of the two largest magnitudes; with `tol = 1e-3` the value is
 /// typically accurate to a few `tol` in relative terms, the vector much less so.
+///
+/// Progress goes to `config.progress`: at most `top_k · (max_iter + 1)` products.
 pub fn power_iteration(
     op: &(impl LinearOperator + ?Sized),
     config: &PowerConfig,
 ) -> Result<TopEigen> {
-    power_iteration_with_progress(op, config, &mut |_| {})
-}
-
-/// [`power_iteration`], calling `progress` with the number of products done after each one.
-pub fn power_iteration_with_progress(
-    op: &(impl LinearOperator + ?Sized),
-    config: &PowerConfig,
-    progress: &mut dyn FnMut(usize),
-) -> Result<TopEigen> {
     const CONTEXT: &str = "power iteration";
     config.check()?;
     check_dim(config.top_k, op.dim())?;
+    let progress = &config.progress;
+    progress.start(
+        "eigenvalues (power)",
+        Some((config.top_k * (config.max_iter + 1)) as u64),
+    );
+    let progress = |n: usize| progress.set_position(n as u64);
     let mut found: Vec<Tensor> = Vec::new();
     let mut pairs = Vec::new();
     let mut matvecs = 0;
@@ -280,6 +287,7 @@ pub fn power_iteration_with_progress(
             vector: v,
         });
     }
+    config.progress.finish();
     Ok(TopEigen {
         method: EigenMethod::Power,
         pairs,
@@ -290,8 +298,8 @@ pub fn power_iteration_with_progress(
 /// The top `k` eigenpairs (largest algebraic eigenvalues) by Lanczos with full
 /// reorthogonalisation from a seeded Gaussian start.
 ///
-/// Every step costs one product and an orthogonalisation against the whole basis (twice, classical
-/// Gram–Schmidt), so the basis stays orthonormal to rounding and no spurious copies appear. The
+/// Every step costs one product and an orthogonalisation against the whole basis (modified
+/// Gram–Schmidt, twice), so the basis stays orthonormal to rounding and no spurious copies appear. The
 /// iteration stops when the Ritz residual estimates `|β_m s_{m,i}|` of the top `k` Ritz pairs are
 /// at most `tol·|θ_i|` (with `|θ_i|` floored at `√ε·‖T‖`, so zero eigenvalues can converge), at
 /// `max_iter` steps, or at the operator's dimension (then the result is exact to rounding).
@@ -304,20 +312,20 @@ pub fn power_iteration_with_progress(
 /// run. This finds repeated eigenvalues that a single Krylov space misses in exact arithmetic;
 /// near-repeated ones (a cluster narrower than `tol`) may still come out with fewer copies, with
 /// honest residuals.
+///
+/// Progress goes to `config.progress`: at most `min(max_iter, dim) + top_k` products (the steps,
+/// then one product per pair for its residual).
 pub fn lanczos(op: &(impl LinearOperator + ?Sized), config: &LanczosConfig) -> Result<TopEigen> {
-    lanczos_with_progress(op, config, &mut |_| {})
-}
-
-/// [`lanczos`], calling `progress` with the number of products done after each one.
-pub fn lanczos_with_progress(
-    op: &(impl LinearOperator + ?Sized),
-    config: &LanczosConfig,
-    progress: &mut dyn FnMut(usize),
-) -> Result<TopEigen> {
     const CONTEXT: &str = "Lanczos";
     config.check()?;
     let k = config.top_k;
     check_dim(k, op.dim())?;
+    let bar = &config.progress;
+    bar.start(
+        "eigenvalues (Lanczos)",
+        Some((config.max_iter.min(op.dim()) + k) as u64),
+    );
+    let progress = &mut |n: usize| bar.set_position(n as u64);
     let start = vector::random(
         op.dim(),
         Probe::Gaussian,
@@ -399,6 +407,7 @@ pub fn lanczos_with_progress(
             vector: y,
         });
     }
+    bar.finish();
     Ok(TopEigen {
         method: EigenMethod::Lanczos,
         pairs,

@@ -99,27 +99,21 @@ pub enum Error {
         /// What it does not support.
         what: String,
     },
-
-    /// A setting is out of range or inconsistent.
-    #[error("invalid {name} = {value}: {reason}")]
-    InvalidConfig {
-        /// The setting at fault.
-        name: String,
-        /// Its value, as given.
-        value: String,
-        /// Why it is rejected.
-        reason: String,
-    },
 }
 
 impl Error {
-    /// Shorthand for [`Error::InvalidConfig`].
+    /// An invalid setting: terrain-model's one invalid-configuration error
+    /// ([`terrain_model::Error::InvalidConfig`]), wrapped.
     pub fn config(name: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
-        Error::InvalidConfig {
-            name: name.to_string(),
-            value: value.to_string(),
-            reason: reason.into(),
-        }
+        Error::Model(terrain_model::Error::config(name, value, reason))
+    }
+
+    /// Whether this is an invalid-configuration error (of any terrain crate).
+    pub fn is_invalid_config(&self) -> bool {
+        matches!(
+            self,
+            Error::Model(terrain_model::Error::InvalidConfig { .. })
+        )
     }
 }
 

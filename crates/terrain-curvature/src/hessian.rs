@@ -114,8 +114,11 @@ pub struct HessianConfig {
     pub loss: LossKind,
     /// Rows per batch (products are summed over batches; memory grows with this).
     pub batch_size: usize,
-    /// Use only the first `samples` rows of the data (`None`: all rows).
+    /// Use only a random `samples`-row subset of the data, stratified by class and drawn from
+    /// `sample_seed` (`None`: all rows).
     pub samples: Option<usize>,
+    /// Seed of the `samples` subset.
+    pub sample_seed: u64,
     /// Which parameters span the space (a block of the Hessian).
     pub filter: ParamFilter,
     /// Exact Hessian or Gauss–Newton.
@@ -129,6 +132,7 @@ impl HessianConfig {
             loss,
             batch_size: 256,
             samples: None,
+            sample_seed: 0,
             filter: ParamFilter::all(),
             curvature: Curvature::Hessian,
         }
@@ -186,7 +190,7 @@ impl<'m> HessianOperator<'m> {
         terrain_model::autodiff::ensure_second_order()?;
         loss::check_fits(model, data)?;
         let data = match config.samples {
-            Some(n) if n < data.len() => data.subset(&(0..n).collect::<Vec<_>>())?,
+            Some(n) if n < data.len() => data.sample_rows(n, config.sample_seed)?,
             _ => data.clone(),
         };
         if data.is_empty() {
@@ -410,7 +414,10 @@ impl<'m> HessianOperator<'m> {
                 });
             }
             let jv = av
-                .expect("at least one parameter is selected")
+                .ok_or(Error::NoDerivative {
+                    order: "first",
+                    names: short_list(&self.names),
+                })?
                 .backward()?
                 .get(u.as_tensor())
                 .cloned()

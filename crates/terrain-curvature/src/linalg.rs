@@ -76,7 +76,7 @@ fn check_finite(values: &[f64], context: &str, name: &str) -> Result<()> {
 ///
 /// Only the lower triangle is used by the algorithm, but the matrix is checked for symmetry: an
 /// entry differing from its transpose by more than [`SYMMETRY_TOLERANCE`] times the largest
-/// absolute entry is an [`Error::InvalidConfig`]. A non-finite entry is an [`Error::NonFinite`], a
+/// absolute entry is an invalid-configuration error ([`Error::config`]). A non-finite entry is an [`Error::NonFinite`], a
 /// length other than `n²` an [`Error::DimensionMismatch`].
 ///
 /// ```

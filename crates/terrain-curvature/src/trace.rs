@@ -17,7 +17,7 @@
 //! ```
 
 use candle_core::Tensor;
-use terrain_model::rng;
+use terrain_model::{progress::Progress, rng};
 
 use crate::eigen::{check_tol, dtype_eps, finite};
 use crate::vector::{self, Probe};
@@ -77,6 +77,9 @@ pub struct HutchinsonConfig {
     pub probe: Probe,
     /// Seed of the probes (probe `i` uses stream `i`). Default 0.
     pub seed: u64,
+    /// Where progress goes (not serialised; never changes a result). Default hidden.
+    #[serde(skip)]
+    pub progress: Progress,
 }
 
 impl Default for HutchinsonConfig {
@@ -87,6 +90,7 @@ impl Default for HutchinsonConfig {
             tol: 1e-3,
             probe: Probe::Rademacher,
             seed: 0,
+            progress: Progress::hidden(),
         }
     }
 }
@@ -118,6 +122,9 @@ pub struct HutchPlusPlusConfig {
     pub probe: Probe,
     /// Seed of the probes. Default 0.
     pub seed: u64,
+    /// Where progress goes (not serialised; never changes a result). Default hidden.
+    #[serde(skip)]
+    pub progress: Progress,
 }
 
 impl Default for HutchPlusPlusConfig {
@@ -126,6 +133,7 @@ impl Default for HutchPlusPlusConfig {
             matvecs: 100,
             probe: Probe::Rademacher,
             seed: 0,
+            progress: Progress::hidden(),
         }
     }
 }
@@ -162,21 +170,17 @@ fn mean_se(x: &[f64]) -> (f64, f64) {
 /// The stopping rule looks only at successive means, so it can fire early by chance; the standard
 /// error reports the actual uncertainty. For a stated precision, set `tol = 0` and choose
 /// `max_samples`.
+///
+/// Progress goes to `config.progress`: at most `max_samples` products.
 pub fn hutchinson(
     op: &(impl LinearOperator + ?Sized),
     config: &HutchinsonConfig,
 ) -> Result<TraceEstimate> {
-    hutchinson_with_progress(op, config, &mut |_| {})
-}
-
-/// [`hutchinson`], calling `progress` with the number of products done after each one.
-pub fn hutchinson_with_progress(
-    op: &(impl LinearOperator + ?Sized),
-    config: &HutchinsonConfig,
-    progress: &mut dyn FnMut(usize),
-) -> Result<TraceEstimate> {
     const CONTEXT: &str = "Hutchinson trace";
     config.check()?;
+    let bar = &config.progress;
+    bar.start("trace (Hutchinson)", Some(config.max_samples as u64));
+    let progress = |n: usize| bar.set_position(n as u64);
     let mut draws = Vec::with_capacity(config.max_samples);
     let mut prev = 0.0;
     let mut sum = 0.0;
@@ -202,6 +206,7 @@ pub fn hutchinson_with_progress(
         }
         prev = mean;
     }
+    bar.finish();
     let (value, std_error) = mean_se(&draws);
     Ok(TraceEstimate {
         method: TraceMethod::Hutchinson,
@@ -224,21 +229,17 @@ pub fn hutchinson_with_progress(
 /// spectrum decays, because the sketch captures the large eigenvalues exactly. The standard error
 /// is that of the residual terms (conditional on the sketch). Columns of `HS` that are dependent to
 /// rounding (`H` of low rank) are dropped, which saves their products.
+///
+/// Progress goes to `config.progress`: at most `matvecs` products.
 pub fn hutch_plus_plus(
     op: &(impl LinearOperator + ?Sized),
     config: &HutchPlusPlusConfig,
 ) -> Result<TraceEstimate> {
-    hutch_plus_plus_with_progress(op, config, &mut |_| {})
-}
-
-/// [`hutch_plus_plus`], calling `progress` with the number of products done after each one.
-pub fn hutch_plus_plus_with_progress(
-    op: &(impl LinearOperator + ?Sized),
-    config: &HutchPlusPlusConfig,
-    progress: &mut dyn FnMut(usize),
-) -> Result<TraceEstimate> {
     const CONTEXT: &str = "Hutch++ trace";
     config.check()?;
+    let bar = &config.progress;
+    bar.start("trace (Hutch++)", Some(config.matvecs as u64));
+    let progress = |n: usize| bar.set_position(n as u64);
     let k = config.matvecs / 3;
     let g_count = config.matvecs - 2 * k;
     let sketch_seed = rng::stream_seed(config.seed, 0);
@@ -278,6 +279,7 @@ pub fn hutch_plus_plus_with_progress(
         matvecs += 1;
         progress(matvecs);
     }
+    bar.finish();
     let (mean, std_error) = mean_se(&draws);
     Ok(TraceEstimate {
         method: TraceMethod::HutchPlusPlus,

@@ -66,9 +66,9 @@ pub fn normalize(a: &Tensor) -> Result<(Tensor, f64)> {
     Ok((a.affine(1.0 / n, 0.0)?, n))
 }
 
-/// Removes from `v` its components along each of the (orthonormal) `basis` vectors, twice
-/// (classical Gram–Schmidt with one reorthogonalisation pass, which is numerically as good as
-/// modified Gram–Schmidt for Krylov bases).
+/// Removes from `v` its components along each of the (orthonormal) `basis` vectors, twice:
+/// modified Gram–Schmidt (each coefficient is taken from the vector already reduced by the
+/// previous basis vectors) with one full reorthogonalisation pass ("twice is enough").
 pub fn orthogonalize(v: &Tensor, basis: &[Tensor]) -> Result<Tensor> {
     let mut v = v.clone();
     for _ in 0..2 {

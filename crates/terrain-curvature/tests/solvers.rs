@@ -222,7 +222,7 @@ fn linalg_errors() {
     let err = linalg::symmetric_eigen(&[1.0, f64::NAN, f64::NAN, 1.0], 2).unwrap_err();
     assert!(matches!(err, Error::NonFinite { .. }), "{err}");
     let err = linalg::symmetric_eigen(&[1.0, 2.0, 0.0, 1.0], 2).unwrap_err();
-    assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    assert!(err.is_invalid_config(), "{err}");
     let err = linalg::symmetric_eigen(&[1.0, 2.0, 3.0], 2).unwrap_err();
     assert!(matches!(err, Error::DimensionMismatch { .. }), "{err}");
     let err = linalg::tridiagonal_eigen(&[1.0, 2.0], &[]).unwrap_err();
@@ -408,7 +408,7 @@ fn eigen_errors_and_config_checks() {
     ];
     for c in bad {
         assert!(
-            matches!(c.check(), Err(Error::InvalidConfig { .. })),
+            c.check().is_err_and(|e| e.is_invalid_config()),
             "{c:?}"
         );
     }

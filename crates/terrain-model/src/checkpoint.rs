@@ -13,15 +13,189 @@ use std::{
 };
 
 use candle_core::{DType, Device, Tensor, safetensors::Load};
+use serde::{Deserialize, Serialize};
 
-use crate::{ArchSpec, Error, Model, Result};
+use crate::{
+    ArchSpec, Error, Model, Result, data::Standardizer, loss::Evaluation, run::RunSpec,
+    train::TrainConfig,
+};
+
+/// Every `__metadata__` key terrain writes, in one place.
+pub mod keys {
+    /// The architecture spec, as JSON.
+    pub const ARCH: &str = "terrain.arch";
+    /// The architecture spec in its compact form (for people reading the file).
+    pub const ARCH_COMPACT: &str = "terrain.arch_compact";
+    /// The checkpoint format version.
+    pub const FORMAT: &str = "terrain.format";
+    /// The whole training recipe ([`RunSpec`](crate::run::RunSpec)), as JSON.
+    pub const RUN: &str = "terrain.run";
+    /// The training configuration alone, as JSON (also in [`RUN`]; kept for other readers).
+    pub const TRAIN_CONFIG: &str = "terrain.train.config";
+    /// The training data source (also in [`RUN`]).
+    pub const DATA: &str = "terrain.train.data";
+    /// Number of training rows.
+    pub const TRAIN_ROWS: &str = "terrain.train.rows";
+    /// Number of test rows.
+    pub const TEST_ROWS: &str = "terrain.test.rows";
+    /// The input standardisation the model was trained with (JSON: mean, std, shape).
+    pub const STANDARDIZE: &str = "terrain.data.standardize";
+    /// Loss and error on the training rows, as JSON.
+    pub const EVAL_TRAIN: &str = "terrain.eval.train";
+    /// Loss and error on the test rows, as JSON.
+    pub const EVAL_TEST: &str = "terrain.eval.test";
+}
 
 /// Metadata key holding the architecture spec as JSON.
-pub const ARCH_KEY: &str = "terrain.arch";
+pub const ARCH_KEY: &str = keys::ARCH;
 /// Metadata key holding the checkpoint format version.
-pub const FORMAT_KEY: &str = "terrain.format";
+pub const FORMAT_KEY: &str = keys::FORMAT;
 /// Current format version.
 pub const FORMAT_VERSION: &str = "1";
+
+/// What terrain records about how a checkpoint was trained, read from and written to its
+/// metadata with typed accessors (no caller handles keys or JSON).
+#[derive(Debug, Clone, Default)]
+pub struct TrainingRecord {
+    /// The training recipe.
+    pub run: Option<RunSpec>,
+    /// The input standardisation applied before training.
+    pub standardizer: Option<Standardizer>,
+    /// Loss and error on the training rows.
+    pub train: Option<Evaluation>,
+    /// Loss and error on the test rows.
+    pub test: Option<Evaluation>,
+    /// Number of training rows.
+    pub train_rows: Option<usize>,
+    /// Number of test rows.
+    pub test_rows: Option<usize>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StandardizerJson {
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    shape: Vec<usize>,
+}
+
+impl TrainingRecord {
+    /// The metadata entries of this record (the architecture and format are added by [`save`]).
+    pub fn to_metadata(&self) -> Result<BTreeMap<String, String>> {
+        let mut m = BTreeMap::new();
+        let json = |v: &dyn erased::Json| v.to_json();
+        if let Some(run) = &self.run {
+            m.insert(keys::RUN.into(), json(run)?);
+            m.insert(keys::TRAIN_CONFIG.into(), json(&run.training)?);
+            m.insert(keys::DATA.into(), run.data.source.clone());
+        }
+        if let Some(s) = &self.standardizer {
+            let v = StandardizerJson {
+                mean: s.mean.flatten_all()?.to_vec1()?,
+                std: s.std.flatten_all()?.to_vec1()?,
+                shape: s.mean.dims().to_vec(),
+            };
+            m.insert(keys::STANDARDIZE.into(), json(&v)?);
+        }
+        if let Some(e) = &self.train {
+            m.insert(keys::EVAL_TRAIN.into(), json(e)?);
+        }
+        if let Some(e) = &self.test {
+            m.insert(keys::EVAL_TEST.into(), json(e)?);
+        }
+        if let Some(n) = self.train_rows {
+            m.insert(keys::TRAIN_ROWS.into(), n.to_string());
+        }
+        if let Some(n) = self.test_rows {
+            m.insert(keys::TEST_ROWS.into(), n.to_string());
+        }
+        Ok(m)
+    }
+
+    /// Reads the record from `metadata` of the file at `path` (named in errors). Absent entries
+    /// are `None`; present but malformed ones are errors naming the key.
+    pub fn from_metadata(metadata: &BTreeMap<String, String>, path: &Path) -> Result<Self> {
+        fn get<T: serde::de::DeserializeOwned>(
+            m: &BTreeMap<String, String>,
+            key: &str,
+            path: &Path,
+        ) -> Result<Option<T>> {
+            m.get(key)
+                .map(|v| {
+                    serde_json::from_str(v).map_err(|e| Error::Safetensors {
+                        path: path.to_path_buf(),
+                        reason: format!("metadata `{key}` is malformed: {e}"),
+                    })
+                })
+                .transpose()
+        }
+        let standardizer = match get::<StandardizerJson>(metadata, keys::STANDARDIZE, path)? {
+            None => None,
+            Some(s) => {
+                let n: usize = s.shape.iter().product();
+                if s.mean.len() != n || s.std.len() != n || s.std.iter().any(|v| !(*v > 0.0)) {
+                    return Err(Error::Safetensors {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "metadata `{}` is malformed: {} means and {} standard deviations \
+                             (all > 0 required) for shape {:?}",
+                            keys::STANDARDIZE,
+                            s.mean.len(),
+                            s.std.len(),
+                            s.shape
+                        ),
+                    });
+                }
+                Some(Standardizer {
+                    mean: Tensor::from_vec(s.mean, s.shape.as_slice(), &Device::Cpu)?,
+                    std: Tensor::from_vec(s.std, s.shape.as_slice(), &Device::Cpu)?,
+                })
+            }
+        };
+        Ok(TrainingRecord {
+            run: get(metadata, keys::RUN, path)?,
+            standardizer,
+            train: get(metadata, keys::EVAL_TRAIN, path)?,
+            test: get(metadata, keys::EVAL_TEST, path)?,
+            train_rows: get(metadata, keys::TRAIN_ROWS, path)?,
+            test_rows: get(metadata, keys::TEST_ROWS, path)?,
+        })
+    }
+
+    /// The training configuration: from the recipe, else from the older stand-alone entry.
+    pub fn train_config(
+        metadata: &BTreeMap<String, String>,
+        path: &Path,
+    ) -> Result<Option<TrainConfig>> {
+        match Self::from_metadata(metadata, path)?.run {
+            Some(run) => Ok(Some(run.training)),
+            None => metadata
+                .get(keys::TRAIN_CONFIG)
+                .map(|v| {
+                    serde_json::from_str(v).map_err(|e| Error::Safetensors {
+                        path: path.to_path_buf(),
+                        reason: format!("metadata `{}` is malformed: {e}", keys::TRAIN_CONFIG),
+                    })
+                })
+                .transpose(),
+        }
+    }
+}
+
+/// JSON serialisation behind a trait object, so one closure serialises every record field.
+mod erased {
+    use crate::{Error, Result};
+
+    pub trait Json {
+        fn to_json(&self) -> Result<String>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Result<String> {
+            serde_json::to_string(self)
+                .map_err(|e| Error::config("metadata", "value", e.to_string()))
+        }
+    }
+}
 
 /// The raw contents of a safetensors file: metadata and tensors (on the CPU, file order by name).
 #[derive(Debug, Clone)]
@@ -100,7 +274,7 @@ pub fn save(model: &Model, path: &Path, extra: &BTreeMap<String, String>) -> Res
         ARCH_KEY.into(),
         serde_json::to_string(model.spec()).expect("specs always serialise"),
     );
-    metadata.insert("terrain.arch_compact".into(), model.spec().to_string());
+    metadata.insert(keys::ARCH_COMPACT.into(), model.spec().to_string());
     metadata.insert(FORMAT_KEY.into(), FORMAT_VERSION.into());
     let tensors: Vec<(String, Tensor)> = model
         .params()
@@ -136,10 +310,24 @@ impl Default for LoadOptions {
 /// A loaded checkpoint: the model and the file's metadata.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
+    /// Where it was read from.
+    pub path: PathBuf,
     /// The model, with trainable `Var`s.
     pub model: Model,
     /// All `__metadata__` entries of the file.
     pub metadata: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// How the checkpoint was trained, as far as its metadata says (typed).
+    pub fn record(&self) -> Result<TrainingRecord> {
+        TrainingRecord::from_metadata(&self.metadata, &self.path)
+    }
+
+    /// The input standardisation the model was trained with, if any.
+    pub fn standardizer(&self) -> Result<Option<Standardizer>> {
+        Ok(self.record()?.standardizer)
+    }
 }
 
 /// The architecture stored in a file's metadata, if any.
@@ -225,6 +413,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Checkpoint> {
     });
     let model = Model::from_tensors(spec, dtype, &opts.device, tensors, &context)?;
     Ok(Checkpoint {
+        path: path.to_path_buf(),
         model,
         metadata: raw.metadata,
     })

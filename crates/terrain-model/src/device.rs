@@ -1,8 +1,53 @@
-//! Choosing the compute device at run time: `cpu`, `cuda` or `cuda:N`.
+//! Choosing the compute device at run time (`cpu`, `cuda` or `cuda:N`) and the floating-point
+//! type (`f32`, `f64`).
 
-use candle_core::Device;
+use std::{fmt, str::FromStr};
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
+
+/// The floating-point type a model computes in: `f32` (fast) or `f64` (exactness checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloatType {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// 64-bit floats.
+    F64,
+}
+
+impl FloatType {
+    /// The candle dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            FloatType::F32 => DType::F32,
+            FloatType::F64 => DType::F64,
+        }
+    }
+}
+
+impl FromStr for FloatType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(FloatType::F32),
+            "f64" | "float64" => Ok(FloatType::F64),
+            _ => Err(Error::config("dtype", s, "expected f32 or f64")),
+        }
+    }
+}
+
+impl fmt::Display for FloatType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FloatType::F32 => "f32",
+            FloatType::F64 => "f64",
+        })
+    }
+}
 
 /// Parses `cpu`, `cuda` (device 0) or `cuda:N` and opens the device. Asking for CUDA in a build
 /// without the `cuda` feature is an error that says so.
@@ -61,6 +106,14 @@ pub fn tune_cpu_allocator() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float_types_round_trip() {
+        for t in [FloatType::F32, FloatType::F64] {
+            assert_eq!(t.to_string().parse::<FloatType>().unwrap(), t);
+        }
+        assert!("f16".parse::<FloatType>().unwrap_err().to_string().contains("f16"));
+    }
 
     #[test]
     fn parses_cpu_and_rejects_garbage() {

@@ -151,11 +151,21 @@ pub enum Error {
     #[error("invalid {field} = {value}: {reason}")]
     InvalidConfig {
         /// The parameter at fault.
-        field: &'static str,
+        field: String,
         /// Its value, as text.
         value: String,
         /// Why it is invalid.
         reason: String,
+    },
+
+    /// The loss does not reach some parameters: an operation in the model has no backward pass
+    /// in candle, or a layer is disconnected.
+    #[error(
+        "the gradient of the loss does not reach {names}: an operation in the model has no backward pass in candle, or the parameters are not used by the forward pass"
+    )]
+    NoGradient {
+        /// The parameters without a gradient.
+        names: String,
     },
 
     /// A loss or gradient became NaN or infinite during training or evaluation.
@@ -213,10 +223,10 @@ impl Error {
         }
     }
 
-    /// An [`Error::InvalidConfig`].
-    pub fn config(field: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
+    /// An [`Error::InvalidConfig`]: the one invalid-configuration error of every terrain crate.
+    pub fn config(field: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> Self {
         Error::InvalidConfig {
-            field,
+            field: field.into(),
             value: value.to_string(),
             reason: reason.into(),
         }

@@ -9,6 +9,8 @@
 use candle_core::{D, Tensor, Var};
 
 use crate::{Activation, Result};
+#[cfg(doc)]
+use crate::spec::TensorSlot;
 
 /// Applies an activation elementwise.
 pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
@@ -31,12 +33,15 @@ pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
 }
 
 /// A fully connected layer `y = x Wᵀ + b` with PyTorch's `[out, in]` weight layout.
-#[derive(Debug, Clone)]
-pub struct Linear {
+///
+/// `P` is what stands for a tensor: a [`TensorSlot`] in an architecture's description (name,
+/// shape, initialisation), a [`Var`] in a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Linear<P = Var> {
     /// Weight `[out, in]`.
-    pub weight: Var,
+    pub weight: P,
     /// Optional bias `[out]`.
-    pub bias: Option<Var>,
+    pub bias: Option<P>,
 }
 
 impl Linear {
@@ -51,12 +56,12 @@ impl Linear {
 }
 
 /// A 2-D convolution with PyTorch's `[out, in, k, k]` weight layout.
-#[derive(Debug, Clone)]
-pub struct Conv2d {
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2d<P = Var> {
     /// Kernel `[out, in, k, k]`.
-    pub weight: Var,
+    pub weight: P,
     /// Optional bias `[out]`.
-    pub bias: Option<Var>,
+    pub bias: Option<P>,
     /// Zero padding on each side.
     pub padding: usize,
     /// Stride.
@@ -74,40 +79,74 @@ impl Conv2d {
     }
 }
 
+/// Which statistics a BatchNorm layer normalises with, and whether it updates its running ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NormMode {
+    /// Evaluation mode: the running statistics.
+    Eval,
+    /// Training mode: batch statistics, running statistics untouched (SAM's second pass, finite
+    /// differences).
+    Batch,
+    /// Training mode: batch statistics, and the running statistics updated with the layer's own
+    /// momentum.
+    Update,
+    /// Training mode: batch statistics, and the running statistics updated with this momentum
+    /// instead of the layer's (a cumulative average when recomputing statistics).
+    UpdateWith(f64),
+}
+
+impl NormMode {
+    /// The mode of `forward_with(x, train, update_stats)`.
+    pub fn from_flags(train: bool, update_stats: bool) -> Self {
+        match (train, update_stats) {
+            (false, _) => NormMode::Eval,
+            (true, false) => NormMode::Batch,
+            (true, true) => NormMode::Update,
+        }
+    }
+
+    /// Whether batch statistics are used.
+    pub fn is_train(self) -> bool {
+        !matches!(self, NormMode::Eval)
+    }
+}
+
 /// Batch normalisation over the channel axis (axis 1) of `[N, C]` or `[N, C, H, W]` inputs,
 /// with PyTorch's semantics: biased batch variance to normalise, unbiased variance and
-/// momentum 0.1 for the running statistics, eps 1e-5.
-#[derive(Debug, Clone)]
-pub struct BatchNorm {
+/// `momentum` (PyTorch's default 0.1, set by the architecture spec) for the running statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNorm<P = Var> {
     /// Scale γ `[C]`.
-    pub weight: Var,
+    pub weight: P,
     /// Shift β `[C]`.
-    pub bias: Var,
+    pub bias: P,
     /// Running mean `[C]` (buffer).
-    pub running_mean: Var,
+    pub running_mean: P,
     /// Running variance `[C]` (buffer).
-    pub running_var: Var,
+    pub running_var: P,
     /// Added to the variance.
     pub eps: f64,
-    /// Running-statistics momentum.
+    /// Running-statistics momentum: `running ← (1 − m)·running + m·batch`.
     pub momentum: f64,
 }
 
 impl BatchNorm {
-    /// Normalises `x`. In training mode it uses batch statistics and, when `update_stats` is true,
-    /// updates the running statistics (SAM's second pass passes `false`); in eval mode it uses the
-    /// running statistics.
-    pub fn forward(&self, x: &Tensor, train: bool, update_stats: bool) -> Result<Tensor> {
+    /// Normalises `x` in `mode` (see [`NormMode`]).
+    pub fn forward(&self, x: &Tensor, mode: NormMode) -> Result<Tensor> {
         let c = self.weight.dim(0)?;
         let bshape: Vec<usize> = (0..x.rank()).map(|i| if i == 1 { c } else { 1 }).collect();
         let axes: Vec<usize> = (0..x.rank()).filter(|&i| i != 1).collect();
-        let (mean, var) = if train {
+        let (mean, var) = if mode.is_train() {
             let n = x.elem_count() / c;
             let mean = x.mean_keepdim(axes.as_slice())?;
             let centered = x.broadcast_sub(&mean)?;
             let var = centered.sqr()?.mean_keepdim(axes.as_slice())?;
-            if update_stats {
-                let m = self.momentum;
+            let momentum = match mode {
+                NormMode::Update => Some(self.momentum),
+                NormMode::UpdateWith(m) => Some(m),
+                _ => None,
+            };
+            if let Some(m) = momentum {
                 let mean_d = mean.detach().flatten_all()?;
                 let unbiased = (var.detach().flatten_all()? * (n as f64 / (n.max(2) - 1) as f64))?;
                 let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean_d * m)?)?;

@@ -26,15 +26,20 @@
 
 pub mod autodiff;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod layers;
 pub mod loss;
 pub mod model;
+pub mod network;
 pub mod params;
+pub mod progress;
 pub mod rng;
+pub mod run;
 pub mod spec;
+pub mod threads;
 pub mod train;
 
 pub use error::{Error, Result};

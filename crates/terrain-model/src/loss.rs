@@ -39,6 +39,16 @@ impl std::str::FromStr for LossKind {
     }
 }
 
+impl std::fmt::Display for LossKind {
+    /// `ce` or `mse`, which parse back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LossKind::Ce => "ce",
+            LossKind::Mse => "mse",
+        })
+    }
+}
+
 /// Per-sample losses `[N]` of `outputs` `[N, K]` against `targets`. Twice differentiable
 /// (log-softmax is built from primitives, not candle's backward-less fused softmax).
 pub fn per_sample(outputs: &Tensor, targets: &Targets, kind: LossKind) -> Result<Tensor> {
@@ -183,4 +193,17 @@ pub fn check_fits(model: &Model, data: &Dataset) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LossKind;
+
+    #[test]
+    fn loss_names_round_trip() {
+        for k in [LossKind::Ce, LossKind::Mse] {
+            assert_eq!(k.to_string().parse::<LossKind>().unwrap(), k);
+        }
+        assert!("hinge".parse::<LossKind>().unwrap_err().to_string().contains("hinge"));
+    }
 }

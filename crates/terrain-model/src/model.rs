@@ -7,7 +7,9 @@ use rand::Rng as _;
 
 use crate::{
     ArchSpec, Error, Result,
-    layers::{self, BatchNorm, Conv2d, Linear},
+    data::{Dataset, first_non_finite},
+    layers::NormMode,
+    network::Network,
     rng,
     spec::{Init, Role, TensorSlot},
 };
@@ -19,59 +21,6 @@ pub struct NamedVar {
     pub name: String,
     /// The variable (clones share storage with the model).
     pub var: Var,
-}
-
-/// One stage of an MLP.
-#[derive(Debug, Clone)]
-pub enum MlpLayer {
-    /// A Linear layer.
-    Linear(Linear),
-    /// A BatchNorm1d layer.
-    BatchNorm(BatchNorm),
-    /// An activation.
-    Activation(crate::Activation),
-}
-
-/// One basic block of a ResNet.
-#[derive(Debug, Clone)]
-pub struct BasicBlock {
-    /// First 3×3 convolution (carries the stride).
-    pub conv1: Conv2d,
-    /// Its BatchNorm.
-    pub bn1: BatchNorm,
-    /// Second 3×3 convolution.
-    pub conv2: Conv2d,
-    /// Its BatchNorm.
-    pub bn2: BatchNorm,
-    /// 1×1 convolution + BatchNorm on the skip path when the shape changes.
-    pub shortcut: Option<(Conv2d, BatchNorm)>,
-}
-
-/// The layers of a model, by architecture. Public so that curvature code can walk them.
-#[derive(Debug, Clone)]
-pub enum Network {
-    /// MLP: its layers in `nn.Sequential` order.
-    Mlp(Vec<MlpLayer>),
-    /// CNN: conv stages (each conv → activation → 2×2 max pool) and the final Linear.
-    Cnn {
-        /// Convolutions.
-        convs: Vec<Conv2d>,
-        /// Activation after each convolution.
-        activation: crate::Activation,
-        /// Output layer.
-        fc: Linear,
-    },
-    /// ResNet-18: stem, eight basic blocks, global average pooling, Linear.
-    ResNet {
-        /// Stem convolution.
-        conv1: Conv2d,
-        /// Stem BatchNorm.
-        bn1: BatchNorm,
-        /// The basic blocks in order.
-        blocks: Vec<BasicBlock>,
-        /// Output layer.
-        linear: Linear,
-    },
 }
 
 /// A network: its spec, dtype, device, named tensors and layers.
@@ -136,14 +85,19 @@ impl Model {
         spec.validate()?;
         let mut params = Vec::new();
         let mut buffers = Vec::new();
-        let mut by_name = HashMap::new();
-        for slot in spec.tensor_slots() {
+        let description = spec.network();
+        let available = {
+            let mut names: Vec<&String> = tensors.keys().collect();
+            names.sort();
+            summarize_names(&names)
+        };
+        let net = description.try_map(|slot: &TensorSlot| -> Result<Var> {
             let t = tensors
                 .remove(&slot.name)
                 .ok_or_else(|| Error::MissingTensor {
                     path: context.into(),
                     name: slot.name.clone(),
-                    available: "(see `terrain info`)".into(),
+                    available: available.clone(),
                 })?;
             if t.dims() != slot.shape.as_slice() {
                 return Err(Error::ShapeMismatch {
@@ -155,17 +109,16 @@ impl Model {
             }
             check_finite(&t, &slot.name, context)?;
             let var = Var::from_tensor(&t.to_dtype(dtype)?.to_device(device)?)?;
-            by_name.insert(slot.name.clone(), var.clone());
             let nv = NamedVar {
-                name: slot.name,
-                var,
+                name: slot.name.clone(),
+                var: var.clone(),
             };
             match slot.role {
                 Role::Parameter => params.push(nv),
                 Role::Buffer => buffers.push(nv),
             }
-        }
-        let net = build_network(&spec, &by_name);
+            Ok(var)
+        })?;
         Ok(Model {
             spec,
             dtype,
@@ -191,7 +144,8 @@ impl Model {
         &self.device
     }
 
-    /// The layers.
+    /// The layers, bound to this model's variables: the architecture's one description
+    /// ([`ArchSpec::network`]) that the forward pass and curvature sweeps interpret.
     pub fn network(&self) -> &Network {
         &self.net
     }
@@ -280,50 +234,51 @@ impl Model {
     /// Forward pass with explicit control of BatchNorm running-statistics updates (SAM's second
     /// pass uses batch statistics without updating them).
     pub fn forward_with(&self, x: &Tensor, train: bool, update_stats: bool) -> Result<Tensor> {
-        let x = self.prepare_input(x)?;
-        let upd = train && update_stats;
-        match &self.net {
-            Network::Mlp(ls) => {
-                let mut h = x;
-                for l in ls {
-                    h = match l {
-                        MlpLayer::Linear(lin) => lin.forward(&h)?,
-                        MlpLayer::BatchNorm(bn) => bn.forward(&h, train, upd)?,
-                        MlpLayer::Activation(a) => layers::activate(&h, *a)?,
-                    };
-                }
-                Ok(h)
-            }
-            Network::Cnn {
-                convs,
-                activation,
-                fc,
-            } => {
-                let mut h = x;
-                for c in convs {
-                    h = layers::max_pool2x2(&layers::activate(&c.forward(&h)?, *activation)?)?;
-                }
-                fc.forward(&h.flatten_from(1)?)
-            }
-            Network::ResNet {
-                conv1,
-                bn1,
-                blocks,
-                linear,
-            } => {
-                let mut h = bn1.forward(&conv1.forward(&x)?, train, upd)?.relu()?;
-                for b in blocks {
-                    let out = b.bn1.forward(&b.conv1.forward(&h)?, train, upd)?.relu()?;
-                    let out = b.bn2.forward(&b.conv2.forward(&out)?, train, upd)?;
-                    let skip = match &b.shortcut {
-                        Some((c, bn)) => bn.forward(&c.forward(&h)?, train, upd)?,
-                        None => h,
-                    };
-                    h = (out + skip)?.relu()?;
-                }
-                linear.forward(&layers::global_avg_pool(&h)?)
-            }
+        self.forward_mode(x, NormMode::from_flags(train, update_stats))
+    }
+
+    /// Forward pass with BatchNorm in `mode`.
+    pub fn forward_mode(&self, x: &Tensor, mode: NormMode) -> Result<Tensor> {
+        self.net.forward(&self.prepare_input(x)?, mode)
+    }
+
+    /// Recomputes every BatchNorm layer's running statistics on `data`, as
+    /// `torch.optim.swa_utils.update_bn` and the mode-connectivity code do for weights that were
+    /// never trained as they are (points on a path between checkpoints, a perturbed model): the
+    /// running statistics are reset and replaced by the cumulative average, over batches of
+    /// `batch_size` rows in data order, of each batch's mean and unbiased variance (weighted by
+    /// batch size), computed in training mode. Parameters are not touched and nothing is
+    /// differentiated. A model without BatchNorm is left as it is. Returns the number of layers
+    /// recomputed.
+    pub fn recompute_batch_norm_stats(&self, data: &Dataset, batch_size: usize) -> Result<usize> {
+        let norms = self.net.batch_norms();
+        if norms.is_empty() {
+            return Ok(0);
         }
+        if data.is_empty() {
+            return Err(Error::config(
+                "data",
+                &data.name,
+                "is empty: BatchNorm statistics need at least one row",
+            ));
+        }
+        if batch_size == 0 {
+            return Err(Error::config("batch_size", batch_size, "must be at least 1"));
+        }
+        for bn in &norms {
+            bn.running_mean.set(&bn.running_mean.zeros_like()?)?;
+            bn.running_var.set(&bn.running_var.ones_like()?)?;
+        }
+        let mut seen = 0usize;
+        for batch in data.batches(batch_size, None, false)? {
+            let batch = batch?;
+            let rows = batch.x.dim(0)?;
+            // Cumulative average: batch k gets weight rows_k / (rows seen so far + rows_k).
+            let weight = rows as f64 / (seen + rows) as f64;
+            self.forward_mode(&batch.x.detach(), NormMode::UpdateWith(weight))?;
+            seen += rows;
+        }
+        Ok(norms.len())
     }
 }
 
@@ -333,99 +288,34 @@ impl ModuleT for Model {
     }
 }
 
-/// Fails with [`Error::NonFinite`] naming the first NaN/Inf of `t`.
+/// Fails with [`Error::NonFinite`] naming the first NaN/Inf of tensor `name` from `context`
+/// (a file path or a description).
 pub fn check_finite(t: &Tensor, name: &str, context: &str) -> Result<()> {
-    let v: Vec<f64> = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-    if let Some((index, &value)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        return Err(Error::NonFinite {
+    match first_non_finite(t)? {
+        None => Ok(()),
+        Some((index, value)) => Err(Error::NonFinite {
             context: context.to_string(),
             name: name.to_string(),
             value,
             index,
-        });
+        }),
     }
-    Ok(())
 }
 
-fn build_network(spec: &ArchSpec, v: &HashMap<String, Var>) -> Network {
-    // The spec's slots and this builder agree by construction; a missing name is a bug here.
-    let get = |n: &str| {
-        v.get(n)
-            .unwrap_or_else(|| panic!("internal: no tensor {n}"))
-            .clone()
-    };
-    let opt = |n: &str| v.get(n).cloned();
-    let linear = |p: &str| Linear {
-        weight: get(&format!("{p}weight")),
-        bias: opt(&format!("{p}bias")),
-    };
-    let bn = |p: &str| BatchNorm {
-        weight: get(&format!("{p}weight")),
-        bias: get(&format!("{p}bias")),
-        running_mean: get(&format!("{p}running_mean")),
-        running_var: get(&format!("{p}running_var")),
-        eps: 1e-5,
-        momentum: 0.1,
-    };
-    let conv = |n: &str, padding: usize, stride: usize| Conv2d {
-        weight: get(&format!("{n}weight")),
-        bias: opt(&format!("{n}bias")),
-        padding,
-        stride,
-    };
-    match spec {
-        ArchSpec::Mlp(m) => {
-            let mut ls = Vec::new();
-            let mut idx = 0;
-            for _ in &m.hidden {
-                ls.push(MlpLayer::Linear(linear(&format!("{idx}."))));
-                idx += 1;
-                if m.batch_norm {
-                    ls.push(MlpLayer::BatchNorm(bn(&format!("{idx}."))));
-                    idx += 1;
-                }
-                ls.push(MlpLayer::Activation(m.activation));
-                idx += 1;
-            }
-            ls.push(MlpLayer::Linear(linear(&format!("{idx}."))));
-            Network::Mlp(ls)
-        }
-        ArchSpec::Cnn(c) => Network::Cnn {
-            convs: (0..c.channels.len())
-                .map(|i| conv(&format!("conv{i}."), 1, 1))
-                .collect(),
-            activation: c.activation,
-            fc: linear("fc."),
-        },
-        ArchSpec::ResNet18(r) => {
-            let mut in_planes = r.width;
-            let mut blocks = Vec::new();
-            for (i, (stage, planes, stride)) in crate::spec::resnet18_blocks(r.width)
-                .into_iter()
-                .enumerate()
-            {
-                let p = format!("layer{stage}.{}.", i % 2);
-                let shortcut = (stride != 1 || in_planes != planes).then(|| {
-                    (
-                        conv(&format!("{p}shortcut.0."), 0, stride),
-                        bn(&format!("{p}shortcut.1.")),
-                    )
-                });
-                blocks.push(BasicBlock {
-                    conv1: conv(&format!("{p}conv1."), 1, stride),
-                    bn1: bn(&format!("{p}bn1.")),
-                    conv2: conv(&format!("{p}conv2."), 1, 1),
-                    bn2: bn(&format!("{p}bn2.")),
-                    shortcut,
-                });
-                in_planes = planes;
-            }
-            Network::ResNet {
-                conv1: conv("conv1.", 1, 1),
-                bn1: bn("bn1."),
-                blocks,
-                linear: linear("linear."),
-            }
-        }
+/// A short list of names for error messages: the first few, then how many more.
+pub(crate) fn summarize_names<S: AsRef<str>>(names: &[S]) -> String {
+    const SHOWN: usize = 8;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("`{}`", n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
     }
+    if names.is_empty() {
+        s.push_str("no tensors");
+    }
+    s
 }

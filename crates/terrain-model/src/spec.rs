@@ -17,7 +17,21 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{
+    Error, Result,
+    layers::{BatchNorm, Conv2d, Linear},
+    network::{Layer, Network, Residual},
+};
+
+/// BatchNorm's variance guard ε (PyTorch's default).
+pub const BN_EPS: f64 = 1e-5;
+
+/// BatchNorm's running-statistics momentum unless a spec says otherwise (PyTorch's default).
+pub const DEFAULT_BN_MOMENTUM: f64 = 0.1;
+
+fn default_bn_momentum() -> f64 {
+    DEFAULT_BN_MOMENTUM
+}
 
 /// Elementwise activation functions; all twice (and three times) differentiable through candle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +91,7 @@ impl FromStr for Activation {
 }
 
 /// A multilayer perceptron.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MlpSpec {
     /// Input features (inputs of any shape are flattened).
     pub input: usize,
@@ -93,6 +107,9 @@ pub struct MlpSpec {
     /// Whether a BatchNorm1d follows every hidden Linear (before the activation).
     #[serde(default)]
     pub batch_norm: bool,
+    /// Running-statistics momentum of the BatchNorm layers (compact form `bn=M`; default 0.1).
+    #[serde(default = "default_bn_momentum")]
+    pub bn_momentum: f64,
 }
 
 fn yes() -> bool {
@@ -114,7 +131,7 @@ pub struct CnnSpec {
 }
 
 /// ResNet-18 with a width multiplier, as in the loss-landscape taxonomy / MD-tree code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResNetSpec {
     /// Input shape `[C, H, W]`.
     pub input: [usize; 3],
@@ -122,10 +139,13 @@ pub struct ResNetSpec {
     pub width: usize,
     /// Outputs (classes).
     pub output: usize,
+    /// Running-statistics momentum of every BatchNorm layer (compact form `:bn=M`; default 0.1).
+    #[serde(default = "default_bn_momentum")]
+    pub bn_momentum: f64,
 }
 
 /// A network architecture.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ArchSpec {
     /// Multilayer perceptron.
@@ -199,6 +219,28 @@ fn parse_dims(spec: &str, s: &str, sep: char, what: &str) -> Result<Vec<usize>> 
         .collect()
 }
 
+fn parse_momentum(spec: &str, m: &str) -> Result<f64> {
+    match m.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(spec_err(
+            spec,
+            format!("BatchNorm momentum `{m}` must be a number in (0, 1]"),
+        )),
+    }
+}
+
+fn check_momentum(spec: &str, m: f64) -> Result<()> {
+    // Written so that NaN fails too.
+    if m > 0.0 && m <= 1.0 {
+        Ok(())
+    } else {
+        Err(spec_err(
+            spec,
+            format!("BatchNorm momentum {m} must be in (0, 1]"),
+        ))
+    }
+}
+
 fn parse_chw(spec: &str, s: &str) -> Result<[usize; 3]> {
     let d = parse_dims(spec, s, 'x', "the input shape")?;
     <[usize; 3]>::try_from(d)
@@ -234,14 +276,21 @@ impl FromStr for ArchSpec {
                     .parse()
                     .map_err(|e: Error| spec_err(s, e.to_string()))?;
                 let (mut bias, mut batch_norm) = (true, false);
+                let mut bn_momentum = DEFAULT_BN_MOMENTUM;
                 for flag in &parts[3..] {
                     match *flag {
                         "bn" => batch_norm = true,
                         "nobias" => bias = false,
+                        other if other.starts_with("bn=") => {
+                            batch_norm = true;
+                            bn_momentum = parse_momentum(s, &other[3..])?;
+                        }
                         other => {
                             return Err(spec_err(
                                 s,
-                                format!("unknown MLP option `{other}` (expected bn or nobias)"),
+                                format!(
+                                    "unknown MLP option `{other}` (expected bn, bn=MOMENTUM or nobias)"
+                                ),
                             ));
                         }
                     }
@@ -253,6 +302,7 @@ impl FromStr for ArchSpec {
                     activation,
                     bias,
                     batch_norm,
+                    bn_momentum,
                 })
             }
             "cnn" => {
@@ -281,9 +331,21 @@ impl FromStr for ArchSpec {
                 })
             }
             "resnet18" => {
-                if parts.len() != 4 {
-                    return Err(spec_err(s, "expected resnet18:CxHxW:wK:OUT"));
+                if !(4..=5).contains(&parts.len()) {
+                    return Err(spec_err(s, "expected resnet18:CxHxW:wK:OUT[:bn=MOMENTUM]"));
                 }
+                let bn_momentum = match parts.get(4) {
+                    None => DEFAULT_BN_MOMENTUM,
+                    Some(opt) => match opt.strip_prefix("bn=") {
+                        Some(m) => parse_momentum(s, m)?,
+                        None => {
+                            return Err(spec_err(
+                                s,
+                                format!("unknown ResNet option `{opt}` (expected bn=MOMENTUM)"),
+                            ));
+                        }
+                    },
+                };
                 let input = parse_chw(s, parts[1])?;
                 let width = parts[2]
                     .strip_prefix('w')
@@ -300,6 +362,7 @@ impl FromStr for ArchSpec {
                     input,
                     width,
                     output: output[0],
+                    bn_momentum,
                 })
             }
             other => {
@@ -324,7 +387,9 @@ impl fmt::Display for ArchSpec {
                     write!(f, "-{h}")?;
                 }
                 write!(f, "-{}:{}", m.output, m.activation.name())?;
-                if m.batch_norm {
+                if m.batch_norm && m.bn_momentum != DEFAULT_BN_MOMENTUM {
+                    write!(f, ":bn={}", m.bn_momentum)?;
+                } else if m.batch_norm {
                     write!(f, ":bn")?;
                 }
                 if !m.bias {
@@ -339,11 +404,17 @@ impl fmt::Display for ArchSpec {
                 }
                 write!(f, "-{}:{}", c.output, c.activation.name())
             }
-            ArchSpec::ResNet18(r) => write!(
-                f,
-                "resnet18:{}x{}x{}:w{}:{}",
-                r.input[0], r.input[1], r.input[2], r.width, r.output
-            ),
+            ArchSpec::ResNet18(r) => {
+                write!(
+                    f,
+                    "resnet18:{}x{}x{}:w{}:{}",
+                    r.input[0], r.input[1], r.input[2], r.width, r.output
+                )?;
+                if r.bn_momentum != DEFAULT_BN_MOMENTUM {
+                    write!(f, ":bn={}", r.bn_momentum)?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -376,6 +447,7 @@ impl ArchSpec {
         match self {
             ArchSpec::Mlp(m) => {
                 nonzero(&[m.input, m.output], "input and output widths")?;
+                check_momentum(&s, m.bn_momentum)?;
                 nonzero(&m.hidden, "hidden widths")
             }
             ArchSpec::Cnn(c) => {
@@ -403,6 +475,7 @@ impl ArchSpec {
             ArchSpec::ResNet18(r) => {
                 nonzero(&r.input, "the input shape")?;
                 nonzero(&[r.width, r.output], "width and output")?;
+                check_momentum(&s, r.bn_momentum)?;
                 if r.input[1] < 8 || r.input[2] < 8 {
                     return Err(spec_err(&s, "ResNet-18 needs inputs of at least 8x8"));
                 }
@@ -438,111 +511,124 @@ impl ArchSpec {
         }
     }
 
-    /// Every tensor of the network in a fixed order (the order of parameter vectors).
-    pub fn tensor_slots(&self) -> Vec<TensorSlot> {
-        let mut slots = Vec::new();
-        let param = |slots: &mut Vec<TensorSlot>, name: String, shape: Vec<usize>, init: Init| {
-            slots.push(TensorSlot {
-                name,
-                shape,
-                role: Role::Parameter,
-                init,
+    /// The network's layers with every tensor declared (name, shape, role, initialisation):
+    /// the one description that the forward pass, the curvature sweeps and per-layer probes
+    /// interpret (see [`crate::network`]).
+    pub fn network(&self) -> Network<TensorSlot> {
+        let param = |name: String, shape: Vec<usize>, init: Init| TensorSlot {
+            name,
+            shape,
+            role: Role::Parameter,
+            init,
+        };
+        let linear = |prefix: &str, i: usize, o: usize, bias: bool| {
+            let bound = 1.0 / (i as f64).sqrt();
+            Layer::Linear(Linear {
+                weight: param(format!("{prefix}weight"), vec![o, i], Init::Uniform { bound }),
+                bias: bias
+                    .then(|| param(format!("{prefix}bias"), vec![o], Init::Uniform { bound })),
             })
         };
-        let linear = |slots: &mut Vec<TensorSlot>, prefix: &str, i: usize, o: usize, bias: bool| {
-            let bound = 1.0 / (i as f64).sqrt();
-            param(
-                slots,
-                format!("{prefix}weight"),
-                vec![o, i],
-                Init::Uniform { bound },
-            );
-            if bias {
-                param(
-                    slots,
-                    format!("{prefix}bias"),
-                    vec![o],
-                    Init::Uniform { bound },
-                );
-            }
-        };
-        let conv = |slots: &mut Vec<TensorSlot>, name: String, i: usize, o: usize, k: usize| {
+        // PyTorch's Conv2d default: weight and bias uniform with bound 1/√(in·k²).
+        let conv = |prefix: &str, i: usize, o: usize, k: usize, bias: bool, padding, stride| {
             let bound = 1.0 / ((i * k * k) as f64).sqrt();
-            param(slots, name, vec![o, i, k, k], Init::Uniform { bound });
+            Layer::Conv2d(Conv2d {
+                weight: param(
+                    format!("{prefix}weight"),
+                    vec![o, i, k, k],
+                    Init::Uniform { bound },
+                ),
+                bias: bias
+                    .then(|| param(format!("{prefix}bias"), vec![o], Init::Uniform { bound })),
+                padding,
+                stride,
+            })
         };
-        let batch_norm = |slots: &mut Vec<TensorSlot>, prefix: &str, c: usize| {
-            param(slots, format!("{prefix}weight"), vec![c], Init::Ones);
-            param(slots, format!("{prefix}bias"), vec![c], Init::Zeros);
-            for (n, init) in [("running_mean", Init::Zeros), ("running_var", Init::Ones)] {
-                slots.push(TensorSlot {
-                    name: format!("{prefix}{n}"),
-                    shape: vec![c],
-                    role: Role::Buffer,
-                    init,
-                });
-            }
+        let batch_norm = |prefix: &str, c: usize, momentum: f64| {
+            let buffer = |n: &str, init| TensorSlot {
+                name: format!("{prefix}{n}"),
+                shape: vec![c],
+                role: Role::Buffer,
+                init,
+            };
+            Layer::BatchNorm(BatchNorm {
+                weight: param(format!("{prefix}weight"), vec![c], Init::Ones),
+                bias: param(format!("{prefix}bias"), vec![c], Init::Zeros),
+                running_mean: buffer("running_mean", Init::Zeros),
+                running_var: buffer("running_var", Init::Ones),
+                eps: BN_EPS,
+                momentum,
+            })
         };
+        let mut layers = Vec::new();
         match self {
             ArchSpec::Mlp(m) => {
+                // Names are nn.Sequential indices: every module (activations too) takes one.
                 let mut idx = 0;
                 let mut fan_in = m.input;
                 for &h in &m.hidden {
-                    linear(&mut slots, &format!("{idx}."), fan_in, h, m.bias);
+                    layers.push(linear(&format!("{idx}."), fan_in, h, m.bias));
                     idx += 1;
                     if m.batch_norm {
-                        batch_norm(&mut slots, &format!("{idx}."), h);
+                        layers.push(batch_norm(&format!("{idx}."), h, m.bn_momentum));
                         idx += 1;
                     }
-                    idx += 1; // activation
+                    layers.push(Layer::Activation(m.activation));
+                    idx += 1;
                     fan_in = h;
                 }
-                linear(&mut slots, &format!("{idx}."), fan_in, m.output, m.bias);
+                layers.push(linear(&format!("{idx}."), fan_in, m.output, m.bias));
             }
             ArchSpec::Cnn(c) => {
                 let mut in_c = c.input[0];
                 for (i, &ch) in c.channels.iter().enumerate() {
-                    conv(&mut slots, format!("conv{i}.weight"), in_c, ch, 3);
-                    let bound = 1.0 / ((in_c * 9) as f64).sqrt();
-                    param(
-                        &mut slots,
-                        format!("conv{i}.bias"),
-                        vec![ch],
-                        Init::Uniform { bound },
-                    );
+                    layers.push(conv(&format!("conv{i}."), in_c, ch, 3, true, 1, 1));
+                    layers.push(Layer::Activation(c.activation));
+                    layers.push(Layer::MaxPool2x2);
                     in_c = ch;
                 }
                 let hw = (c.input[1] >> c.channels.len()) * (c.input[2] >> c.channels.len());
-                linear(&mut slots, "fc.", in_c * hw, c.output, true);
+                layers.push(Layer::Flatten);
+                layers.push(linear("fc.", in_c * hw, c.output, true));
             }
             ArchSpec::ResNet18(r) => {
-                let k = r.width;
-                conv(&mut slots, "conv1.weight".into(), r.input[0], k, 3);
-                batch_norm(&mut slots, "bn1.", k);
+                let (k, bnm) = (r.width, r.bn_momentum);
+                layers.push(conv("conv1.", r.input[0], k, 3, false, 1, 1));
+                layers.push(batch_norm("bn1.", k, bnm));
+                layers.push(Layer::Activation(Activation::Relu));
                 let mut in_planes = k;
-                let mut block_in_stage = 0;
-                for (stage, planes, stride) in resnet18_blocks(k) {
-                    let p = format!("layer{stage}.{block_in_stage}.");
-                    block_in_stage = (block_in_stage + 1) % 2;
-                    conv(&mut slots, format!("{p}conv1.weight"), in_planes, planes, 3);
-                    batch_norm(&mut slots, &format!("{p}bn1."), planes);
-                    conv(&mut slots, format!("{p}conv2.weight"), planes, planes, 3);
-                    batch_norm(&mut slots, &format!("{p}bn2."), planes);
-                    if stride != 1 || in_planes != planes {
-                        conv(
-                            &mut slots,
-                            format!("{p}shortcut.0.weight"),
-                            in_planes,
-                            planes,
-                            1,
-                        );
-                        batch_norm(&mut slots, &format!("{p}shortcut.1."), planes);
-                    }
+                for (i, (stage, planes, stride)) in resnet18_blocks(k).into_iter().enumerate() {
+                    let p = format!("layer{stage}.{}.", i % 2);
+                    let main = vec![
+                        conv(&format!("{p}conv1."), in_planes, planes, 3, false, 1, stride),
+                        batch_norm(&format!("{p}bn1."), planes, bnm),
+                        Layer::Activation(Activation::Relu),
+                        conv(&format!("{p}conv2."), planes, planes, 3, false, 1, 1),
+                        batch_norm(&format!("{p}bn2."), planes, bnm),
+                    ];
+                    let shortcut = if stride != 1 || in_planes != planes {
+                        vec![
+                            conv(&format!("{p}shortcut.0."), in_planes, planes, 1, false, 0, stride),
+                            batch_norm(&format!("{p}shortcut.1."), planes, bnm),
+                        ]
+                    } else {
+                        Vec::new()
+                    };
+                    layers.push(Layer::Residual(Residual { main, shortcut }));
+                    layers.push(Layer::Activation(Activation::Relu));
                     in_planes = planes;
                 }
-                linear(&mut slots, "linear.", 8 * k, r.output, true);
+                layers.push(Layer::GlobalAvgPool);
+                layers.push(linear("linear.", 8 * k, r.output, true));
             }
         }
-        slots
+        Network { layers }
+    }
+
+    /// Every tensor of the network in a fixed order (the order of parameter vectors), as
+    /// declared by [`ArchSpec::network`].
+    pub fn tensor_slots(&self) -> Vec<TensorSlot> {
+        self.network().slots()
     }
 
     /// Number of trainable parameters.
@@ -567,6 +653,8 @@ mod tests {
             "mlp:13-1:relu",
             "cnn:1x8x8-16-32-10:relu",
             "resnet18:3x32x32:w16:10",
+            "resnet18:3x32x32:w4:10:bn=0.01",
+            "mlp:4-8-3:relu:bn=0.3:nobias",
         ] {
             let spec: ArchSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);
@@ -638,6 +726,10 @@ mod tests {
             ("cnn:1x7x7-8-10:relu", "7x7"),
             ("resnet18:3x32x32:16:10", "wK"),
             ("{\"kind\":\"mlp\"}", "JSON"),
+            ("mlp:4-8-3:relu:bn=0", "momentum"),
+            ("mlp:4-8-3:relu:bn=nan", "momentum"),
+            ("resnet18:3x32x32:w4:10:bn=2", "momentum"),
+            ("resnet18:3x32x32:w4:10:dropout", "dropout"),
         ] {
             let e = s.parse::<ArchSpec>().unwrap_err().to_string();
             assert!(e.contains(needle), "{s}: {e}");

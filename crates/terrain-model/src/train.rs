@@ -11,7 +11,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Error, Model, Result, checkpoint,
+    Error, Model, Result, checkpoint, config,
     data::{Batch, Dataset, mixup},
     loss::{self, LossKind},
 };
@@ -41,6 +41,30 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
+    /// Checks every hyperparameter's range (NaN fails).
+    pub fn check(&self) -> Result<()> {
+        match *self {
+            Optimizer::Sgd {
+                momentum,
+                weight_decay,
+            } => {
+                config::unit_interval("momentum", momentum)?;
+                config::non_negative("weight_decay", weight_decay)
+            }
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                config::unit_interval("beta1", beta1)?;
+                config::unit_interval("beta2", beta2)?;
+                config::positive("eps", eps)?;
+                config::non_negative("weight_decay", weight_decay)
+            }
+        }
+    }
+
     /// SGD with momentum 0.9 and no weight decay.
     pub fn sgd() -> Self {
         Optimizer::Sgd {
@@ -56,6 +80,87 @@ impl Optimizer {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.0,
+        }
+    }
+}
+
+/// Parses `key=value,key=value` into `(key, f64)` pairs for the compact forms below.
+fn parse_params<'a>(what: &'static str, s: &'a str, list: &'a str) -> Result<Vec<(&'a str, f64)>> {
+    list.split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                Error::config(what, s, format!("`{kv}` is not key=value"))
+            })?;
+            let v: f64 = v.trim().parse().map_err(|_| {
+                Error::config(what, s, format!("`{}` is not a number", v.trim()))
+            })?;
+            Ok((k.trim(), v))
+        })
+        .collect()
+}
+
+impl std::str::FromStr for Optimizer {
+    type Err = Error;
+
+    /// `sgd`, `sgd:momentum=0.9,weight_decay=5e-4`, `adam` or
+    /// `adam:beta1=0.9,beta2=0.999,eps=1e-8,weight_decay=0`; unnamed settings keep the defaults
+    /// of [`Optimizer::sgd`] and [`Optimizer::adam`]. The result is checked.
+    fn from_str(s: &str) -> Result<Self> {
+        let (kind, rest) = s.trim().split_once(':').unwrap_or((s.trim(), ""));
+        let mut opt = match kind.to_ascii_lowercase().as_str() {
+            "sgd" => Optimizer::sgd(),
+            "adam" => Optimizer::adam(),
+            _ => {
+                return Err(Error::config(
+                    "optimizer",
+                    s,
+                    "expected sgd or adam, optionally with :key=value,... settings",
+                ));
+            }
+        };
+        for (k, v) in parse_params("optimizer", s, rest)? {
+            let slot = match (&mut opt, k) {
+                (Optimizer::Sgd { momentum, .. }, "momentum") => momentum,
+                (Optimizer::Sgd { weight_decay, .. }, "weight_decay")
+                | (Optimizer::Adam { weight_decay, .. }, "weight_decay") => weight_decay,
+                (Optimizer::Adam { beta1, .. }, "beta1") => beta1,
+                (Optimizer::Adam { beta2, .. }, "beta2") => beta2,
+                (Optimizer::Adam { eps, .. }, "eps") => eps,
+                _ => {
+                    return Err(Error::config(
+                        "optimizer",
+                        s,
+                        format!(
+                            "`{k}` is not a setting of {kind} (sgd: momentum, weight_decay; adam: beta1, beta2, eps, weight_decay)"
+                        ),
+                    ));
+                }
+            };
+            *slot = v;
+        }
+        opt.check()?;
+        Ok(opt)
+    }
+}
+
+impl std::fmt::Display for Optimizer {
+    /// The full compact form, which parses back to the same optimiser.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Optimizer::Sgd {
+                momentum,
+                weight_decay,
+            } => write!(f, "sgd:momentum={momentum},weight_decay={weight_decay}"),
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => write!(
+                f,
+                "adam:beta1={beta1},beta2={beta2},eps={eps},weight_decay={weight_decay}"
+            ),
         }
     }
 }
@@ -84,6 +189,27 @@ pub enum LrDecay {
 }
 
 impl LrDecay {
+    /// Checks the schedule (NaN fails).
+    pub fn check(&self) -> Result<()> {
+        match self {
+            LrDecay::None => Ok(()),
+            LrDecay::Step { every, gamma } => {
+                config::at_least("lr_decay every", *every, 1)?;
+                config::positive("lr_decay gamma", *gamma)
+            }
+            LrDecay::MultiStep { milestones, gamma } => {
+                if milestones.is_empty() {
+                    return Err(Error::config(
+                        "lr_decay milestones",
+                        "[]",
+                        "needs at least one epoch",
+                    ));
+                }
+                config::positive("lr_decay gamma", *gamma)
+            }
+        }
+    }
+
     /// The learning rate in effect during `epoch` (1-based).
     pub fn lr_at(&self, base: f64, epoch: usize) -> f64 {
         let done = epoch.saturating_sub(1);
@@ -92,6 +218,63 @@ impl LrDecay {
             LrDecay::Step { every, gamma } => base * gamma.powi((done / every.max(&1)) as i32),
             LrDecay::MultiStep { milestones, gamma } => {
                 base * gamma.powi(milestones.iter().filter(|&&m| m <= done).count() as i32)
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for LrDecay {
+    type Err = Error;
+
+    /// `none`, `step:EVERY:GAMMA` or `multistep:E1,E2,...:GAMMA`; the result is checked.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: String| Error::config("lr_decay", s, reason);
+        let parts: Vec<&str> = s.trim().split(':').collect();
+        let gamma = |g: &str| -> Result<f64> {
+            g.trim()
+                .parse()
+                .map_err(|_| bad(format!("gamma `{g}` is not a number")))
+        };
+        let decay = match parts.as_slice() {
+            ["none"] => LrDecay::None,
+            ["step", every, g] => LrDecay::Step {
+                every: every
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(format!("`{every}` is not a whole number of epochs")))?,
+                gamma: gamma(g)?,
+            },
+            ["multistep", ms, g] => LrDecay::MultiStep {
+                milestones: ms
+                    .split(',')
+                    .map(|m| {
+                        m.trim()
+                            .parse::<usize>()
+                            .map_err(|_| bad(format!("milestone `{m}` is not a whole number")))
+                    })
+                    .collect::<Result<_>>()?,
+                gamma: gamma(g)?,
+            },
+            _ => {
+                return Err(bad(
+                    "expected none, step:EVERY:GAMMA or multistep:E1,E2,...:GAMMA".into(),
+                ));
+            }
+        };
+        decay.check()?;
+        Ok(decay)
+    }
+}
+
+impl std::fmt::Display for LrDecay {
+    /// The compact form, which parses back to the same schedule.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LrDecay::None => f.write_str("none"),
+            LrDecay::Step { every, gamma } => write!(f, "step:{every}:{gamma}"),
+            LrDecay::MultiStep { milestones, gamma } => {
+                let ms: Vec<String> = milestones.iter().map(usize::to_string).collect();
+                write!(f, "multistep:{}:{gamma}", ms.join(","))
             }
         }
     }
@@ -137,74 +320,15 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Checks every field's range.
+    /// Checks every field's range (NaN fails every check).
     pub fn check(&self) -> Result<()> {
-        if self.epochs == 0 {
-            return Err(Error::config("epochs", self.epochs, "must be at least 1"));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::config("lr", self.lr, "must be a positive number"));
-        }
-        if self.batch_size == 0 {
-            return Err(Error::config(
-                "batch_size",
-                self.batch_size,
-                "must be at least 1",
-            ));
-        }
-        let unit = |field, v: f64| {
-            if (0.0..1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(Error::config(field, v, "must be in [0, 1)"))
-            }
-        };
-        let nonneg = |field, v: f64| {
-            if v >= 0.0 && v.is_finite() {
-                Ok(())
-            } else {
-                Err(Error::config(field, v, "must be ≥ 0"))
-            }
-        };
-        match self.optimizer {
-            Optimizer::Sgd {
-                momentum,
-                weight_decay,
-            } => {
-                unit("momentum", momentum)?;
-                nonneg("weight_decay", weight_decay)?;
-            }
-            Optimizer::Adam {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-            } => {
-                unit("beta1", beta1)?;
-                unit("beta2", beta2)?;
-                if eps <= 0.0 {
-                    return Err(Error::config("eps", eps, "must be > 0"));
-                }
-                nonneg("weight_decay", weight_decay)?;
-            }
-        }
-        match &self.lr_decay {
-            LrDecay::Step { every, gamma } if *every == 0 || *gamma <= 0.0 => {
-                return Err(Error::config(
-                    "lr_decay",
-                    format!("step every {every}, gamma {gamma}"),
-                    "needs every ≥ 1 and gamma > 0",
-                ));
-            }
-            LrDecay::MultiStep { gamma, .. } if *gamma <= 0.0 => {
-                return Err(Error::config("lr_decay", gamma, "gamma must be > 0"));
-            }
-            _ => {}
-        }
-        if let Some(a) = self.mixup_alpha
-            && !(a > 0.0 && a.is_finite())
-        {
-            return Err(Error::config("mixup_alpha", a, "must be > 0"));
+        config::at_least("epochs", self.epochs, 1)?;
+        config::positive("lr", self.lr)?;
+        config::at_least("batch_size", self.batch_size, 1)?;
+        self.optimizer.check()?;
+        self.lr_decay.check()?;
+        if let Some(a) = self.mixup_alpha {
+            config::positive("mixup_alpha", a)?;
         }
         Ok(())
     }
@@ -247,14 +371,24 @@ pub fn reduced_gradient(
         .to_scalar::<f64>()?;
     let objective = reduce(&losses)?;
     let store = objective.backward()?;
+    // A parameter the loss does not reach has no gradient: that is an op without a backward
+    // pass (or a disconnected layer), and an error, as in the curvature code, not a silent zero.
+    let missing: Vec<&str> = model
+        .params()
+        .iter()
+        .filter(|p| store.get(p.var.as_tensor()).is_none())
+        .map(|p| p.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::NoGradient {
+            names: crate::model::summarize_names(&missing),
+        });
+    }
     let grads = model
         .params()
         .iter()
-        .map(|p| match store.get(p.var.as_tensor()) {
-            Some(g) => Ok(g.detach()),
-            None => Ok(p.var.zeros_like()?),
-        })
-        .collect::<Result<_>>()?;
+        .filter_map(|p| store.get(p.var.as_tensor()).map(Tensor::detach))
+        .collect();
     Ok(StepOutput { loss: mean, grads })
 }
 
@@ -286,9 +420,14 @@ pub struct EpochReport {
     pub seconds: f64,
 }
 
-/// Progress events, for progress bars and logs.
+/// Training events, for progress bars and logs.
 #[derive(Debug, Clone)]
-pub enum Progress<'a> {
+pub enum TrainEvent<'a> {
+    /// Training continues from a saved state after this many epochs.
+    Resumed {
+        /// Epochs already done.
+        epochs_done: usize,
+    },
     /// One optimiser step finished.
     Step {
         /// Epoch (1-based).
@@ -372,9 +511,9 @@ impl Trainer {
         model: &Model,
         train: &Dataset,
         validation: Option<&Dataset>,
-        on_progress: &mut dyn FnMut(Progress<'_>),
+        on_event: &mut dyn FnMut(TrainEvent<'_>),
     ) -> Result<TrainReport> {
-        self.fit_resumable(model, train, validation, None, on_progress)
+        self.fit_resumable(model, train, validation, None, on_event)
     }
 
     /// Like [`fit`](Self::fit), but saves the full training state to `state_path` after every
@@ -387,7 +526,7 @@ impl Trainer {
         train: &Dataset,
         validation: Option<&Dataset>,
         state_path: Option<&Path>,
-        on_progress: &mut dyn FnMut(Progress<'_>),
+        on_event: &mut dyn FnMut(TrainEvent<'_>),
     ) -> Result<TrainReport> {
         loss::check_fits(model, train)?;
         if let Some(v) = validation {
@@ -396,7 +535,13 @@ impl Trainer {
         let cfg = self.config.clone();
         let loss_kind = cfg.loss.unwrap_or_else(|| LossKind::for_task(train.task));
         let mut state = match state_path.filter(|p| p.exists()) {
-            Some(p) => self.restore(model, p)?,
+            Some(p) => {
+                let state = self.restore(model, p)?;
+                on_event(TrainEvent::Resumed {
+                    epochs_done: state.epochs_done,
+                });
+                state
+            }
             None => OptState {
                 epochs_done: 0,
                 steps: 0,
@@ -438,7 +583,9 @@ impl Trainer {
                 .enumerate()
             {
                 let mut batch = batch?;
-                if let (Some(alpha), Some(k)) = (cfg.mixup_alpha, classes) {
+                if let Some(alpha) = cfg.mixup_alpha {
+                    // Class labels become soft mixtures; regression targets mix linearly.
+                    let k = classes.unwrap_or(0);
                     batch = mixup(&batch, alpha, k, shuffle_seed.wrapping_add(i as u64 + 1))?;
                 }
                 let out = self.objective.step(model, &batch, loss_kind)?;
@@ -452,7 +599,7 @@ impl Trainer {
                 }
                 apply_update(model, &cfg.optimizer, lr, &out.grads, &mut state)?;
                 loss_sum += out.loss;
-                on_progress(Progress::Step {
+                on_event(TrainEvent::Step {
                     epoch,
                     step: i + 1,
                     steps: steps_per_epoch,
@@ -475,7 +622,7 @@ impl Trainer {
                 seconds: started.elapsed().as_secs_f64(),
             };
             tracing::debug!(epoch, train_loss, lr, "epoch done");
-            on_progress(Progress::Epoch(&report));
+            on_event(TrainEvent::Epoch(&report));
             reports.push(report);
         }
         Ok(TrainReport {
@@ -642,4 +789,72 @@ fn apply_update(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_forms_round_trip() {
+        for s in [
+            "none",
+            "step:10:0.5",
+            "multistep:75,150:0.1",
+        ] {
+            let d: LrDecay = s.parse().unwrap();
+            assert_eq!(d.to_string(), s);
+            assert_eq!(d.to_string().parse::<LrDecay>().unwrap(), d);
+        }
+        for o in [
+            Optimizer::sgd(),
+            Optimizer::adam(),
+            Optimizer::Sgd {
+                momentum: 0.0,
+                weight_decay: 5e-4,
+            },
+        ] {
+            assert_eq!(o.to_string().parse::<Optimizer>().unwrap(), o);
+        }
+        assert_eq!("sgd".parse::<Optimizer>().unwrap(), Optimizer::sgd());
+        assert_eq!(
+            "adam:weight_decay=0.01".parse::<Optimizer>().unwrap(),
+            Optimizer::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+            }
+        );
+    }
+
+    #[test]
+    fn bad_compact_forms_and_nan_name_the_problem() {
+        for (s, needle) in [
+            ("step:0:0.5", "every"),
+            ("step:2:nan", "gamma"),
+            ("step:x:0.5", "`x`"),
+            ("multistep::0.1", "milestone"),
+            ("cosine", "expected"),
+        ] {
+            let e = s.parse::<LrDecay>().unwrap_err().to_string();
+            assert!(e.contains(needle), "{s}: {e}");
+        }
+        for (s, needle) in [
+            ("rmsprop", "sgd or adam"),
+            ("sgd:momentum=nan", "momentum"),
+            ("sgd:beta1=0.9", "beta1"),
+            ("adam:eps=0", "eps"),
+            ("adam:eps=nan", "eps"),
+            ("sgd:momentum", "key=value"),
+        ] {
+            let e = s.parse::<Optimizer>().unwrap_err().to_string();
+            assert!(e.contains(needle), "{s}: {e}");
+        }
+        let nan = TrainConfig {
+            lr: f64::NAN,
+            ..TrainConfig::default()
+        };
+        assert!(nan.check().unwrap_err().to_string().contains("lr"));
+    }
 }

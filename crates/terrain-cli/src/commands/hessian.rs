@@ -83,11 +83,11 @@ pub struct HessianArgs {
     /// Estimate the diagonal: exact, hutchinson, becker-lecun, cp (curvature propagation,
     /// S-variant) or cp-tu (curvature propagation, T/U variant).
     #[arg(long, value_name = "METHOD")]
-    diag: Option<String>,
+    diag: Option<DiagonalMethod>,
     /// Random samples of the stochastic diagonal estimators.
     #[arg(long, default_value_t = 100)]
     diag_samples: usize,
-    /// Use only the first N rows of the data.
+    /// Use only N rows of the data: a random subset, stratified by class, drawn from --seed.
     #[arg(long, value_name = "N")]
     samples: Option<usize>,
     /// Rows per batch (products are summed over batches).
@@ -114,11 +114,7 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
         standardized,
         loss: kind,
     } = a.input.load(&ctx.device, a.seed)?;
-    let diag_method = a
-        .diag
-        .as_deref()
-        .map(str::parse::<DiagonalMethod>)
-        .transpose()?;
+    let diag_method = a.diag;
     let nothing_asked = a.top_k.is_none() && !a.trace && !a.density && diag_method.is_none();
     let top_k = a.top_k.or(nothing_asked.then_some(1));
     let want_trace = a.trace || nothing_asked;
@@ -126,6 +122,7 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
     let config = HessianConfig {
         batch_size: a.batch_size,
         samples: a.samples,
+        sample_seed: a.seed,
         filter: ParamFilter::new(a.params.clone()),
         curvature: if a.gauss_newton {
             Curvature::GaussNewton
@@ -219,60 +216,58 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
 }
 
 fn top_eigenvalues(op: &HessianOperator<'_>, a: &HessianArgs, k: usize) -> Result<eigen::TopEigen> {
-    let bar = progress::bar(a.max_iter as u64 * k as u64, "eigenvalues");
-    let mut tick = |n: usize| bar.set_position(n as u64);
     let r = match a.eigen_method {
         EigenSolver::Lanczos => {
             let mut c = LanczosConfig {
                 top_k: k,
                 max_iter: a.max_iter,
                 seed: a.seed,
+                progress: progress::terminal(),
                 ..LanczosConfig::default()
             };
             if let Some(t) = a.tol {
                 c.tol = t;
             }
-            eigen::lanczos_with_progress(op, &c, &mut tick)?
+            eigen::lanczos(op, &c)?
         }
         EigenSolver::Power => {
             let mut c = PowerConfig {
                 top_k: k,
                 max_iter: a.max_iter,
                 seed: a.seed,
+                progress: progress::terminal(),
                 ..PowerConfig::default()
             };
             if let Some(t) = a.tol {
                 c.tol = t;
             }
-            eigen::power_iteration_with_progress(op, &c, &mut tick)?
+            eigen::power_iteration(op, &c)?
         }
     };
-    bar.finish_and_clear();
     Ok(r)
 }
 
 fn estimate_trace(op: &HessianOperator<'_>, a: &HessianArgs) -> Result<trace::TraceEstimate> {
-    let bar = progress::bar(a.trace_matvecs as u64, "trace");
-    let mut tick = |n: usize| bar.set_position(n as u64);
     let r = match a.trace_method {
         TraceEstimator::Hutchinson => {
             let c = HutchinsonConfig {
                 max_samples: a.trace_matvecs,
                 seed: a.seed,
+                progress: progress::terminal(),
                 ..HutchinsonConfig::default()
             };
-            trace::hutchinson_with_progress(op, &c, &mut tick)?
+            trace::hutchinson(op, &c)?
         }
         TraceEstimator::HutchPlusPlus => {
             let c = HutchPlusPlusConfig {
                 matvecs: a.trace_matvecs,
                 seed: a.seed,
+                progress: progress::terminal(),
                 ..HutchPlusPlusConfig::default()
             };
-            trace::hutch_plus_plus_with_progress(op, &c, &mut tick)?
+            trace::hutch_plus_plus(op, &c)?
         }
     };
-    bar.finish_and_clear();
     Ok(r)
 }
 
@@ -286,11 +281,10 @@ fn spectral_density(
         runs: a.density_runs,
         bins: a.density_bins,
         seed: a.seed,
+        progress: progress::terminal(),
         ..SlqConfig::default()
     };
-    let bar = progress::bar((a.density_iter * a.density_runs) as u64, "density");
-    let d = density::slq_with_progress(op, &c, &mut |n| bar.set_position(n as u64))?;
-    bar.finish_and_clear();
+    let d = density::slq(op, &c)?;
     let path = a
         .plot
         .clone()
@@ -355,12 +349,10 @@ fn estimate_diagonal(
 ) -> Result<(Value, Value)> {
     let c = DiagonalConfig {
         seed: a.seed,
+        progress: progress::terminal(),
         ..DiagonalConfig::new(a.diag_samples)
     };
-    let bar = progress::bar(0, "diagonal");
-    bar.set_message(method.name());
     let d = diagonal::estimate_diagonal(op, method, &c)?;
-    bar.finish_and_clear();
     Ok((
         json!({
             "method": d.method,

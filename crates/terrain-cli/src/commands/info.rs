@@ -16,12 +16,12 @@ pub struct InfoArgs {
     checkpoint: PathBuf,
     /// Architecture, for checkpoints without terrain metadata (PyTorch state dicts).
     #[arg(long)]
-    arch: Option<String>,
+    arch: Option<terrain_model::ArchSpec>,
 }
 
 /// Runs `terrain info`.
 pub fn run(ctx: &Context, a: InfoArgs) -> Result<()> {
-    let ckpt = load_checkpoint(&a.checkpoint, a.arch.as_deref(), None, &ctx.device)?;
+    let ckpt = load_checkpoint(&a.checkpoint, a.arch.as_ref(), None, &ctx.device)?;
     let m = &ckpt.model;
     let roles: Vec<_> = m
         .spec()

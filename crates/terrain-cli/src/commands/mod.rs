@@ -12,7 +12,8 @@ use candle_core::{DType, Device};
 use terrain_model::{
     ArchSpec,
     checkpoint::{self, Checkpoint},
-    data::{self, Dataset, Standardizer},
+    data::{self, Dataset},
+    device::FloatType,
     loss::LossKind,
 };
 
@@ -51,33 +52,20 @@ impl DataArgs {
     }
 }
 
-/// Parses `f32`/`f64`.
-pub fn parse_dtype(s: &str) -> Result<DType> {
-    match s {
-        "f32" => Ok(DType::F32),
-        "f64" => Ok(DType::F64),
-        other => anyhow::bail!("invalid --dtype `{other}`: expected f32 or f64"),
-    }
-}
-
 /// Loads a checkpoint (terrain's own, or a PyTorch state dict given `arch`).
 pub fn load_checkpoint(
     path: &Path,
-    arch: Option<&str>,
+    arch: Option<&ArchSpec>,
     dtype: Option<DType>,
     device: &Device,
 ) -> Result<Checkpoint> {
-    let arch = arch.map(str::parse::<ArchSpec>).transpose()?;
     let opts = checkpoint::LoadOptions {
-        arch,
+        arch: arch.cloned(),
         dtype,
         device: device.clone(),
     };
     checkpoint::load(path, &opts).with_context(|| format!("loading checkpoint {}", path.display()))
 }
-
-/// Metadata key of the input standardisation a checkpoint was trained with.
-pub const STANDARDIZE_KEY: &str = "terrain.data.standardize";
 
 /// A checkpoint and the data it is measured on: the arguments `eval` and `hessian` share.
 #[derive(Debug, Clone, clap::Args)]
@@ -88,13 +76,13 @@ pub struct CheckpointDataArgs {
     pub data: DataArgs,
     /// Architecture, for checkpoints without terrain metadata (PyTorch state dicts).
     #[arg(long)]
-    pub arch: Option<String>,
+    pub arch: Option<ArchSpec>,
     /// Loss: ce or mse (default: the task's natural loss).
     #[arg(long)]
-    pub loss: Option<String>,
+    pub loss: Option<LossKind>,
     /// Floating-point type to compute in: f32 or f64 (default: the checkpoint's).
     #[arg(long)]
-    pub dtype: Option<String>,
+    pub dtype: Option<FloatType>,
 }
 
 /// What [`CheckpointDataArgs::load`] gives.
@@ -113,17 +101,14 @@ impl CheckpointDataArgs {
     /// Loads the checkpoint and the data (`seed` is for synthetic data sets), reapplying the
     /// standardisation the checkpoint was trained with.
     pub fn load(&self, device: &Device, seed: u64) -> Result<CheckpointData> {
-        let dtype = self.dtype.as_deref().map(parse_dtype).transpose()?;
-        let ckpt = load_checkpoint(&self.checkpoint, self.arch.as_deref(), dtype, device)?;
+        let dtype = self.dtype.map(FloatType::dtype);
+        let ckpt = load_checkpoint(&self.checkpoint, self.arch.as_ref(), dtype, device)?;
         let raw = self.data.load(seed)?;
-        let (data, standardized) = match ckpt.metadata.get(STANDARDIZE_KEY) {
-            Some(js) => (standardizer_from_json(js)?.apply(&raw)?, true),
+        let (data, standardized) = match ckpt.standardizer()? {
+            Some(s) => (s.apply(&raw)?, true),
             None => (raw, false),
         };
-        let loss = match &self.loss {
-            Some(l) => l.parse()?,
-            None => LossKind::for_task(data.task),
-        };
+        let loss = self.loss.unwrap_or_else(|| LossKind::for_task(data.task));
         Ok(CheckpointData {
             ckpt,
             data,
@@ -131,26 +116,4 @@ impl CheckpointDataArgs {
             loss,
         })
     }
-}
-
-/// Serialises a standardiser into checkpoint metadata.
-pub fn standardizer_to_json(s: &Standardizer) -> Result<String> {
-    let mean: Vec<f32> = s.mean.flatten_all()?.to_vec1()?;
-    let std: Vec<f32> = s.std.flatten_all()?.to_vec1()?;
-    Ok(serde_json::json!({ "mean": mean, "std": std, "shape": s.mean.dims() }).to_string())
-}
-
-/// Reads a standardiser back from checkpoint metadata.
-pub fn standardizer_from_json(json: &str) -> Result<Standardizer> {
-    #[derive(serde::Deserialize)]
-    struct S {
-        mean: Vec<f32>,
-        std: Vec<f32>,
-        shape: Vec<usize>,
-    }
-    let s: S = serde_json::from_str(json).context("bad standardisation metadata")?;
-    Ok(Standardizer {
-        mean: candle_core::Tensor::from_vec(s.mean, s.shape.as_slice(), &Device::Cpu)?,
-        std: candle_core::Tensor::from_vec(s.std, s.shape.as_slice(), &Device::Cpu)?,
-    })
 }

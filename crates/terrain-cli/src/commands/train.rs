@@ -1,16 +1,19 @@
-//! `terrain train`: fit a network, evaluate it on held-out data, write a checkpoint.
+//! `terrain train`: fit a network, evaluate it on held-out data, write a checkpoint. A thin
+//! mapping of flags onto terrain-model's training recipe ([`RunSpec`]).
 
-use std::{collections::BTreeMap, path::PathBuf, time::Instant};
+use std::path::PathBuf;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde_json::json;
 use terrain_model::{
-    ArchSpec, Model, checkpoint,
-    loss::{self, LossKind},
-    train::{LrDecay, Optimizer, Progress, TrainConfig, Trainer},
+    ArchSpec,
+    device::FloatType,
+    loss::LossKind,
+    run::{DataSpec, RunOptions, RunSpec, Seeds},
+    train::{LrDecay, Optimizer, TrainConfig, TrainEvent},
 };
 
-use super::{Context, DataArgs, STANDARDIZE_KEY, parse_dtype, standardizer_to_json};
+use super::{Context, DataArgs};
 use crate::{output, progress};
 
 /// Arguments of `terrain train`.
@@ -19,7 +22,7 @@ pub struct TrainArgs {
     /// Architecture: mlp:IN-H1-...-OUT:ACT[:bn][:nobias], cnn:CxHxW-C1-...-OUT:ACT or
     /// resnet18:CxHxW:wK:OUT (e.g. mlp:64-32-16-10:tanh).
     #[arg(long)]
-    arch: String,
+    arch: ArchSpec,
     #[command(flatten)]
     data: DataArgs,
     /// Held-out test data (same kinds of source as --data); without it, --holdout of --data is
@@ -50,28 +53,30 @@ pub struct TrainArgs {
     /// Mini-batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Optimiser: sgd or adam.
+    /// Optimiser: sgd or adam, optionally with settings (sgd:momentum=0.9,weight_decay=5e-4;
+    /// adam:beta1=0.9,beta2=0.999,eps=1e-8,weight_decay=0).
     #[arg(long, default_value = "sgd")]
-    optimizer: String,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    /// L2 weight decay.
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f64,
+    optimizer: Optimizer,
+    /// SGD momentum (overrides the --optimizer setting) [default: 0.9].
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// L2 weight decay (overrides the --optimizer setting) [default: 0].
+    #[arg(long)]
+    weight_decay: Option<f64>,
     /// Learning-rate decay: none, step:EVERY:GAMMA or multistep:E1,E2,...:GAMMA.
     #[arg(long, default_value = "none")]
-    lr_decay: String,
+    lr_decay: LrDecay,
     /// Drop the last incomplete batch of each epoch.
     #[arg(long)]
     drop_last: bool,
     /// Loss: ce or mse (default: ce for classification, mse for regression).
     #[arg(long)]
-    loss: Option<String>,
+    loss: Option<LossKind>,
     /// Floating-point type of the model: f32 or f64.
     #[arg(long, default_value = "f32")]
-    dtype: String,
-    /// Seed for initialisation, splits, noise and shuffling.
+    dtype: FloatType,
+    /// Base seed: the split, subset, label noise, initialisation and shuffling each draw from
+    /// their own stream derived from it.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Where to write the checkpoint (.safetensors).
@@ -80,8 +85,9 @@ pub struct TrainArgs {
     /// Save the training state after every epoch next to --out and continue from it if present.
     #[arg(long)]
     resume: bool,
-    /// Write the training curves (loss and, for classification, test error per epoch) as SVG.
-    #[arg(long, value_name = "FILE.svg")]
+    /// Write the training curves (loss and, for classification, test error per epoch); the
+    /// format follows the extension (.png or .svg).
+    #[arg(long, value_name = "FILE.png|FILE.svg")]
     plot: Option<PathBuf>,
 }
 
@@ -119,163 +125,92 @@ fn curves_svg(arch: &str, epochs: &[terrain_model::train::EpochReport]) -> Strin
     crate::plot::svg(&panels)
 }
 
-fn parse_lr_decay(s: &str) -> Result<LrDecay> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let gamma = |g: &str| -> Result<f64> {
-        g.parse()
-            .with_context(|| format!("invalid --lr-decay `{s}`: gamma `{g}` is not a number"))
-    };
-    Ok(match parts.as_slice() {
-        ["none"] => LrDecay::None,
-        ["step", every, g] => LrDecay::Step {
-            every: every.parse().with_context(|| {
-                format!("invalid --lr-decay `{s}`: `{every}` is not an integer")
-            })?,
-            gamma: gamma(g)?,
-        },
-        ["multistep", ms, g] => LrDecay::MultiStep {
-            milestones: ms
-                .split(',')
-                .map(|m| m.parse::<usize>())
-                .collect::<Result<_, _>>()
-                .with_context(|| format!("invalid --lr-decay `{s}`: bad milestones `{ms}`"))?,
-            gamma: gamma(g)?,
-        },
-        _ => bail!(
-            "invalid --lr-decay `{s}`: expected none, step:EVERY:GAMMA or multistep:E1,E2:GAMMA"
-        ),
-    })
+impl TrainArgs {
+    /// The training recipe these flags describe.
+    pub fn run_spec(&self) -> Result<RunSpec> {
+        let mut optimizer = self.optimizer;
+        match &mut optimizer {
+            Optimizer::Sgd {
+                momentum,
+                weight_decay,
+            } => {
+                if let Some(m) = self.momentum {
+                    *momentum = m;
+                }
+                if let Some(w) = self.weight_decay {
+                    *weight_decay = w;
+                }
+            }
+            Optimizer::Adam { weight_decay, .. } => {
+                anyhow::ensure!(
+                    self.momentum.is_none(),
+                    "--momentum applies to sgd only; adam's moments are set with \
+                     --optimizer adam:beta1=B1,beta2=B2"
+                );
+                if let Some(w) = self.weight_decay {
+                    *weight_decay = w;
+                }
+            }
+        }
+        let spec = RunSpec {
+            arch: self.arch.clone(),
+            dtype: self.dtype,
+            data: DataSpec {
+                source: self.data.data.clone(),
+                test_source: self.test_data.clone(),
+                holdout: self.holdout,
+                subset: self.subset,
+                label_noise: self.label_noise,
+                standardize: self.standardize,
+            },
+            training: TrainConfig {
+                epochs: self.epochs,
+                lr: self.lr,
+                batch_size: self.batch_size,
+                optimizer,
+                lr_decay: self.lr_decay.clone(),
+                seed: Seeds::shuffle(self.seed),
+                drop_last: self.drop_last,
+                loss: self.loss,
+                mixup_alpha: self.mixup,
+            },
+            seeds: Seeds::derive(self.seed),
+        };
+        spec.check()?;
+        Ok(spec)
+    }
 }
 
 /// Runs `terrain train`.
 pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
-    let spec: ArchSpec = a.arch.parse()?;
-    let dtype = parse_dtype(&a.dtype)?;
-    let optimizer = match a.optimizer.as_str() {
-        "sgd" => Optimizer::Sgd {
-            momentum: a.momentum,
-            weight_decay: a.weight_decay,
-        },
-        "adam" => Optimizer::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: a.weight_decay,
-        },
-        other => bail!("invalid --optimizer `{other}`: expected sgd or adam"),
+    let spec = a.run_spec()?;
+    let state = a.resume.then(|| a.out.with_extension("state.safetensors"));
+    let options = RunOptions {
+        device: Some(ctx.device.clone()),
+        data_dir: a.data.data_dir.clone(),
+        checkpoint: Some(a.out.clone()),
+        state: state.clone(),
+        progress: progress::terminal(),
     };
-    let config = TrainConfig {
-        epochs: a.epochs,
-        lr: a.lr,
-        batch_size: a.batch_size,
-        optimizer,
-        lr_decay: parse_lr_decay(&a.lr_decay)?,
-        seed: a.seed,
-        drop_last: a.drop_last,
-        loss: a.loss.as_deref().map(str::parse::<LossKind>).transpose()?,
-        mixup_alpha: a.mixup,
-    };
-    let mut trainer = Trainer::new(config.clone())?;
-
-    let full = a.data.load(a.seed)?;
-    let (mut train, mut test) = match &a.test_data {
-        Some(src) => {
-            let t = DataArgs {
-                data: src.clone(),
-                data_dir: a.data.data_dir.clone(),
-            }
-            .load(a.seed)?;
-            (full, Some(t))
-        }
-        None if a.holdout > 0.0 => {
-            let (tr, te) = full.split(1.0 - a.holdout, a.seed)?;
-            (tr, Some(te))
-        }
-        None => (full, None),
-    };
-    if a.subset < 1.0 {
-        train = train.subset_fraction(a.subset, a.seed)?;
-    }
-    if a.label_noise > 0.0 {
-        train = train.with_label_noise(a.label_noise, a.seed)?;
-    }
-    let mut extra = BTreeMap::new();
-    if a.standardize {
-        let s = train.standardizer()?;
-        train = s.apply(&train)?;
-        test = test.map(|t| s.apply(&t)).transpose()?;
-        extra.insert(STANDARDIZE_KEY.to_string(), standardizer_to_json(&s)?);
-    }
-
-    let model = Model::new(spec.clone(), dtype, &ctx.device, a.seed)?;
-    loss::check_fits(&model, &train)?;
-    let steps = train.num_batches(a.batch_size, a.drop_last) as u64 * a.epochs as u64;
-    let pb = progress::bar(steps, "train");
-    let started = Instant::now();
-    let state_path = a.resume.then(|| a.out.with_extension("state.safetensors"));
-    if let Some(p) = state_path.as_ref().filter(|p| p.exists()) {
-        pb.set_message(format!("resuming from {}", p.display()));
-    }
-    let report = trainer.fit_resumable(
-        &model,
-        &train,
-        test.as_ref(),
-        state_path.as_deref(),
-        &mut |p| match p {
-            Progress::Step { loss, .. } => {
-                pb.inc(1);
-                pb.set_message(format!("loss {loss:.4}"));
-            }
-            Progress::Epoch(e) => {
+    let outcome = spec
+        .run_observed(&options, None, &mut |event| match event {
+            TrainEvent::Resumed { epochs_done } => eprintln!(
+                "resuming from {} after epoch {epochs_done}",
+                state.as_deref().unwrap_or(&a.out).display()
+            ),
+            TrainEvent::Epoch(e) => {
                 tracing::info!(epoch = e.epoch, train_loss = e.train_loss, "epoch");
             }
-        },
-    )?;
-    pb.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-
-    let train_eval = loss::evaluate_with(
-        &model,
-        &train,
-        512,
-        config.loss.unwrap_or(LossKind::for_task(train.task)),
-    )?;
-    let test_eval = test
-        .as_ref()
-        .map(|t| {
-            loss::evaluate_with(
-                &model,
-                t,
-                512,
-                config.loss.unwrap_or(LossKind::for_task(t.task)),
-            )
+            TrainEvent::Step { .. } => {}
         })
-        .transpose()?;
-
-    extra.insert(
-        "terrain.train.config".into(),
-        serde_json::to_string(&config)?,
-    );
-    extra.insert("terrain.train.data".into(), a.data.data.clone());
-    extra.insert("terrain.train.rows".into(), train.len().to_string());
-    extra.insert(
-        "terrain.eval.train".into(),
-        serde_json::to_string(&train_eval)?,
-    );
-    if let Some(t) = &test_eval {
-        extra.insert("terrain.eval.test".into(), serde_json::to_string(t)?);
-    }
-    checkpoint::save(&model, &a.out, &extra)
-        .with_context(|| format!("writing checkpoint {}", a.out.display()))?;
-    if let Some(p) = state_path {
-        std::fs::remove_file(&p).ok();
-    }
+        .with_context(|| format!("training {} on {}", spec.arch, spec.data.source))?;
     if let Some(path) = &a.plot {
-        std::fs::write(path, curves_svg(&spec.to_string(), &report.epochs))
+        std::fs::write(path, curves_svg(&spec.arch.to_string(), &outcome.report.epochs))
             .with_context(|| format!("writing plot {}", path.display()))?;
     }
 
-    let epochs: Vec<_> = report
+    let epochs: Vec<_> = outcome
+        .report
         .epochs
         .iter()
         .map(|e| {
@@ -293,16 +228,17 @@ pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
         ctx.format,
         &json!({
             "checkpoint": a.out.display().to_string(),
-            "arch": spec.to_string(),
-            "parameters": model.param_count(),
-            "data": a.data.data,
-            "train_rows": train.len(),
-            "test_rows": test.as_ref().map(|t| t.len()),
-            "objective": report.objective,
-            "steps": report.steps,
-            "seconds": seconds,
-            "train": train_eval,
-            "test": test_eval,
+            "arch": spec.arch.to_string(),
+            "parameters": outcome.model.param_count(),
+            "data": spec.data.source,
+            "train_rows": outcome.train_rows,
+            "test_rows": outcome.test_rows,
+            "objective": outcome.report.objective,
+            "steps": outcome.report.steps,
+            "resumed_after_epoch": outcome.resumed_after,
+            "seconds": outcome.seconds,
+            "train": outcome.train,
+            "test": outcome.test,
             "epochs": epochs,
         }),
     );

@@ -185,6 +185,7 @@ pub fn curvature_propagation(
         }
         done += k;
         sweep_index += 1;
+        config.progress.set_position(done as u64);
     }
     for (block, st) in sums.into_iter().enumerate() {
         let (s, q) = st.expect("at least one sweep ran");

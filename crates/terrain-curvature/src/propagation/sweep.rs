@@ -21,7 +21,7 @@ use terrain_model::{
     data::Targets,
     layers::{self, BatchNorm, Conv2d, Linear},
     loss::LossKind,
-    model::{MlpLayer, Network},
+    network::{Layer, Network},
 };
 
 use super::noise::Noise;
@@ -123,15 +123,13 @@ enum Rec<'m> {
     AvgPool { dims: Vec<usize> },
 }
 
-/// A step of the forward tape: one layer, or a residual block (two branches meeting in a sum
-/// followed by a ReLU).
+/// A step of the forward tape: one layer, or a residual block (two branches meeting in a sum).
 enum Step<'m> {
     One(Rec<'m>),
     Block {
-        main: Vec<Rec<'m>>,
+        main: Vec<Step<'m>>,
         /// Empty for an identity skip.
-        skip: Vec<Rec<'m>>,
-        relu: Rec<'m>,
+        skip: Vec<Step<'m>>,
         live_in: bool,
     },
 }
@@ -233,101 +231,74 @@ impl<'a> Forward<'a> {
         Ok((layers::activate(&z, act)?, Rec::Act { act, z }))
     }
 
-    /// The whole network; returns the tape and the outputs.
+    /// The whole network (terrain-model's layer description); returns the tape and the outputs.
     fn network<'m>(&self, net: &'m Network, x: &Tensor) -> Result<(Vec<Step<'m>>, Tensor)> {
-        let mut steps = Vec::new();
         let mut live = false;
-        let mut h = x.clone();
-        match net {
-            Network::Mlp(ls) => {
-                for l in ls {
-                    let (y, rec) = match l {
-                        MlpLayer::Linear(lin) => self.linear(lin, h, &mut live)?,
-                        MlpLayer::BatchNorm(bn) => self.norm(bn, h, &mut live)?,
-                        MlpLayer::Activation(a) => self.act(*a, h)?,
-                    };
-                    steps.push(Step::One(rec));
-                    h = y;
+        self.layers(&net.layers, x.clone(), &mut live)
+    }
+
+    /// A sequence of layers; `live` says whether the input depends on a selected parameter, and
+    /// is updated to whether the output does.
+    fn layers<'m>(
+        &self,
+        layers: &'m [Layer],
+        mut h: Tensor,
+        live: &mut bool,
+    ) -> Result<(Vec<Step<'m>>, Tensor)> {
+        let mut steps = Vec::with_capacity(layers.len());
+        for layer in layers {
+            let (y, step) = match layer {
+                Layer::Linear(lin) => {
+                    let (y, rec) = self.linear(lin, h, live)?;
+                    (y, Step::One(rec))
                 }
-            }
-            Network::Cnn {
-                convs,
-                activation,
-                fc,
-            } => {
-                for c in convs {
-                    let (y, rec) = self.conv(c, h, &mut live)?;
-                    steps.push(Step::One(rec));
-                    let (a, rec) = self.act(*activation, y)?;
-                    steps.push(Step::One(rec));
-                    let p = layers::max_pool2x2(&a)?;
-                    steps.push(Step::One(Rec::MaxPool { x: a, y: p.clone() }));
-                    h = p;
+                Layer::Conv2d(c) => {
+                    let (y, rec) = self.conv(c, h, live)?;
+                    (y, Step::One(rec))
                 }
-                let dims = h.dims().to_vec();
-                h = h.flatten_from(1)?;
-                steps.push(Step::One(Rec::Flatten { dims }));
-                let (y, rec) = self.linear(fc, h, &mut live)?;
-                steps.push(Step::One(rec));
-                h = y;
-            }
-            Network::ResNet {
-                conv1,
-                bn1,
-                blocks,
-                linear,
-            } => {
-                let (y, rec) = self.conv(conv1, h, &mut live)?;
-                steps.push(Step::One(rec));
-                let (y, rec) = self.norm(bn1, y, &mut live)?;
-                steps.push(Step::One(rec));
-                h = y;
-                let (y, rec) = self.act(Activation::Relu, h)?;
-                steps.push(Step::One(rec));
-                h = y;
-                for b in blocks {
-                    let live_in = live;
-                    let mut lm = live;
-                    let mut main = Vec::new();
-                    let (o, r) = self.conv(&b.conv1, h.clone(), &mut lm)?;
-                    main.push(r);
-                    let (o, r) = self.norm(&b.bn1, o, &mut lm)?;
-                    main.push(r);
-                    let (o, r) = self.act(Activation::Relu, o)?;
-                    main.push(r);
-                    let (o, r) = self.conv(&b.conv2, o, &mut lm)?;
-                    main.push(r);
-                    let (o, r) = self.norm(&b.bn2, o, &mut lm)?;
-                    main.push(r);
-                    let mut ls = live;
-                    let mut skip = Vec::new();
-                    let s = match &b.shortcut {
-                        Some((c, bn)) => {
-                            let (s, r) = self.conv(c, h.clone(), &mut ls)?;
-                            skip.push(r);
-                            let (s, r) = self.norm(bn, s, &mut ls)?;
-                            skip.push(r);
-                            s
-                        }
-                        None => h.clone(),
-                    };
-                    live = lm || ls;
-                    let (y, relu) = self.act(Activation::Relu, o.add(&s)?)?;
-                    steps.push(Step::Block {
-                        main,
-                        skip,
-                        relu,
-                        live_in,
-                    });
-                    h = y;
+                Layer::BatchNorm(bn) => {
+                    let (y, rec) = self.norm(bn, h, live)?;
+                    (y, Step::One(rec))
                 }
-                let dims = h.dims().to_vec();
-                h = layers::global_avg_pool(&h)?;
-                steps.push(Step::One(Rec::AvgPool { dims }));
-                let (y, rec) = self.linear(linear, h, &mut live)?;
-                steps.push(Step::One(rec));
-                h = y;
-            }
+                Layer::Activation(a) => {
+                    let (y, rec) = self.act(*a, h)?;
+                    (y, Step::One(rec))
+                }
+                Layer::MaxPool2x2 => {
+                    let y = layers::max_pool2x2(&h)?;
+                    let rec = Rec::MaxPool { x: h, y: y.clone() };
+                    (y, Step::One(rec))
+                }
+                Layer::Flatten => {
+                    let dims = h.dims().to_vec();
+                    (h.flatten_from(1)?, Step::One(Rec::Flatten { dims }))
+                }
+                Layer::GlobalAvgPool => {
+                    let dims = h.dims().to_vec();
+                    (
+                        layers::global_avg_pool(&h)?,
+                        Step::One(Rec::AvgPool { dims }),
+                    )
+                }
+                Layer::Residual(r) => {
+                    let live_in = *live;
+                    let mut live_main = live_in;
+                    let (main, out) = self.layers(&r.main, h.clone(), &mut live_main)?;
+                    let mut live_skip = live_in;
+                    let (skip, s) = self.layers(&r.shortcut, h, &mut live_skip)?;
+                    *live = live_main || live_skip;
+                    (
+                        out.add(&s)?,
+                        Step::Block {
+                            main,
+                            skip,
+                            live_in,
+                        },
+                    )
+                }
+            };
+            steps.push(step);
+            h = y;
         }
         Ok((steps, h))
     }
@@ -606,25 +577,22 @@ impl<'s> Sweep<'s> {
         }
     }
 
-    /// Backward through a tape.
-    fn backward(&mut self, steps: &[Step<'_>], mut flow: Flow) -> Result<()> {
+    /// Backward through a tape: returns the flow into its input (`None` when the input is not
+    /// live).
+    fn backward(&mut self, steps: &[Step<'_>], mut flow: Flow) -> Result<Option<Flow>> {
         for step in steps.iter().rev() {
             let next = match step {
                 Step::One(rec) => self.back(rec, flow)?,
                 Step::Block {
                     main,
                     skip,
-                    relu,
                     live_in,
                 } => {
-                    let f = self
-                        .back(relu, flow)?
-                        .expect("an activation always passes its flow on");
-                    let from_main = self.back_seq(main, f.clone())?;
+                    let from_main = self.backward(main, flow.clone())?;
                     let from_skip = if skip.is_empty() {
-                        Some(f)
+                        Some(flow)
                     } else {
-                        self.back_seq(skip, f)?
+                        self.backward(skip, flow)?
                     };
                     if *live_in {
                         match (from_main, from_skip) {
@@ -637,16 +605,6 @@ impl<'s> Sweep<'s> {
                 }
             };
             match next {
-                Some(f) => flow = f,
-                None => return Ok(()),
-            }
-        }
-        Ok(())
-    }
-
-    fn back_seq(&mut self, recs: &[Rec<'_>], mut flow: Flow) -> Result<Option<Flow>> {
-        for rec in recs.iter().rev() {
-            match self.back(rec, flow)? {
                 Some(f) => flow = f,
                 None => return Ok(None),
             }

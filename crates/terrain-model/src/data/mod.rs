@@ -192,18 +192,6 @@ pub(crate) fn first_non_finite(t: &Tensor) -> Result<Option<(usize, f64)>> {
     }
 }
 
-fn check_finite(t: &Tensor, context: &str, name: &str) -> Result<()> {
-    match first_non_finite(t)? {
-        None => Ok(()),
-        Some((index, value)) => Err(Error::NonFinite {
-            context: context.to_string(),
-            name: name.to_string(),
-            value,
-            index,
-        }),
-    }
-}
-
 fn is_float(dtype: DType) -> bool {
     dtype.is_float()
 }
@@ -330,7 +318,7 @@ impl Dataset {
             .to_device(&Device::Cpu)?
             .to_dtype(DType::F32)?
             .contiguous()?;
-        check_finite(&x, &name, "x")?;
+        crate::model::check_finite(&x, "x", &name)?;
         let y_tensor = y.tensor();
         if y_tensor.rank() == 0 || y_tensor.dim(0)? != n {
             let mut expected = y_tensor.dims().to_vec();
@@ -441,7 +429,7 @@ impl Dataset {
             .to_device(&Device::Cpu)?
             .to_dtype(DType::F32)?
             .contiguous()?;
-        check_finite(&t, name, "y")?;
+        crate::model::check_finite(&t, "y", name)?;
         Ok(t)
     }
 
@@ -611,6 +599,22 @@ impl Dataset {
             return Ok(self.clone());
         }
         let (mut picked, _) = self.pick(k, seed)?;
+        picked.sort_unstable();
+        self.rows(&picked)
+    }
+
+    /// A random `n`-row subset (stratified by class for classification, so every class keeps its
+    /// share), rows kept in their original order; `n ≥ len` returns the whole dataset and `n = 0`
+    /// is an error. Never the first `n` rows: sorted files (iris is sorted by class) would give
+    /// one class.
+    pub fn sample_rows(&self, n: usize, seed: u64) -> Result<Dataset> {
+        if n == 0 {
+            return Err(Error::config("samples", 0, "must be at least 1"));
+        }
+        if n >= self.len() {
+            return Ok(self.clone());
+        }
+        let (mut picked, _) = self.pick(n, seed)?;
         picked.sort_unstable();
         self.rows(&picked)
     }

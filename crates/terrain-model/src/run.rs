@@ -1,0 +1,371 @@
+//! The training recipe as a library: one serde [`RunSpec`] describes a whole run (data
+//! preparation → training → evaluation → checkpoint with metadata), and [`RunSpec::run`] carries
+//! it out. `terrain train` maps its flags onto a `RunSpec`; hyperparameter sweeps and model zoos
+//! call the same function, so every model terrain trains is trained the same way.
+//!
+//! Randomness comes from named seed streams ([`Seeds`]), all derived from one base seed by
+//! default, so changing the subset does not change the split, and changing the initialisation
+//! seed does not change which rows were held out.
+//!
+//! ```
+//! use terrain_model::{ArchSpec, run::{RunOptions, RunSpec}};
+//!
+//! let mut spec = RunSpec::new("mlp:64-16-10:tanh".parse::<ArchSpec>()?, "digits", 7);
+//! spec.training.epochs = 2;
+//! let out = spec.run(&RunOptions::default())?;
+//! assert_eq!(out.report.epochs.len(), 2);
+//! assert!(out.test.unwrap().error.unwrap() < 0.5);
+//! # Ok::<(), terrain_model::Error>(())
+//! ```
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ArchSpec, Error, Model, Result, checkpoint,
+    config,
+    data::{self, Dataset, Standardizer},
+    device::FloatType,
+    loss::{self, Evaluation, LossKind},
+    progress::Progress,
+    rng::stream_seed,
+    train::{Objective, TrainConfig, TrainEvent, TrainReport, Trainer},
+};
+
+/// The named seed streams of a run. [`Seeds::derive`] makes them all from one base seed; each
+/// can then be changed alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seeds {
+    /// Generating synthetic data sets.
+    pub data: u64,
+    /// The train/test split of `holdout`.
+    pub split: u64,
+    /// Choosing the `subset` of training rows.
+    pub subset: u64,
+    /// Choosing and relabelling the `label_noise` rows.
+    pub label_noise: u64,
+    /// The network's initial weights.
+    pub init: u64,
+}
+
+/// Stream numbers of the named seeds (shuffling is stream 5, see [`RunSpec::new`]).
+const STREAMS: [u64; 6] = [0, 1, 2, 3, 4, 5];
+
+impl Seeds {
+    /// Every stream derived from `seed` (well mixed, independent of each other).
+    pub fn derive(seed: u64) -> Self {
+        Seeds {
+            data: stream_seed(seed, STREAMS[0]),
+            split: stream_seed(seed, STREAMS[1]),
+            subset: stream_seed(seed, STREAMS[2]),
+            label_noise: stream_seed(seed, STREAMS[3]),
+            init: stream_seed(seed, STREAMS[4]),
+        }
+    }
+
+    /// The shuffling seed [`RunSpec::new`] derives from `seed` (stored in `training.seed`).
+    pub fn shuffle(seed: u64) -> u64 {
+        stream_seed(seed, STREAMS[5])
+    }
+}
+
+/// Where a run's data come from and how they are prepared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSpec {
+    /// Training data source (see [`data::load`]): a built-in name, `synthetic:...`, a
+    /// `.safetensors` file or a fetched hub set.
+    pub source: String,
+    /// Separate test data; without it, `holdout` of `source` is kept apart for testing.
+    #[serde(default)]
+    pub test_source: Option<String>,
+    /// Fraction of `source` held out for testing when there is no `test_source`, in `[0, 1)`
+    /// (0 keeps none). Stratified by class.
+    pub holdout: f64,
+    /// Fraction of the training rows used, in `(0, 1]` (the MD tree's data-size axis).
+    pub subset: f64,
+    /// Fraction of training labels replaced by a different random class, in `[0, 1]`.
+    pub label_noise: f64,
+    /// Standardise inputs with the training rows' per-feature mean and standard deviation.
+    pub standardize: bool,
+}
+
+impl DataSpec {
+    /// `source` with a 20% holdout and nothing else changed.
+    pub fn new(source: impl Into<String>) -> Self {
+        DataSpec {
+            source: source.into(),
+            test_source: None,
+            holdout: 0.2,
+            subset: 1.0,
+            label_noise: 0.0,
+            standardize: false,
+        }
+    }
+}
+
+impl DataSpec {
+    /// Checks every field's range.
+    pub fn check(&self) -> Result<()> {
+        if self.source.trim().is_empty() {
+            return Err(Error::config("data", "\"\"", "names no data set"));
+        }
+        config::unit_interval("holdout", self.holdout)?;
+        config::fraction("subset", self.subset)?;
+        config::probability("label_noise", self.label_noise)
+    }
+}
+
+/// Data ready for training: the training rows, the test rows and the standardisation applied.
+#[derive(Debug, Clone)]
+pub struct PreparedData {
+    /// Training rows (subset, label noise and standardisation applied).
+    pub train: Dataset,
+    /// Test rows (standardised like the training rows), if any.
+    pub test: Option<Dataset>,
+    /// The standardisation fitted on the training rows, if asked for.
+    pub standardizer: Option<Standardizer>,
+}
+
+/// Everything that defines a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// The network.
+    pub arch: ArchSpec,
+    /// Its floating-point type.
+    #[serde(default)]
+    pub dtype: FloatType,
+    /// The data and their preparation.
+    pub data: DataSpec,
+    /// Optimisation. `training.seed` drives shuffling (and mixup).
+    pub training: TrainConfig,
+    /// The other seed streams.
+    pub seeds: Seeds,
+}
+
+/// How a run is carried out (none of it changes the numbers).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Compute device (default: CPU).
+    pub device: Option<Device>,
+    /// Directory of fetched hub data sets (default: [`data::data_dir`]).
+    pub data_dir: Option<PathBuf>,
+    /// Write the trained model here, with its [`checkpoint::TrainingRecord`] as metadata.
+    pub checkpoint: Option<PathBuf>,
+    /// Save the full training state here after every epoch and continue from it if it exists
+    /// (see [`Trainer::fit_resumable`]); removed once the checkpoint is written.
+    pub state: Option<PathBuf>,
+    /// Where training progress goes.
+    pub progress: Progress,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The trained model.
+    pub model: Model,
+    /// Per-epoch reports of the epochs run in this call.
+    pub report: TrainReport,
+    /// Loss and error on the training rows after training.
+    pub train: Evaluation,
+    /// Loss and error on the test rows, if there are any.
+    pub test: Option<Evaluation>,
+    /// Number of training rows.
+    pub train_rows: usize,
+    /// Number of test rows.
+    pub test_rows: Option<usize>,
+    /// The standardisation applied, if any.
+    pub standardizer: Option<Standardizer>,
+    /// The epoch a resumed run continued after (`None`: started from scratch).
+    pub resumed_after: Option<usize>,
+    /// Wall time of training and evaluation, in seconds.
+    pub seconds: f64,
+}
+
+impl RunSpec {
+    /// A run of `arch` on `source` with default training settings and every seed derived from
+    /// `seed`.
+    pub fn new(arch: ArchSpec, source: impl Into<String>, seed: u64) -> Self {
+        RunSpec {
+            arch,
+            dtype: FloatType::F32,
+            data: DataSpec::new(source),
+            training: TrainConfig {
+                seed: Seeds::shuffle(seed),
+                ..TrainConfig::default()
+            },
+            seeds: Seeds::derive(seed),
+        }
+    }
+
+    /// The loss the run trains with: the configured one, else the task's natural loss.
+    pub fn loss_for(&self, data: &Dataset) -> LossKind {
+        self.training
+            .loss
+            .unwrap_or_else(|| LossKind::for_task(data.task))
+    }
+
+    /// Loads and prepares the data: split (or the separate test set), subset, label noise,
+    /// standardisation, each drawn from its own seed stream.
+    pub fn prepare_data(&self, data_dir: Option<&Path>) -> Result<PreparedData> {
+        self.data.check()?;
+        let load = |source: &str| {
+            data::load(
+                source,
+                &data::LoadOptions {
+                    data_dir: data_dir.map(Path::to_path_buf),
+                    seed: self.seeds.data,
+                },
+            )
+        };
+        let d = &self.data;
+        let full = load(&d.source)?;
+        let (mut train, mut test) = match &d.test_source {
+            Some(src) => (full, Some(load(src)?)),
+            None if d.holdout > 0.0 => {
+                let (tr, te) = full.split(1.0 - d.holdout, self.seeds.split)?;
+                (tr, Some(te))
+            }
+            None => (full, None),
+        };
+        if d.subset < 1.0 {
+            train = train.subset_fraction(d.subset, self.seeds.subset)?;
+        }
+        if d.label_noise > 0.0 {
+            train = train.with_label_noise(d.label_noise, self.seeds.label_noise)?;
+        }
+        let standardizer = if d.standardize {
+            let s = train.standardizer()?;
+            train = s.apply(&train)?;
+            test = test.map(|t| s.apply(&t)).transpose()?;
+            Some(s)
+        } else {
+            None
+        };
+        Ok(PreparedData {
+            train,
+            test,
+            standardizer,
+        })
+    }
+
+    /// Runs the recipe with a plain ERM objective (see [`RunSpec::run_with`]).
+    pub fn run(&self, options: &RunOptions) -> Result<RunOutcome> {
+        self.run_with(options, None)
+    }
+
+    /// Runs the recipe: prepares the data, initialises the model from `seeds.init`, trains it
+    /// with `objective` (ERM when `None`), evaluates it on the training and test rows, and writes
+    /// the checkpoint if asked.
+    pub fn run_with(
+        &self,
+        options: &RunOptions,
+        objective: Option<Box<dyn Objective>>,
+    ) -> Result<RunOutcome> {
+        self.run_observed(options, objective, &mut |_| {})
+    }
+
+    /// [`RunSpec::run_with`], calling `on_event` after every step and epoch.
+    pub fn run_observed(
+        &self,
+        options: &RunOptions,
+        objective: Option<Box<dyn Objective>>,
+        on_event: &mut dyn FnMut(TrainEvent<'_>),
+    ) -> Result<RunOutcome> {
+        self.check()?;
+        let device = options.device.clone().unwrap_or(Device::Cpu);
+        let started = Instant::now();
+        let prepared = self.prepare_data(options.data_dir.as_deref())?;
+        let (train, test) = (&prepared.train, prepared.test.as_ref());
+        let model = Model::new(self.arch.clone(), self.dtype.dtype(), &device, self.seeds.init)?;
+        loss::check_fits(&model, train)?;
+        if let Some(t) = test {
+            loss::check_fits(&model, t)?;
+        }
+        let mut trainer = Trainer::new(self.training.clone())?;
+        if let Some(o) = objective {
+            trainer = trainer.with_objective(o);
+        }
+        let steps_per_epoch = train.num_batches(self.training.batch_size, self.training.drop_last);
+        let progress = &options.progress;
+        progress.start(
+            "train",
+            Some(steps_per_epoch as u64 * self.training.epochs as u64),
+        );
+        let mut resumed_after = None;
+        let report = trainer.fit_resumable(
+            &model,
+            train,
+            test,
+            options.state.as_deref(),
+            &mut |event| {
+                match &event {
+                    TrainEvent::Resumed { epochs_done } => {
+                        resumed_after = Some(*epochs_done);
+                        progress.set_position(*epochs_done as u64 * steps_per_epoch as u64);
+                        progress.set_message(&format!("resumed after epoch {epochs_done}"));
+                    }
+                    TrainEvent::Step { loss, .. } => {
+                        progress.inc(1);
+                        progress.set_message(&format!("loss {loss:.4}"));
+                    }
+                    TrainEvent::Epoch(_) => {}
+                }
+                on_event(event);
+            },
+        )?;
+        progress.finish();
+        let kind = self.loss_for(train);
+        let eval_batch = self.training.batch_size.max(512);
+        let train_eval = loss::evaluate_with(&model, train, eval_batch, kind)?;
+        let test_eval = test
+            .map(|t| loss::evaluate_with(&model, t, eval_batch, kind))
+            .transpose()?;
+        let outcome = RunOutcome {
+            model,
+            report,
+            train: train_eval,
+            test: test_eval,
+            train_rows: train.len(),
+            test_rows: test.map(Dataset::len),
+            standardizer: prepared.standardizer,
+            resumed_after,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        if let Some(path) = &options.checkpoint {
+            checkpoint::save(&outcome.model, path, &outcome.record(self).to_metadata()?)?;
+            if let Some(state) = &options.state {
+                // The checkpoint holds everything now; a stale state would only confuse a rerun.
+                std::fs::remove_file(state).ok();
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+impl RunOutcome {
+    /// What a checkpoint of this run records about it.
+    pub fn record(&self, spec: &RunSpec) -> checkpoint::TrainingRecord {
+        checkpoint::TrainingRecord {
+            run: Some(spec.clone()),
+            standardizer: self.standardizer.clone(),
+            train: Some(self.train),
+            test: self.test,
+            train_rows: Some(self.train_rows),
+            test_rows: self.test_rows,
+        }
+    }
+}
+
+impl RunSpec {
+    /// Checks the architecture, the data preparation and the training configuration.
+    pub fn check(&self) -> Result<()> {
+        self.arch.validate()?;
+        self.data.check()?;
+        self.training.check()
+    }
+}
