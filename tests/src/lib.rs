@@ -1,26 +1,35 @@
 //! Helpers shared by the end-to-end tests in `tests/`: run the workspace's `terrain` binary
-//! (building it on first use) and check its exit status, JSON output and error messages.
+//! (brought up to date once per test process) and check its exit status, JSON output and error messages.
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
+    sync::OnceLock,
 };
 
-/// The `terrain` binary of this workspace, built on first use if needed.
+/// The `terrain` binary of this workspace, brought up to date once per test process: a test run
+/// never drives a stale binary left by an earlier build (cargo builds test targets, not the
+/// binaries of other packages). A no-op build when nothing changed.
 pub fn terrain_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/cli-xxxx -> target/<profile>/terrain
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let bin = dir.join(format!("terrain{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "terrain-cli", "--bin", "terrain"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building terrain failed");
-    }
-    bin
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/cli-xxxx -> target/<profile>/terrain
+            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+            let target_dir = profile_dir.parent().unwrap();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", "terrain-cli", "--bin", "terrain"])
+                .env("CARGO_TARGET_DIR", target_dir);
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().unwrap();
+            assert!(status.success(), "building terrain failed");
+            profile_dir.join(format!("terrain{}", std::env::consts::EXE_SUFFIX))
+        })
+        .clone()
 }
 
 /// Runs `terrain` with `args`, with `RUST_LOG=warn` and without the autodiff flag in its

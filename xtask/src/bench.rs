@@ -148,7 +148,7 @@ pub fn run(args: Args) -> Result<()> {
 fn random_batch(spec: &terrain_model::ArchSpec, n: usize) -> Result<Dataset> {
     let mut shape = vec![n];
     shape.extend(spec.input_shape());
-    let x = Tensor::randn(0f32, 1.0, shape, &Device::Cpu)?;
+    let x = terrain_model::rng::normal_tensor(&shape, 0, DType::F32, &Device::Cpu)?;
     let classes = spec.output_dim();
     let y: Vec<u32> = (0..n as u32).map(|i| i % classes as u32).collect();
     Ok(Dataset::new(

@@ -30,7 +30,7 @@ use terrain_model::{progress::Progress, rng};
 use crate::eigen::{finite, lanczos_run};
 use crate::linalg;
 use crate::vector::{self, Probe};
-use crate::{Error, LinearOperator, Result};
+use crate::{Error, LinearOperator, MemoryEstimate, Result};
 
 /// Settings of [`slq`]; the defaults are PyHessian's.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -69,6 +69,17 @@ impl Default for SlqConfig {
 }
 
 impl SlqConfig {
+    /// The memory one run needs on an operator of `dim` values of `dtype` (runs go one at a
+    /// time): the Lanczos basis of `min(iterations, dim)` vectors plus three working vectors.
+    pub fn memory(&self, dim: usize, dtype: candle_core::DType) -> MemoryEstimate {
+        MemoryEstimate::vectors(
+            "the Lanczos basis of a density run",
+            self.iterations.min(dim).saturating_add(3),
+            dim,
+            dtype,
+        )
+    }
+
     /// Checks the settings.
     pub fn check(&self) -> Result<()> {
         if self.iterations == 0 {
@@ -166,6 +177,7 @@ impl SpectralDensity {
 /// Progress goes to `config.progress`: at most `runs · min(iterations, dim)` products.
 pub fn slq(op: &(impl LinearOperator + ?Sized), config: &SlqConfig) -> Result<SpectralDensity> {
     config.check()?;
+    config.memory(op.dim(), op.dtype()).check()?;
     let bar = &config.progress;
     bar.start(
         "spectral density",

@@ -24,7 +24,7 @@ use terrain_model::{progress::Progress, rng};
 
 use crate::linalg::{self, SymmetricEigen};
 use crate::vector::{self, Probe};
-use crate::{Error, LinearOperator, Result};
+use crate::{Error, LinearOperator, MemoryEstimate, Result};
 
 /// Which algorithm produced an estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -101,6 +101,12 @@ impl Default for PowerConfig {
 }
 
 impl PowerConfig {
+    /// The memory power iteration needs on an operator of `dim` values of `dtype`: the
+    /// eigenvectors found plus three working vectors.
+    pub fn memory(&self, dim: usize, dtype: DType) -> MemoryEstimate {
+        MemoryEstimate::vectors("power iteration", self.top_k.saturating_add(3), dim, dtype)
+    }
+
     /// Checks the settings (the bound `top_k ≤ dim` is checked against the operator).
     pub fn check(&self) -> Result<()> {
         check_top_k(self.top_k)?;
@@ -144,6 +150,17 @@ impl Default for LanczosConfig {
 }
 
 impl LanczosConfig {
+    /// The memory Lanczos needs on an operator of `dim` values of `dtype`: the basis of
+    /// `min(max_iter, dim)` vectors plus three working vectors.
+    pub fn memory(&self, dim: usize, dtype: DType) -> MemoryEstimate {
+        MemoryEstimate::vectors(
+            "the Lanczos basis",
+            self.max_iter.min(dim).saturating_add(3),
+            dim,
+            dtype,
+        )
+    }
+
     /// Checks the settings (the bound `top_k ≤ dim` is checked against the operator).
     pub fn check(&self) -> Result<()> {
         check_top_k(self.top_k)?;
@@ -234,6 +251,7 @@ pub fn power_iteration(
     const CONTEXT: &str = "power iteration";
     config.check()?;
     check_dim(config.top_k, op.dim())?;
+    config.memory(op.dim(), op.dtype()).check()?;
     let progress = &config.progress;
     progress.start(
         "eigenvalues (power)",
@@ -320,6 +338,7 @@ pub fn lanczos(op: &(impl LinearOperator + ?Sized), config: &LanczosConfig) -> R
     config.check()?;
     let k = config.top_k;
     check_dim(k, op.dim())?;
+    config.memory(op.dim(), op.dtype()).check()?;
     let bar = &config.progress;
     bar.start(
         "eigenvalues (Lanczos)",
@@ -413,6 +432,21 @@ pub fn lanczos(op: &(impl LinearOperator + ?Sized), config: &LanczosConfig) -> R
         pairs,
         matvecs,
     })
+}
+
+/// The `k` smallest (algebraic) eigenpairs by [`lanczos`] on the negated operator: the most
+/// negative curvature directions. Values come back in increasing order, with their residuals
+/// (unchanged by negation).
+pub fn lanczos_smallest(
+    op: &(impl LinearOperator + ?Sized),
+    config: &LanczosConfig,
+) -> Result<TopEigen> {
+    use crate::OperatorExt;
+    let mut r = lanczos(&op.negated(), config)?;
+    for p in &mut r.pairs {
+        p.value = -p.value;
+    }
+    Ok(r)
 }
 
 /// What a Lanczos run leaves: `T = tridiag(beta, alpha, beta)`, the orthonormal basis `Q` with

@@ -91,6 +91,19 @@ pub enum Error {
         found: usize,
     },
 
+    /// A solver would need more memory than the process can allocate.
+    #[error(
+        "{what} needs {needed}, but only {available} is available; use fewer steps or vectors, a parameter block (a filter), or a machine with more memory"
+    )]
+    InsufficientMemory {
+        /// What the memory is for.
+        what: String,
+        /// Bytes needed, for people.
+        needed: String,
+        /// Bytes available, for people.
+        available: String,
+    },
+
     /// The model has a layer the requested method does not handle.
     #[error("{method} does not support {what}")]
     Unsupported {

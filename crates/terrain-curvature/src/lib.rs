@@ -19,6 +19,7 @@ pub mod error;
 pub mod hessian;
 pub mod input;
 pub mod linalg;
+pub mod memory;
 pub mod operator;
 pub mod propagation;
 pub mod trace;
@@ -35,6 +36,7 @@ pub use hessian::{
     Curvature, FiniteDifferenceOperator, FnHessian, HessianConfig, HessianOperator, ParamFilter,
 };
 pub use linalg::SymmetricEigen;
-pub use operator::{DenseOperator, LinearOperator};
+pub use memory::MemoryEstimate;
+pub use operator::{DenseOperator, LinearOperator, OperatorExt, Scaled, Shifted, Sum};
 pub use propagation::{Coverage, CpVariant, CurvatureFactor};
 pub use trace::{HutchPlusPlusConfig, HutchinsonConfig, TraceEstimate};

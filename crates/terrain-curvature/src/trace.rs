@@ -21,7 +21,7 @@ use terrain_model::{progress::Progress, rng};
 
 use crate::eigen::{check_tol, dtype_eps, finite};
 use crate::vector::{self, Probe};
-use crate::{Error, LinearOperator, Result};
+use crate::{Error, LinearOperator, MemoryEstimate, Result};
 
 /// Which estimator produced a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -139,6 +139,17 @@ impl Default for HutchPlusPlusConfig {
 }
 
 impl HutchPlusPlusConfig {
+    /// The memory Hutch++ needs on an operator of `dim` values of `dtype`: the sketch basis of
+    /// `⌊matvecs/3⌋` vectors plus three working vectors.
+    pub fn memory(&self, dim: usize, dtype: candle_core::DType) -> MemoryEstimate {
+        MemoryEstimate::vectors(
+            "the Hutch++ sketch",
+            (self.matvecs / 3).saturating_add(3),
+            dim,
+            dtype,
+        )
+    }
+
     /// Checks the settings.
     pub fn check(&self) -> Result<()> {
         if self.matvecs < 4 {
@@ -237,6 +248,7 @@ pub fn hutch_plus_plus(
 ) -> Result<TraceEstimate> {
     const CONTEXT: &str = "Hutch++ trace";
     config.check()?;
+    config.memory(op.dim(), op.dtype()).check()?;
     let bar = &config.progress;
     bar.start("trace (Hutch++)", Some(config.matvecs as u64));
     let progress = |n: usize| bar.set_position(n as u64);

@@ -4,8 +4,6 @@
 //! off-diagonal mass is large; Becker–LeCun is exact where no coupling exists; errors are clear.
 
 use candle_core::{DType, Device, Tensor};
-use rand::Rng as _;
-use rand_distr::{Distribution, StandardNormal};
 use terrain_curvature::{
     Coverage, CpVariant, Curvature, DenseHessian, DiagonalConfig, DiagonalMethod, Error,
     HessianConfig, HessianOperator, LinearOperator, ParamFilter,
@@ -13,84 +11,8 @@ use terrain_curvature::{
     propagation::{becker_lecun, curvature_factor},
     vector::Probe,
 };
-use terrain_model::{Model, data, loss::LossKind, rng};
-
-fn model(spec: &str, seed: u64) -> Model {
-    Model::new(spec.parse().unwrap(), DType::F64, &Device::Cpu, seed).unwrap()
-}
-
-fn iris(n: usize) -> data::Dataset {
-    let d = data::builtin::load("iris").unwrap();
-    // Iris is sorted by class: take every fifth row for a mix.
-    let idx: Vec<usize> = (0..n).map(|i| (i * 5) % d.len()).collect();
-    d.subset(&idx).unwrap()
-}
-
-/// Seeded Gaussian images with labels `i % classes`.
-fn images(n: usize, shape: [usize; 3], classes: usize, seed: u64) -> data::Dataset {
-    let mut r = rng::rng(seed);
-    let len = n * shape.iter().product::<usize>();
-    let v: Vec<f32> = (0..len)
-        .map(|_| StandardNormal.sample(&mut r))
-        .map(|x: f64| x as f32)
-        .collect();
-    let x = Tensor::from_vec(v, (n, shape[0], shape[1], shape[2]), &Device::Cpu).unwrap();
-    let y: Vec<u32> = (0..n as u32).map(|i| i % classes as u32).collect();
-    data::Dataset::new(
-        "images",
-        x,
-        data::Targets::Classes(Tensor::new(y, &Device::Cpu).unwrap()),
-        data::Task::Classification { classes },
-    )
-    .unwrap()
-}
-
-/// Iris rows with random soft labels (rows sum to 1, as mixup makes them).
-fn soft_iris(n: usize) -> data::Dataset {
-    let d = iris(n);
-    let mut r = rng::rng(9);
-    let mut q: Vec<f32> = (0..n * 3).map(|_| r.random_range(0.05..1.0)).collect();
-    for row in q.chunks_mut(3) {
-        let s: f32 = row.iter().sum();
-        row.iter_mut().for_each(|v| *v /= s);
-    }
-    let y = Tensor::from_vec(q, (n, 3), &Device::Cpu).unwrap();
-    data::Dataset::new("soft", d.x.clone(), data::Targets::Soft(y), d.task).unwrap()
-}
-
-/// Gives every BatchNorm layer non-trivial running statistics and affine parameters (γ ≠ 1,
-/// β ≠ 0), so that eval mode and the γ–x cross term are exercised.
-fn randomize_batch_norm(m: &Model, seed: u64) {
-    let mut r = rng::rng(seed);
-    let mut uniform = |lo: f64, hi: f64, n: usize| -> Vec<f64> {
-        (0..n).map(|_| r.random_range(lo..hi)).collect()
-    };
-    for b in m.buffers() {
-        let n = b.var.elem_count();
-        let v = if b.name.ends_with("running_mean") {
-            uniform(-0.5, 0.5, n)
-        } else {
-            uniform(0.5, 2.0, n)
-        };
-        b.var.set(&Tensor::new(v, &Device::Cpu).unwrap()).unwrap();
-    }
-    for b in m
-        .buffers()
-        .iter()
-        .filter(|b| b.name.ends_with("running_mean"))
-    {
-        let prefix = b.name.trim_end_matches("running_mean");
-        for p in m.params() {
-            if p.name == format!("{prefix}weight") {
-                let v = uniform(0.5, 1.5, p.var.elem_count());
-                p.var.set(&Tensor::new(v, &Device::Cpu).unwrap()).unwrap();
-            } else if p.name == format!("{prefix}bias") {
-                let v = uniform(-0.3, 0.3, p.var.elem_count());
-                p.var.set(&Tensor::new(v, &Device::Cpu).unwrap()).unwrap();
-            }
-        }
-    }
-}
+use terrain_model::{Model, data, loss::LossKind};
+use terrain_testkit::{images, iris, max_abs, model, randomize_batch_norm, soft_labels};
 
 struct Case {
     name: &'static str,
@@ -152,7 +74,7 @@ fn cases() -> Vec<Case> {
     let soft = case(
         "mlp tanh ce soft targets",
         "mlp:4-5-3:tanh",
-        soft_iris(20),
+        soft_labels(&iris(20), 9),
         LossKind::Ce,
     );
     let mut teacher = data::synthetic::generate(
@@ -205,9 +127,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn max_abs(v: impl IntoIterator<Item = f64>) -> f64 {
-    v.into_iter().fold(0.0, |a, b| a.max(b.abs()))
-}
 
 #[test]
 fn exact_factors_reproduce_the_dense_hessian_for_every_layer_type() {

@@ -7,38 +7,17 @@ use terrain_curvature::{
     HessianOperator, LinearOperator, ParamFilter,
     vector::{self, Probe},
 };
-use terrain_model::{Model, data, loss::LossKind};
-
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let d = vector::norm(&a.sub(b).unwrap()).unwrap();
-    d / vector::norm(b).unwrap().max(1e-300)
-}
+use terrain_model::{data, loss::LossKind};
+use terrain_testkit::{digits, images, model, rel_err};
 
 fn iris() -> data::Dataset {
     data::builtin::load("iris").unwrap()
 }
 
-fn digits(n: usize) -> data::Dataset {
-    let d = data::builtin::load("digits").unwrap();
-    d.subset(&(0..n).collect::<Vec<_>>()).unwrap()
-}
-
-/// Gaussian images with random labels: no ties inside max-pool windows (digits have flat zero
-/// regions, where finite differences cross the max's kinks).
+/// Gaussian images with labels `i % classes`, seeded: no ties inside max-pool windows (digits
+/// have flat zero regions, where finite differences cross the max's kinks).
 fn noise_images(n: usize, side: usize, classes: usize) -> data::Dataset {
-    let x = Tensor::randn(0f32, 1.0, (n, 1, side, side), &Device::Cpu).unwrap();
-    let y: Vec<u32> = (0..n as u32).map(|i| i % classes as u32).collect();
-    data::Dataset::new(
-        "noise",
-        x,
-        data::Targets::Classes(Tensor::new(y, &Device::Cpu).unwrap()),
-        data::Task::Classification { classes },
-    )
-    .unwrap()
-}
-
-fn model(spec: &str, seed: u64) -> Model {
-    Model::new(spec.parse().unwrap(), DType::F64, &Device::Cpu, seed).unwrap()
+    images(n, [1, side, side], classes, 17)
 }
 
 fn config(loss: LossKind, batch: usize) -> HessianConfig {

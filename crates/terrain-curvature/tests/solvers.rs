@@ -12,60 +12,14 @@ use terrain_curvature::{
     trace::{self, HutchPlusPlusConfig, HutchinsonConfig},
     vector::{self, Probe},
 };
-use terrain_model::{Model, data, loss::LossKind};
+use terrain_model::{data, loss::LossKind};
+use terrain_testkit::{dense_operator, gaussian, mean_sd, model, rel, with_spectrum};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn gaussian(n: usize, seed: u64) -> Vec<f64> {
-    let v = vector::random(n, Probe::Gaussian, seed, DType::F64, &Device::Cpu).unwrap();
-    vector::to_vec(&v).unwrap()
-}
-
-/// A seeded random orthogonal matrix (Gram–Schmidt, twice, on Gaussian columns), row-major.
-fn orthogonal(n: usize, seed: u64) -> Vec<f64> {
-    let mut cols: Vec<Vec<f64>> = Vec::with_capacity(n);
-    for j in 0..n {
-        let mut c = gaussian(n, seed * 1000 + j as u64);
-        for _ in 0..2 {
-            for q in &cols {
-                let d: f64 = c.iter().zip(q).map(|(a, b)| a * b).sum();
-                for (ci, qi) in c.iter_mut().zip(q) {
-                    *ci -= d * qi;
-                }
-            }
-        }
-        let nrm = c.iter().map(|x| x * x).sum::<f64>().sqrt();
-        cols.push(c.into_iter().map(|x| x / nrm).collect());
-    }
-    let mut q = vec![0.0; n * n];
-    for (j, c) in cols.iter().enumerate() {
-        for i in 0..n {
-            q[i * n + j] = c[i];
-        }
-    }
-    q
-}
-
-/// `Q diag(values) Qᵀ` for a seeded random orthogonal `Q`, row-major (exactly symmetric).
-fn with_spectrum(values: &[f64], seed: u64) -> Vec<f64> {
-    let n = values.len();
-    let q = orthogonal(n, seed);
-    let mut a = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s: f64 = (0..n)
-                .map(|k| q[i * n + k] * values[k] * q[j * n + k])
-                .sum();
-            a[i * n + j] = s;
-            a[j * n + i] = s;
-        }
-    }
-    a
-}
-
 fn operator(a: &[f64], n: usize) -> DenseOperator {
-    DenseOperator::from_rows(a, n, DType::F64, &Device::Cpu).unwrap()
+    dense_operator(a, n)
 }
 
 fn sorted(values: &[f64]) -> Vec<f64> {
@@ -91,17 +45,6 @@ fn eigen_errors(a: &[f64], e: &SymmetricEigen) -> (f64, f64) {
         }
     }
     (res, orth)
-}
-
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1e-300)
-}
-
-fn mean_sd(x: &[f64]) -> (f64, f64) {
-    let n = x.len() as f64;
-    let m = x.iter().sum::<f64>() / n;
-    let v = x.iter().map(|y| (y - m).powi(2)).sum::<f64>() / (n - 1.0);
-    (m, v.sqrt())
 }
 
 /// The dimension-`p` test spectrum: a clustered top, a spread middle and negative eigenvalues
@@ -712,9 +655,6 @@ fn broadening_follows_pyhessian() {
 // ---------------------------------------------------------------------------------------------
 // Hessians of tiny models against their dense eigendecomposition
 
-fn model(spec: &str, seed: u64) -> Model {
-    Model::new(spec.parse().unwrap(), DType::F64, &Device::Cpu, seed).unwrap()
-}
 
 /// A few rows of digits with a little Gaussian noise, so no max-pool window holds a tie (ties
 /// make candle's `max` backward route the gradient to every maximum).

@@ -76,6 +76,54 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     Device::new_cuda(ordinal).map_err(|e| err(e.to_string()))
 }
 
+/// Bytes of memory this process can still allocate, as far as the system says: the kernel's
+/// `MemAvailable`, lowered by a cgroup memory limit (`memory.max`, v2) when one is set. `None`
+/// where neither can be read (not Linux). Solvers compare their needs with it before allocating.
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let available = meminfo.as_deref().and_then(parse_meminfo_available);
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let used = std::fs::read_to_string("/sys/fs/cgroup/memory.current")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let cgroup_left = match (cgroup, used) {
+        (Some(max), Some(used)) => Some(max.saturating_sub(used)),
+        (Some(max), None) => Some(max),
+        _ => None,
+    };
+    match (available, cgroup_left) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
+    }
+}
+
+/// `MemAvailable` of a `/proc/meminfo` text, in bytes.
+fn parse_meminfo_available(meminfo: &str) -> Option<u64> {
+    meminfo.lines().find_map(|l| {
+        let rest = l.strip_prefix("MemAvailable:")?;
+        let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+        kib.checked_mul(1024)
+    })
+}
+
+/// A byte count for people: `4.47 GB`, `512 KB` (decimal units).
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KB", "MB", "GB", "TB", "PB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.2} {}", UNITS[unit])
+    }
+}
+
 /// Tunes glibc's allocator for tensor work; call it once at the start of a binary.
 ///
 /// candle allocates a fresh buffer for every op. glibc serves buffers above its mmap threshold
@@ -106,6 +154,19 @@ pub fn tune_cpu_allocator() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_parsing_and_formatting() {
+        let text = "MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(parse_meminfo_available(text), Some(20_000_000 * 1024));
+        assert_eq!(parse_meminfo_available("MemAvailable: lots"), None);
+        assert_eq!(parse_meminfo_available(""), None);
+        assert_eq!(format_bytes(999), "999 B");
+        assert_eq!(format_bytes(4_469_584_800), "4.47 GB");
+        if cfg!(target_os = "linux") {
+            assert!(available_memory().is_some_and(|b| b > 0));
+        }
+    }
 
     #[test]
     fn float_types_round_trip() {

@@ -32,3 +32,22 @@ pub fn stream_seed(seed: u64, stream: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+/// A tensor of independent standard normal values of `shape`, drawn from `seed` (candle's own
+/// `Tensor::randn` is unseeded): test inputs, benchmark batches, random directions.
+pub fn normal_tensor(
+    shape: &[usize],
+    seed: u64,
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> crate::Result<candle_core::Tensor> {
+    use rand_distr::Distribution;
+    let n: usize = shape.iter().product();
+    let mut r = rng(seed);
+    let v: Vec<f64> = (0..n)
+        .map(|_| rand_distr::StandardNormal.sample(&mut r))
+        .collect();
+    Ok(candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_device(device)?)
+}

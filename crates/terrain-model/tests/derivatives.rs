@@ -4,6 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use terrain_model::{
     ArchSpec, Model, ParamVec, autodiff,
+    rng,
     data::Targets,
     loss::{self, LossKind},
 };
@@ -22,7 +23,7 @@ fn batch(spec: &ArchSpec, n: usize, loss: LossKind, seed: u64) -> (Tensor, Targe
     let dev = Device::Cpu;
     let mut shape = vec![n];
     shape.extend(spec.input_shape());
-    let x = Tensor::randn(0f64, 1.0, shape.as_slice(), &dev).unwrap();
+    let x = rng::normal_tensor(&shape, seed, DType::F64, &dev).unwrap();
     let k = spec.output_dim();
     let y = match loss {
         LossKind::Ce => {
@@ -31,7 +32,9 @@ fn batch(spec: &ArchSpec, n: usize, loss: LossKind, seed: u64) -> (Tensor, Targe
                 .collect();
             Targets::Classes(Tensor::from_vec(labels, n, &dev).unwrap())
         }
-        LossKind::Mse => Targets::Values(Tensor::randn(0f64, 1.0, (n, k), &dev).unwrap()),
+        LossKind::Mse => Targets::Values(
+            rng::normal_tensor(&[n, k], seed + 1000, DType::F64, &dev).unwrap(),
+        ),
     };
     (x, y)
 }
@@ -177,9 +180,9 @@ fn soft_targets_cross_entropy_is_twice_differentiable() {
     autodiff::ensure_second_order().unwrap();
     let spec: ArchSpec = "mlp:4-5-3:tanh".parse().unwrap();
     let model = Model::new(spec, DType::F64, &Device::Cpu, 0).unwrap();
-    let x = Tensor::randn(0f64, 1.0, (4, 4), &Device::Cpu).unwrap();
-    let p = candle_nn::ops::softmax(&Tensor::randn(0f64, 1.0, (4, 3), &Device::Cpu).unwrap(), 1)
-        .unwrap();
+    let x = rng::normal_tensor(&[4, 4], 1, DType::F64, &Device::Cpu).unwrap();
+    let logits = rng::normal_tensor(&[4, 3], 2, DType::F64, &Device::Cpu).unwrap();
+    let p = candle_nn::ops::softmax(&logits, 1).unwrap();
     let y = Targets::Soft(p);
     let v = ParamVec::random_rademacher(&model, 2).unwrap();
     let w0 = ParamVec::from_model(&model).unwrap();
