@@ -69,7 +69,7 @@ pub enum Error {
 
     /// A dense Hessian was asked for a model too large to hold one.
     #[error(
-        "a dense Hessian of {dim} parameters needs {bytes} bytes; the limit is {limit} parameters (use --top-k/--trace/--diag estimators instead)"
+        "a dense Hessian of {dim} parameters needs {bytes} bytes; the limit is {limit} parameters (use the matrix-free estimators of eigenvalues, trace and diagonal instead)"
     )]
     TooLargeForDense {
         /// Number of parameters.

@@ -70,7 +70,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     };
     if !candle_core::utils::cuda_is_available() {
         return Err(err(
-            "this build of terrain has no CUDA support (rebuild with --features cuda)".into(),
+            "this build of terrain has no CUDA support (build it with the `cuda` feature)".into(),
         ));
     }
     Device::new_cuda(ordinal).map_err(|e| err(e.to_string()))

@@ -39,6 +39,15 @@ pub enum Error {
         available: String,
     },
 
+    /// A Hugging Face Hub data set was asked for but has not been downloaded.
+    #[error("hub data set `{name}` is not downloaded yet (looked for {path})")]
+    NotFetched {
+        /// The data set.
+        name: String,
+        /// The file looked for.
+        path: PathBuf,
+    },
+
     /// A tensor has a shape other than the one required.
     #[error("{context}: tensor `{name}` has shape {found:?}, expected {expected:?}")]
     ShapeMismatch {
@@ -91,7 +100,7 @@ pub enum Error {
 
     /// A checkpoint carries no architecture spec and none was given.
     #[error(
-        "{path}: no architecture in the file's metadata; pass one (for example --arch mlp:64-32-10:relu)"
+        "{path}: no architecture in the file's metadata; give one (for example mlp:64-32-10:relu)"
     )]
     MissingArchitecture {
         /// The file at fault.

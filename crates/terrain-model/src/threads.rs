@@ -204,7 +204,8 @@ impl std::fmt::Display for ThreadPlan {
             ThreadSource::Environment => "from RAYON_NUM_THREADS/CANDLE_NUM_THREADS",
             ThreadSource::Detected => "usable CPUs",
         };
-        write!(f, "{} threads ({why}; CPUs: {})", self.threads, self.limits)
+        let s = if self.threads == 1 { "" } else { "s" };
+        write!(f, "{} thread{s} ({why}; CPUs: {})", self.threads, self.limits)
     }
 }
 

@@ -347,3 +347,99 @@ fn divergence_is_reported_not_hidden() {
         .unwrap_err();
     assert!(e.to_string().contains("non-finite"), "{e}");
 }
+
+/// Mixup on regression targets mixes the targets linearly (it used to be skipped silently): one
+/// step with mixup equals one step of plain SGD on the batch mixed by hand with the same λ and
+/// partner permutation.
+#[test]
+fn mixup_applies_to_regression_targets() {
+    let x = terrain_model::rng::normal_tensor(&[8, 3], 4, DType::F64, &Device::Cpu).unwrap();
+    let y = terrain_model::rng::normal_tensor(&[8, 1], 5, DType::F64, &Device::Cpu).unwrap();
+    let d = Dataset::new("reg", x, Targets::Values(y), Task::Regression { outputs: 1 }).unwrap();
+    let cfg = TrainConfig {
+        epochs: 1,
+        lr: 0.1,
+        batch_size: 8,
+        optimizer: Optimizer::Sgd {
+            momentum: 0.0,
+            weight_decay: 0.0,
+        },
+        mixup_alpha: Some(0.5),
+        ..TrainConfig::default()
+    };
+    let spec: terrain_model::ArchSpec = "mlp:3-1:relu".parse().unwrap();
+    let with_mixup = Model::new(spec.clone(), DType::F64, &Device::Cpu, 0).unwrap();
+    Trainer::new(cfg.clone())
+        .unwrap()
+        .fit(&with_mixup, &d, None, &mut |_| {})
+        .unwrap();
+    // The same batch, shuffled and mixed by hand as the trainer does, trained without mixup.
+    let shuffle = terrain_model::rng::stream_seed(cfg.seed, 1);
+    let batch = d.batches(8, Some(shuffle), false).unwrap().next().unwrap().unwrap();
+    let mixed = data::mixup(&batch, 0.5, 0, shuffle.wrapping_add(1)).unwrap();
+    let by_hand = Model::new(spec, DType::F64, &Device::Cpu, 0).unwrap();
+    let mixed_set = Dataset::new("mixed", mixed.x, mixed.y, d.task).unwrap();
+    Trainer::new(TrainConfig {
+        mixup_alpha: None,
+        ..cfg
+    })
+    .unwrap()
+    .fit(&by_hand, &mixed_set, None, &mut |_| {})
+    .unwrap();
+    let (a, b) = (flat(&with_mixup), flat(&by_hand));
+    // One batch, shuffled again by the second trainer: the mean gradient does not depend on the
+    // row order, so the steps agree to rounding.
+    for (u, v) in a.iter().zip(&b) {
+        assert!((u - v).abs() < 1e-12, "{a:?} vs {b:?}");
+    }
+    let plain = Model::new("mlp:3-1:relu".parse().unwrap(), DType::F64, &Device::Cpu, 0).unwrap();
+    Trainer::new(TrainConfig {
+        mixup_alpha: None,
+        ..TrainConfig {
+            epochs: 1,
+            lr: 0.1,
+            batch_size: 8,
+            optimizer: Optimizer::Sgd {
+                momentum: 0.0,
+                weight_decay: 0.0,
+            },
+            ..TrainConfig::default()
+        }
+    })
+    .unwrap()
+    .fit(&plain, &d, None, &mut |_| {})
+    .unwrap();
+    assert_ne!(flat(&plain), a, "mixup changed the step");
+}
+
+/// A loss that does not reach the parameters is an error naming them, not a zero gradient.
+#[test]
+fn a_missing_gradient_is_an_error_not_a_zero() {
+    struct Detached;
+    impl terrain_model::train::Objective for Detached {
+        fn name(&self) -> String {
+            "detached".into()
+        }
+        fn step(
+            &mut self,
+            model: &Model,
+            batch: &data::Batch,
+            loss: loss::LossKind,
+        ) -> terrain_model::Result<terrain_model::train::StepOutput> {
+            terrain_model::train::reduced_gradient(model, batch, loss, true, |l| {
+                Ok(l.mean_all()?.detach())
+            })
+        }
+    }
+    let (train, _) = digits();
+    let model = Model::new("mlp:64-10:relu".parse().unwrap(), DType::F32, &Device::Cpu, 0).unwrap();
+    let e = Trainer::new(TrainConfig::default())
+        .unwrap()
+        .with_objective(Box::new(Detached))
+        .fit(&model, &train, None, &mut |_| {})
+        .unwrap_err();
+    assert!(
+        matches!(&e, terrain_model::Error::NoGradient { names } if names.contains("0.weight")),
+        "{e}"
+    );
+}

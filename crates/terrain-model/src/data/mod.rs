@@ -1015,13 +1015,10 @@ pub fn load(source: &str, opts: &LoadOptions) -> Result<Dataset> {
             }
             return Ok(d);
         }
-        return Err(Error::dataset(
-            source,
-            format!(
-                "not downloaded yet: run `cargo xtask datasets fetch {name}` (looked in {})",
-                file.display()
-            ),
-        ));
+        return Err(Error::NotFetched {
+            name: name.to_string(),
+            path: file,
+        });
     }
     if source.ends_with(".safetensors") || source.contains('/') || source.contains('\\') {
         // Looks like a path: say that the file is missing rather than that the name is unknown.
@@ -1033,9 +1030,8 @@ pub fn load(source: &str, opts: &LoadOptions) -> Result<Dataset> {
     Err(Error::dataset(
         source,
         format!(
-            "unknown dataset; known: built-in {}; synthetic:{{{}}}[:key=value,...]; hub {} (fetched with \
-             `cargo xtask datasets fetch NAME`, optionally NAME:test); or a path to a .safetensors file \
-             with tensors `x` and `y`",
+            "unknown dataset; known: built-in {}; synthetic:{{{}}}[:key=value,...]; hub {} (once \
+             fetched, optionally NAME:test); or a path to a .safetensors file with tensors `x` and `y`",
             builtin::NAMES.join(", "),
             synthetic::KINDS.join("|"),
             HUB_NAMES.join(", "),
