@@ -95,7 +95,10 @@ fn the_cli_and_the_library_train_the_same_weights_from_the_same_recipe() {
         .record()
         .unwrap();
     assert_eq!(recorded.run.as_ref(), Some(&expected));
-    assert_eq!(recorded.train_rows, r["train_rows"].as_u64().map(|n| n as usize));
+    assert_eq!(
+        recorded.train_rows,
+        r["train_rows"].as_u64().map(|n| n as usize)
+    );
 
     let lib_out = dir.path().join("lib.safetensors");
     let outcome = expected
@@ -109,7 +112,11 @@ fn the_cli_and_the_library_train_the_same_weights_from_the_same_recipe() {
         r["train"]["loss"].as_f64().unwrap(),
         "same final training loss"
     );
-    assert_eq!(weights(&cli_out), weights(&lib_out), "bit-identical weights");
+    assert_eq!(
+        weights(&cli_out),
+        weights(&lib_out),
+        "bit-identical weights"
+    );
 
     // A different seed stream changes the weights: the comparison above can fail.
     let mut other = expected.clone();

@@ -200,7 +200,11 @@ fn dependencies(manifest: &Path) -> Vec<(String, bool)> {
             continue;
         }
         if let Some((name, rest)) = t.split_once('=') {
-            let name = name.trim().trim_end_matches(".workspace").trim().to_string();
+            let name = name
+                .trim()
+                .trim_end_matches(".workspace")
+                .trim()
+                .to_string();
             out.push((name, rest.contains("optional = true")));
         }
     }
@@ -242,14 +246,12 @@ fn library_errors_name_no_command_line_flags() {
             let text = std::fs::read_to_string(&f).unwrap();
             for (i, line) in text.lines().enumerate() {
                 for lit in string_literals(code_part(line)) {
-                    let flag = lit
-                        .match_indices("--")
-                        .any(|(at, _)| {
-                            let before = lit[..at].chars().last();
-                            let after = lit[at + 2..].chars().next();
-                            before.is_none_or(|c| c.is_whitespace() || "`'(".contains(c))
-                                && after.is_some_and(|c| c.is_ascii_lowercase())
-                        });
+                    let flag = lit.match_indices("--").any(|(at, _)| {
+                        let before = lit[..at].chars().last();
+                        let after = lit[at + 2..].chars().next();
+                        before.is_none_or(|c| c.is_whitespace() || "`'(".contains(c))
+                            && after.is_some_and(|c| c.is_ascii_lowercase())
+                    });
                     let command = lit.contains("`terrain ") || lit.contains("cargo xtask");
                     if flag || command {
                         bad.push(format!("{}:{}: \"{lit}\"", relative(&f), i + 1));

@@ -86,15 +86,15 @@ fn main() -> std::process::ExitCode {
 
 /// What to do about an error, where the libraries' typed errors leave the command to the binary.
 fn hint(e: &anyhow::Error) -> Option<String> {
-    e.chain().find_map(|cause| {
-        match cause.downcast_ref::<terrain_model::Error>()? {
-            terrain_model::Error::NotFetched { name, .. } => {
-                Some(format!("download it with `cargo xtask datasets fetch {name}`"))
-            }
+    e.chain().find_map(
+        |cause| match cause.downcast_ref::<terrain_model::Error>()? {
+            terrain_model::Error::NotFetched { name, .. } => Some(format!(
+                "download it with `cargo xtask datasets fetch {name}`"
+            )),
             terrain_model::Error::MissingArchitecture { .. } => {
                 Some("pass the architecture with --arch (see `terrain train --help`)".into())
             }
             _ => None,
-        }
-    })
+        },
+    )
 }

@@ -28,7 +28,8 @@ pub enum Curvature {
 /// Selects parameters by name. A pattern matches a name when it is equal to it, when it is a
 /// dotted prefix of it (`layer1` matches `layer1.0.conv1.weight`), or as a glob where `*` stands
 /// for any run of characters (`*.weight`, `0.*`). An empty filter selects everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct ParamFilter {
     patterns: Vec<String>,
 }
@@ -108,7 +109,7 @@ pub(crate) fn short_list(names: &[String]) -> String {
 }
 
 /// Settings of a [`HessianOperator`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HessianConfig {
     /// The loss whose curvature is measured.
     pub loss: LossKind,

@@ -68,8 +68,14 @@ mod tests {
     fn the_resnet_lanczos_basis_is_said_in_gigabytes_and_refused_when_too_big() {
         let m = MemoryEstimate::vectors("the Lanczos basis", 100, 11_173_962, DType::F32);
         assert_eq!(m.bytes, 4_469_584_800);
-        assert!(m.to_string().starts_with("4.47 GB for the Lanczos basis"), "{m}");
-        let e = m.check_against(Some(1_000_000_000)).unwrap_err().to_string();
+        assert!(
+            m.to_string().starts_with("4.47 GB for the Lanczos basis"),
+            "{m}"
+        );
+        let e = m
+            .check_against(Some(1_000_000_000))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("4.47 GB") && e.contains("1.00 GB"), "{e}");
         assert!(m.check_against(Some(8_000_000_000)).is_ok());
         assert!(m.check_against(None).is_ok());

@@ -127,7 +127,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-
 #[test]
 fn exact_factors_reproduce_the_dense_hessian_for_every_layer_type() {
     for c in cases() {

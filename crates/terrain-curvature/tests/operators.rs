@@ -79,7 +79,10 @@ fn smallest_eigenvalues_come_from_the_negated_operator(device: &Device) -> Resul
     };
     let low = eigen::lanczos_smallest(&dense(&a, n, device)?, &c)?;
     let got = low.values();
-    assert!(rel(got[0], -6.0) < 1e-10 && rel(got[1], -4.0) < 1e-10, "{got:?}");
+    assert!(
+        rel(got[0], -6.0) < 1e-10 && rel(got[1], -4.0) < 1e-10,
+        "{got:?}"
+    );
     assert!(low.pairs.iter().all(|p| p.residual < 1e-8));
     Ok(())
 }
@@ -89,9 +92,7 @@ test_device!(
     smallest_eigenvalues_come_from_the_negated_operator_cuda
 );
 
-fn the_hessians_smallest_eigenvalue_matches_its_dense_decomposition(
-    device: &Device,
-) -> Result<()> {
+fn the_hessians_smallest_eigenvalue_matches_its_dense_decomposition(device: &Device) -> Result<()> {
     terrain_model::autodiff::ensure_second_order()?;
     let m = model_on("mlp:4-3-3:tanh", DType::F64, device, 5);
     let data = iris(30);

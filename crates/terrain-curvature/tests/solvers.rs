@@ -350,10 +350,7 @@ fn eigen_errors_and_config_checks() {
         },
     ];
     for c in bad {
-        assert!(
-            c.check().is_err_and(|e| e.is_invalid_config()),
-            "{c:?}"
-        );
+        assert!(c.check().is_err_and(|e| e.is_invalid_config()), "{c:?}");
     }
     assert!(
         PowerConfig {
@@ -654,7 +651,6 @@ fn broadening_follows_pyhessian() {
 
 // ---------------------------------------------------------------------------------------------
 // Hessians of tiny models against their dense eigendecomposition
-
 
 /// A few rows of digits with a little Gaussian noise, so no max-pool window holds a tie (ties
 /// make candle's `max` backward route the gradient to every maximum).

@@ -44,6 +44,12 @@ pub mod keys {
     pub const EVAL_TRAIN: &str = "terrain.eval.train";
     /// Loss and error on the test rows, as JSON.
     pub const EVAL_TEST: &str = "terrain.eval.test";
+    /// Training-state files: epochs done.
+    pub const STATE_EPOCHS: &str = "terrain.train.epochs_done";
+    /// Training-state files: optimiser steps done.
+    pub const STATE_STEPS: &str = "terrain.train.steps";
+    /// Training-state files: the configuration that wrote them.
+    pub const STATE_CONFIG: &str = "terrain.train.config";
 }
 
 /// Metadata key holding the architecture spec as JSON.
@@ -132,7 +138,10 @@ impl TrainingRecord {
             None => None,
             Some(s) => {
                 let n: usize = s.shape.iter().product();
-                if s.mean.len() != n || s.std.len() != n || s.std.iter().any(|v| !(*v > 0.0)) {
+                if s.mean.len() != n
+                    || s.std.len() != n
+                    || s.std.iter().any(|v| v.is_nan() || *v <= 0.0)
+                {
                     return Err(Error::Safetensors {
                         path: path.to_path_buf(),
                         reason: format!(

@@ -75,7 +75,11 @@ pub fn at_least(name: &str, value: usize, min: usize) -> Result<()> {
     if value >= min {
         Ok(())
     } else {
-        Err(Error::config(name, value, format!("must be at least {min}")))
+        Err(Error::config(
+            name,
+            value,
+            format!("must be at least {min}"),
+        ))
     }
 }
 

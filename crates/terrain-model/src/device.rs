@@ -173,7 +173,13 @@ mod tests {
         for t in [FloatType::F32, FloatType::F64] {
             assert_eq!(t.to_string().parse::<FloatType>().unwrap(), t);
         }
-        assert!("f16".parse::<FloatType>().unwrap_err().to_string().contains("f16"));
+        assert!(
+            "f16"
+                .parse::<FloatType>()
+                .unwrap_err()
+                .to_string()
+                .contains("f16")
+        );
     }
 
     #[test]

@@ -233,7 +233,11 @@ impl Error {
     }
 
     /// An [`Error::InvalidConfig`]: the one invalid-configuration error of every terrain crate.
-    pub fn config(field: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> Self {
+    pub fn config(
+        field: impl Into<String>,
+        value: impl ToString,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::InvalidConfig {
             field: field.into(),
             value: value.to_string(),

@@ -8,9 +8,9 @@
 
 use candle_core::{D, Tensor, Var};
 
-use crate::{Activation, Result};
 #[cfg(doc)]
 use crate::spec::TensorSlot;
+use crate::{Activation, Result};
 
 /// Applies an activation elementwise.
 pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {

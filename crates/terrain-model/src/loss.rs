@@ -204,6 +204,12 @@ mod tests {
         for k in [LossKind::Ce, LossKind::Mse] {
             assert_eq!(k.to_string().parse::<LossKind>().unwrap(), k);
         }
-        assert!("hinge".parse::<LossKind>().unwrap_err().to_string().contains("hinge"));
+        assert!(
+            "hinge"
+                .parse::<LossKind>()
+                .unwrap_err()
+                .to_string()
+                .contains("hinge")
+        );
     }
 }

@@ -263,7 +263,11 @@ impl Model {
             ));
         }
         if batch_size == 0 {
-            return Err(Error::config("batch_size", batch_size, "must be at least 1"));
+            return Err(Error::config(
+                "batch_size",
+                batch_size,
+                "must be at least 1",
+            ));
         }
         for bn in &norms {
             bn.running_mean.set(&bn.running_mean.zeros_like()?)?;

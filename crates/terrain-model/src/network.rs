@@ -103,7 +103,10 @@ impl<P> Layer<P> {
     }
 
     /// The same layer with every tensor mapped by `f` (in declaration order).
-    pub fn try_map<Q, E>(&self, f: &mut impl FnMut(&P) -> std::result::Result<Q, E>) -> std::result::Result<Layer<Q>, E> {
+    pub fn try_map<Q, E>(
+        &self,
+        f: &mut impl FnMut(&P) -> std::result::Result<Q, E>,
+    ) -> std::result::Result<Layer<Q>, E> {
         Ok(match self {
             Layer::Linear(l) => Layer::Linear(Linear {
                 weight: f(&l.weight)?,

@@ -47,7 +47,9 @@ pub fn normal_tensor(
     let v: Vec<f64> = (0..n)
         .map(|_| rand_distr::StandardNormal.sample(&mut r))
         .collect();
-    Ok(candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu)?
-        .to_dtype(dtype)?
-        .to_device(device)?)
+    Ok(
+        candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(device)?,
+    )
 }

@@ -27,8 +27,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ArchSpec, Error, Model, Result, checkpoint,
-    config,
+    ArchSpec, Error, Model, Result, checkpoint, config,
     data::{self, Dataset, Standardizer},
     device::FloatType,
     loss::{self, Evaluation, LossKind},
@@ -281,7 +280,12 @@ impl RunSpec {
         let started = Instant::now();
         let prepared = self.prepare_data(options.data_dir.as_deref())?;
         let (train, test) = (&prepared.train, prepared.test.as_ref());
-        let model = Model::new(self.arch.clone(), self.dtype.dtype(), &device, self.seeds.init)?;
+        let model = Model::new(
+            self.arch.clone(),
+            self.dtype.dtype(),
+            &device,
+            self.seeds.init,
+        )?;
         loss::check_fits(&model, train)?;
         if let Some(t) = test {
             loss::check_fits(&model, t)?;

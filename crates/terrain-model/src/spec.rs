@@ -524,7 +524,11 @@ impl ArchSpec {
         let linear = |prefix: &str, i: usize, o: usize, bias: bool| {
             let bound = 1.0 / (i as f64).sqrt();
             Layer::Linear(Linear {
-                weight: param(format!("{prefix}weight"), vec![o, i], Init::Uniform { bound }),
+                weight: param(
+                    format!("{prefix}weight"),
+                    vec![o, i],
+                    Init::Uniform { bound },
+                ),
                 bias: bias
                     .then(|| param(format!("{prefix}bias"), vec![o], Init::Uniform { bound })),
             })
@@ -600,7 +604,15 @@ impl ArchSpec {
                 for (i, (stage, planes, stride)) in resnet18_blocks(k).into_iter().enumerate() {
                     let p = format!("layer{stage}.{}.", i % 2);
                     let main = vec![
-                        conv(&format!("{p}conv1."), in_planes, planes, 3, false, 1, stride),
+                        conv(
+                            &format!("{p}conv1."),
+                            in_planes,
+                            planes,
+                            3,
+                            false,
+                            1,
+                            stride,
+                        ),
                         batch_norm(&format!("{p}bn1."), planes, bnm),
                         Layer::Activation(Activation::Relu),
                         conv(&format!("{p}conv2."), planes, planes, 3, false, 1, 1),
@@ -608,7 +620,15 @@ impl ArchSpec {
                     ];
                     let shortcut = if stride != 1 || in_planes != planes {
                         vec![
-                            conv(&format!("{p}shortcut.0."), in_planes, planes, 1, false, 0, stride),
+                            conv(
+                                &format!("{p}shortcut.0."),
+                                in_planes,
+                                planes,
+                                1,
+                                false,
+                                0,
+                                stride,
+                            ),
                             batch_norm(&format!("{p}shortcut.1."), planes, bnm),
                         ]
                     } else {

@@ -19,10 +19,11 @@
 //! a 2-core machine, candle therefore starts one barrier-pool worker on the same core as the
 //! caller; at every large elementwise op the caller spins until the scheduler preempts it, the
 //! worker runs its half, then spins itself before parking. `perf record` of the pinned gradient +
-//! HVP benchmark: 51% of the time in `BarrierGuard::drop` (the caller's spin), 26% in the
-//! worker's spin loop, 14% in gemm's microkernel (the real work); 10 630 context switches and
-//! 6.4 s of CPU against 148 and 1.1 s with one thread. (rayon itself is not the culprit: its
-//! pool follows the mask, 1 thread, and its idle workers yield and then sleep.)
+//! HVP benchmark (dev profile, 20 repetitions each): 51% of the time in `BarrierGuard::drop` (the
+//! caller's spin), 26% in the worker's spin loop, 14% in gemm's microkernel (the real work);
+//! `perf stat`: 10 630 context switches and 6.4 s of CPU, against 148 and 1.1 s once the count
+//! follows the mask. rayon itself is not the culprit: its pool follows the mask (1 thread), and
+//! its idle workers yield and then sleep.
 //!
 //! [`configure`] computes the CPUs this process may use ([`CpuLimits`]: the affinity mask and the
 //! cgroup v1/v2 CPU quota, the smaller of the two, at least 1), picks the worker count (an
@@ -38,12 +39,24 @@
 //!
 //! `cargo xtask bench curvature --model mlp:784-256-256-10:relu --reps 10` (batch 256, f32,
 //! medians in ms) on the 2-core CI-class machine (AMD EPYC, 2 cores in `/proc/cpuinfo`, no cgroup
-//! quota), in one run each; the bench measures the pinned and one-thread rows in child
-//! processes. "candle only" is the behaviour before this module (the hidden xtask flag
+//! quota), two quiet runs (values separated by commas); the bench measures the pinned and
+//! one-thread rows in child processes. "candle only" is the behaviour before this module (the hidden xtask flag
 //! `--candle-threads` skips [`configure`]); "pinned" is `sched_setaffinity` to one CPU, as
 //! `taskset -c 0`.
 //!
-//! MEASURED_TABLE
+//! | MLP 784-256-256-10, release | threads (candle / rayon) | gradient | HVP |
+//! |---|---|---|---|
+//! | unpinned, default (2 usable CPUs; before = after) | 2 / 2 | 5.84, 5.83 | 21.1, 18.0 |
+//! | unpinned, `--threads 1` | 1 / 1 | 5.72, 5.80 | 17.3, 17.4 |
+//! | pinned to 1 core, **before** (candle alone) | 2 / 1 | **41.9, 40.9** | **192.9, 192.3** |
+//! | pinned to 1 core, **after** (1 usable CPU) | 1 / 1 | **5.86, 5.88** | **17.2, 17.4** |
+//!
+//! (two quiet runs; a third, started while a build ran, gave 6.04 pinned against 7.20 one-thread.)
+//! Pinned / one thread: gradient **7.3× / 7.1× before, 1.02× / 1.01× after**; HVP 11.2× / 11.0×
+//! before, 0.99× / 1.00× after. Unpinned, two threads cost the same as one on this model; while
+//! another process keeps the second core busy, two threads fall to 34–53 ms per gradient (the
+//! caller spins on a descheduled barrier-pool worker), where one thread stays at about 6 ms: on a
+//! shared machine, `--threads 1` is the robust choice.
 //!
 //! # Safety of the environment write
 //!
@@ -205,7 +218,11 @@ impl std::fmt::Display for ThreadPlan {
             ThreadSource::Detected => "usable CPUs",
         };
         let s = if self.threads == 1 { "" } else { "s" };
-        write!(f, "{} thread{s} ({why}; CPUs: {})", self.threads, self.limits)
+        write!(
+            f,
+            "{} thread{s} ({why}; CPUs: {})",
+            self.threads, self.limits
+        )
     }
 }
 

@@ -89,12 +89,13 @@ fn parse_params<'a>(what: &'static str, s: &'a str, list: &'a str) -> Result<Vec
     list.split(',')
         .filter(|kv| !kv.trim().is_empty())
         .map(|kv| {
-            let (k, v) = kv.split_once('=').ok_or_else(|| {
-                Error::config(what, s, format!("`{kv}` is not key=value"))
-            })?;
-            let v: f64 = v.trim().parse().map_err(|_| {
-                Error::config(what, s, format!("`{}` is not a number", v.trim()))
-            })?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| Error::config(what, s, format!("`{kv}` is not key=value")))?;
+            let v: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| Error::config(what, s, format!("`{}` is not a number", v.trim())))?;
             Ok((k.trim(), v))
         })
         .collect()
@@ -480,9 +481,7 @@ pub struct TrainReport {
     pub objective: String,
 }
 
-const STATE_EPOCHS: &str = "terrain.train.epochs_done";
-const STATE_STEPS: &str = "terrain.train.steps";
-const STATE_CONFIG: &str = "terrain.train.config";
+use checkpoint::keys::{STATE_CONFIG, STATE_EPOCHS, STATE_STEPS};
 
 impl Trainer {
     /// A trainer with the ERM objective; the configuration is checked.
@@ -797,11 +796,7 @@ mod tests {
 
     #[test]
     fn compact_forms_round_trip() {
-        for s in [
-            "none",
-            "step:10:0.5",
-            "multistep:75,150:0.1",
-        ] {
+        for s in ["none", "step:10:0.5", "multistep:75,150:0.1"] {
             let d: LrDecay = s.parse().unwrap();
             assert_eq!(d.to_string(), s);
             assert_eq!(d.to_string().parse::<LrDecay>().unwrap(), d);

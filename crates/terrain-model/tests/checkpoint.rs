@@ -166,7 +166,11 @@ fn terrain_checkpoint_round_trips_with_metadata() {
             let (x, y): (Vec<f64>, Vec<f64>) = (x.var.to_vec1().unwrap(), y.var.to_vec1().unwrap());
             assert_eq!(x, y);
         }
-        let shape: Vec<usize> = [3usize].iter().chain(&spec.input_shape()).cloned().collect();
+        let shape: Vec<usize> = [3usize]
+            .iter()
+            .chain(&spec.input_shape())
+            .cloned()
+            .collect();
         let xin = terrain_model::rng::normal_tensor(&shape, 3, DType::F64, &Device::Cpu).unwrap();
         let o1: Vec<Vec<f64>> = model.forward_t(&xin, false).unwrap().to_vec2().unwrap();
         let o2: Vec<Vec<f64>> = back

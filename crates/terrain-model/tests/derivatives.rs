@@ -4,9 +4,9 @@
 use candle_core::{DType, Device, Tensor};
 use terrain_model::{
     ArchSpec, Model, ParamVec, autodiff,
-    rng,
     data::Targets,
     loss::{self, LossKind},
+    rng,
 };
 
 const EPS: f64 = 1e-5;
@@ -32,9 +32,9 @@ fn batch(spec: &ArchSpec, n: usize, loss: LossKind, seed: u64) -> (Tensor, Targe
                 .collect();
             Targets::Classes(Tensor::from_vec(labels, n, &dev).unwrap())
         }
-        LossKind::Mse => Targets::Values(
-            rng::normal_tensor(&[n, k], seed + 1000, DType::F64, &dev).unwrap(),
-        ),
+        LossKind::Mse => {
+            Targets::Values(rng::normal_tensor(&[n, k], seed + 1000, DType::F64, &dev).unwrap())
+        }
     };
     (x, y)
 }

@@ -89,7 +89,13 @@ fn inspect_sees_every_top_level_layer_output() {
 fn regression_rows(n: usize, features: usize, seed: u64) -> Dataset {
     let x = rng::normal_tensor(&[n, features], seed, DType::F32, &Device::Cpu).unwrap();
     let y = rng::normal_tensor(&[n, 1], seed + 1, DType::F32, &Device::Cpu).unwrap();
-    Dataset::new("rows", x, Targets::Values(y), Task::Regression { outputs: 1 }).unwrap()
+    Dataset::new(
+        "rows",
+        x,
+        Targets::Values(y),
+        Task::Regression { outputs: 1 },
+    )
+    .unwrap()
 }
 
 /// The first Linear layer's outputs on every row, as f64 rows.
@@ -113,9 +119,7 @@ fn recomputed_statistics_are_the_batch_size_weighted_average_of_batch_statistics
     )
     .unwrap();
     let data = regression_rows(23, 3, 5);
-    let n = model
-        .recompute_batch_norm_stats(&data, 10)
-        .unwrap();
+    let n = model.recompute_batch_norm_stats(&data, 10).unwrap();
     assert_eq!(n, 1);
     // Independently: batches of 10, 10, 3 rows of the first layer's outputs.
     let z = first_linear_outputs(&model, &data.x);
@@ -124,8 +128,8 @@ fn recomputed_statistics_are_the_batch_size_weighted_average_of_batch_statistics
         let w = chunk.len() as f64 / z.len() as f64;
         for c in 0..4 {
             let m = chunk.iter().map(|r| r[c]).sum::<f64>() / chunk.len() as f64;
-            let v = chunk.iter().map(|r| (r[c] - m).powi(2)).sum::<f64>()
-                / (chunk.len() - 1) as f64;
+            let v =
+                chunk.iter().map(|r| (r[c] - m).powi(2)).sum::<f64>() / (chunk.len() - 1) as f64;
             mean[c] += w * m;
             var[c] += w * v;
         }
@@ -133,11 +137,20 @@ fn recomputed_statistics_are_the_batch_size_weighted_average_of_batch_statistics
     let got_mean: Vec<f64> = model.buffers()[0].var.to_vec1().unwrap();
     let got_var: Vec<f64> = model.buffers()[1].var.to_vec1().unwrap();
     for c in 0..4 {
-        assert!((got_mean[c] - mean[c]).abs() < 1e-12, "{got_mean:?} {mean:?}");
+        assert!(
+            (got_mean[c] - mean[c]).abs() < 1e-12,
+            "{got_mean:?} {mean:?}"
+        );
         assert!((got_var[c] - var[c]).abs() < 1e-12, "{got_var:?} {var:?}");
     }
     // Parameters are untouched and a model without BatchNorm is left alone.
-    let plain = Model::new("mlp:3-4-2:relu".parse().unwrap(), DType::F64, &Device::Cpu, 2).unwrap();
+    let plain = Model::new(
+        "mlp:3-4-2:relu".parse().unwrap(),
+        DType::F64,
+        &Device::Cpu,
+        2,
+    )
+    .unwrap();
     assert_eq!(plain.recompute_batch_norm_stats(&data, 10).unwrap(), 0);
     assert!(model.recompute_batch_norm_stats(&data, 0).is_err());
 }

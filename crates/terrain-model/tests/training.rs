@@ -355,7 +355,13 @@ fn divergence_is_reported_not_hidden() {
 fn mixup_applies_to_regression_targets() {
     let x = terrain_model::rng::normal_tensor(&[8, 3], 4, DType::F64, &Device::Cpu).unwrap();
     let y = terrain_model::rng::normal_tensor(&[8, 1], 5, DType::F64, &Device::Cpu).unwrap();
-    let d = Dataset::new("reg", x, Targets::Values(y), Task::Regression { outputs: 1 }).unwrap();
+    let d = Dataset::new(
+        "reg",
+        x,
+        Targets::Values(y),
+        Task::Regression { outputs: 1 },
+    )
+    .unwrap();
     let cfg = TrainConfig {
         epochs: 1,
         lr: 0.1,
@@ -375,7 +381,12 @@ fn mixup_applies_to_regression_targets() {
         .unwrap();
     // The same batch, shuffled and mixed by hand as the trainer does, trained without mixup.
     let shuffle = terrain_model::rng::stream_seed(cfg.seed, 1);
-    let batch = d.batches(8, Some(shuffle), false).unwrap().next().unwrap().unwrap();
+    let batch = d
+        .batches(8, Some(shuffle), false)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     let mixed = data::mixup(&batch, 0.5, 0, shuffle.wrapping_add(1)).unwrap();
     let by_hand = Model::new(spec, DType::F64, &Device::Cpu, 0).unwrap();
     let mixed_set = Dataset::new("mixed", mixed.x, mixed.y, d.task).unwrap();
@@ -432,7 +443,13 @@ fn a_missing_gradient_is_an_error_not_a_zero() {
         }
     }
     let (train, _) = digits();
-    let model = Model::new("mlp:64-10:relu".parse().unwrap(), DType::F32, &Device::Cpu, 0).unwrap();
+    let model = Model::new(
+        "mlp:64-10:relu".parse().unwrap(),
+        DType::F32,
+        &Device::Cpu,
+        0,
+    )
+    .unwrap();
     let e = Trainer::new(TrainConfig::default())
         .unwrap()
         .with_objective(Box::new(Detached))

@@ -80,7 +80,8 @@ pub fn iris(n: usize) -> Dataset {
 /// The first `n` rows of the digits (the file is not sorted by class).
 pub fn digits(n: usize) -> Dataset {
     let d = data::builtin::load("digits").expect("digits are built in");
-    d.subset(&(0..n).collect::<Vec<_>>()).expect("rows of the digits")
+    d.subset(&(0..n).collect::<Vec<_>>())
+        .expect("rows of the digits")
 }
 
 /// Seeded Gaussian images `[n, C, H, W]` (f32) with labels `i % classes`: no ties inside

@@ -205,8 +205,11 @@ pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
         })
         .with_context(|| format!("training {} on {}", spec.arch, spec.data.source))?;
     if let Some(path) = &a.plot {
-        std::fs::write(path, curves_svg(&spec.arch.to_string(), &outcome.report.epochs))
-            .with_context(|| format!("writing plot {}", path.display()))?;
+        std::fs::write(
+            path,
+            curves_svg(&spec.arch.to_string(), &outcome.report.epochs),
+        )
+        .with_context(|| format!("writing plot {}", path.display()))?;
     }
 
     let epochs: Vec<_> = outcome

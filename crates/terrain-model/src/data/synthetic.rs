@@ -44,7 +44,8 @@ use crate::error::{Error, Result};
 pub const KINDS: &[&str] = &["gaussian", "sinusoid", "spiral", "teacher"];
 
 /// Which synthetic task to generate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SyntheticKind {
     /// Two Gaussians in 2-D (means 0 and 𝟙, covariance I/10), 2 classes.
     #[default]
@@ -54,7 +55,14 @@ pub enum SyntheticKind {
     /// Two interleaved noisy spirals in 2-D, 2 classes.
     Spiral,
     /// Regression onto a random one-hidden-layer tanh teacher network.
+    #[serde(rename = "teacher")]
     TeacherStudent,
+}
+
+impl std::fmt::Display for SyntheticKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl SyntheticKind {
@@ -95,7 +103,8 @@ impl std::str::FromStr for SyntheticKind {
 }
 
 /// Settings of a synthetic dataset.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SyntheticConfig {
     /// Which task.
     pub kind: SyntheticKind,
