@@ -9,6 +9,10 @@ pub enum Error {
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
 
+    /// The worker threads could not be configured as asked.
+    #[error(transparent)]
+    Threads(#[from] crate::threads::ThreadsError),
+
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

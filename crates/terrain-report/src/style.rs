@@ -12,7 +12,7 @@ use plotters::style::{FontStyle, RGBColor, register_font};
 /// name, so an SVG viewer substitutes its own sans-serif).
 pub const FONT: &str = "sans-serif";
 
-static FONT_BYTES: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
+pub(crate) static FONT_BYTES: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
 
 /// Registers the embedded font with plotters (once per process). Every drawing entry point
 /// calls it; calling it again is free.
@@ -73,7 +73,11 @@ const VIRIDIS: [(u8, u8, u8); 10] = [
 
 /// The viridis colour at `t` in `[0, 1]` (clamped; NaN gives the low end).
 pub fn viridis(t: f64) -> RGBColor {
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let x = t * (VIRIDIS.len() - 1) as f64;
     let i = (x.floor() as usize).min(VIRIDIS.len() - 2);
     let f = x - i as f64;

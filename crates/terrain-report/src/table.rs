@@ -59,7 +59,9 @@ impl FromStr for Format {
         Format::ALL
             .into_iter()
             .find(|f| f.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| Error::UnknownFormat { given: s.to_string() })
+            .ok_or_else(|| Error::UnknownFormat {
+                given: s.to_string(),
+            })
     }
 }
 
@@ -124,7 +126,9 @@ impl Cell {
             Cell::Null => Value::Null,
             Cell::Bool(b) => Value::Bool(*b),
             Cell::Int(i) => Value::from(*i),
-            Cell::Float(f) => Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
+            Cell::Float(f) => Number::from_f64(*f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
             Cell::Str(s) => Value::String(s.clone()),
         }
     }
@@ -156,7 +160,9 @@ impl From<i64> for Cell {
 }
 impl From<usize> for Cell {
     fn from(v: usize) -> Self {
-        i64::try_from(v).map(Cell::Int).unwrap_or(Cell::Float(v as f64))
+        i64::try_from(v)
+            .map(Cell::Int)
+            .unwrap_or(Cell::Float(v as f64))
     }
 }
 impl From<bool> for Cell {
@@ -204,11 +210,7 @@ impl Table {
             return Err(Error::Table {
                 row: self.rows.len(),
                 column: None,
-                reason: format!(
-                    "{} cells for {} columns",
-                    row.len(),
-                    self.columns.len()
-                ),
+                reason: format!("{} cells for {} columns", row.len(), self.columns.len()),
             });
         }
         self.rows.push(row);
@@ -272,11 +274,29 @@ impl Table {
         Ok(Table { columns, rows })
     }
 
+    /// Checks that every row has one cell per column (rows built with [`Table::push`] do; the
+    /// fields are public, so a table built by hand may not). Renderers tolerate ragged rows;
+    /// parquet needs them rectangular.
+    pub fn check(&self) -> Result<()> {
+        match self.rows.iter().position(|r| r.len() != self.columns.len()) {
+            None => Ok(()),
+            Some(i) => Err(Error::Table {
+                row: i,
+                column: None,
+                reason: format!(
+                    "{} cells for {} columns",
+                    self.rows[i].len(),
+                    self.columns.len()
+                ),
+            }),
+        }
+    }
+
     /// Whether every non-null cell of column `j` is a number (such columns are right-aligned).
     fn numeric(&self, j: usize) -> bool {
         let mut any = false;
         for r in &self.rows {
-            match &r[j] {
+            match r.get(j).unwrap_or(&Cell::Null) {
                 Cell::Null => {}
                 c if c.is_numeric() => any = true,
                 _ => return false,
@@ -378,6 +398,7 @@ mod parquet_io {
         /// numbers `Float64`, of booleans `Boolean`, anything else `String` (cells shown as on
         /// a terminal, nulls kept).
         pub fn to_dataframe(&self) -> Result<DataFrame> {
+            self.check()?;
             let n = self.rows.len();
             let cols: Vec<Column> = self
                 .columns
@@ -386,7 +407,9 @@ mod parquet_io {
                 .map(|(j, name)| {
                     let cells = self.rows.iter().map(|r| &r[j]);
                     let all = |f: fn(&Cell) -> bool| {
-                        self.rows.iter().all(|r| matches!(r[j], Cell::Null) || f(&r[j]))
+                        self.rows
+                            .iter()
+                            .all(|r| matches!(r[j], Cell::Null) || f(&r[j]))
                     };
                     let name = PlSmallStr::from(name.as_str());
                     if all(|c| matches!(c, Cell::Int(_))) {
@@ -453,16 +476,26 @@ mod parquet_io {
 }
 
 /// Flattens an object into `(dotted key, cell)` pairs.
-fn flatten(map: &Map<String, Value>, prefix: &str, row: usize, out: &mut Vec<(String, Cell)>) -> Result<()> {
+fn flatten(
+    map: &Map<String, Value>,
+    prefix: &str,
+    row: usize,
+    out: &mut Vec<(String, Cell)>,
+) -> Result<()> {
     for (k, v) in map {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             Value::Object(inner) => flatten(inner, &key, row, out)?,
             Value::Array(_) => {
                 return Err(Error::Table {
                     row,
                     column: Some(key),
-                    reason: "an array cannot be a table cell; rows must serialise to flat objects".into(),
+                    reason: "an array cannot be a table cell; rows must serialise to flat objects"
+                        .into(),
                 });
             }
             v => out.push((key, Cell::from_json(v).expect("scalar"))),
@@ -548,28 +581,38 @@ fn scalar(v: &Value) -> String {
 /// decimals (scientific when tiny or huge); null is `-`.
 pub fn render_table(value: &Value) -> String {
     let Value::Object(map) = value else {
-        if let Value::Array(items) = value {
-            if !items.is_empty() && items.iter().all(Value::is_object) {
-                if let Ok(t) = Table::from_json_rows(items) {
-                    return t.to_terminal();
-                }
-            }
+        if let Value::Array(items) = value
+            && !items.is_empty()
+            && items.iter().all(Value::is_object)
+            && let Ok(t) = Table::from_json_rows(items)
+        {
+            return t.to_terminal();
         }
         return format!("{}\n", scalar(value));
     };
     let mut kv = Vec::new();
     let mut sections = Vec::new();
-    fn rows(prefix: &str, map: &Map<String, Value>, kv: &mut Vec<Vec<String>>, sections: &mut Vec<(String, Vec<Value>)>) {
+    fn rows(
+        prefix: &str,
+        map: &Map<String, Value>,
+        kv: &mut Vec<Vec<String>>,
+        sections: &mut Vec<(String, Vec<Value>)>,
+    ) {
         for (k, v) in map {
-            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             match v {
                 Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => {
                     sections.push((key, items.clone()))
                 }
                 Value::Object(inner) => rows(&key, inner, kv, sections),
-                Value::Array(items) => {
-                    kv.push(vec![key, items.iter().map(scalar).collect::<Vec<_>>().join(", ")])
-                }
+                Value::Array(items) => kv.push(vec![
+                    key,
+                    items.iter().map(scalar).collect::<Vec<_>>().join(", "),
+                ]),
                 _ => kv.push(vec![key, scalar(v)]),
             }
         }
@@ -604,18 +647,21 @@ pub fn render_csv(value: &Value) -> String {
     if let Some(t) = rows_of(value) {
         return t.to_csv();
     }
-    if let Value::Object(map) = value {
-        if map.len() == 1 {
-            if let Some(t) = map.values().next().and_then(rows_of) {
-                return t.to_csv();
-            }
-        }
+    if let Value::Object(map) = value
+        && map.len() == 1
+        && let Some(t) = map.values().next().and_then(rows_of)
+    {
+        return t.to_csv();
     }
     fn walk(prefix: &str, v: &Value, out: &mut Table) {
         match v {
             Value::Object(map) => {
                 for (k, v) in map {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&key, v, out);
                 }
             }
@@ -626,9 +672,18 @@ pub fn render_csv(value: &Value) -> String {
             }
             Value::Array(items) => out.rows.push(vec![
                 Cell::Str(prefix.to_string()),
-                Cell::Str(items.iter().map(|v| Cell::from_json(v).map(|c| c.csv()).unwrap_or_default()).collect::<Vec<_>>().join(";")),
+                Cell::Str(
+                    items
+                        .iter()
+                        .map(|v| Cell::from_json(v).map(|c| c.csv()).unwrap_or_default())
+                        .collect::<Vec<_>>()
+                        .join(";"),
+                ),
             ]),
-            v => out.rows.push(vec![Cell::Str(prefix.to_string()), Cell::from_json(v).unwrap_or(Cell::Null)]),
+            v => out.rows.push(vec![
+                Cell::Str(prefix.to_string()),
+                Cell::from_json(v).unwrap_or(Cell::Null),
+            ]),
         }
     }
     let mut t = Table::new(["key", "value"]);
@@ -662,7 +717,10 @@ mod tests {
         }
         assert_eq!("JSON".parse::<Format>().unwrap(), Format::Json);
         let e = "yaml".parse::<Format>().unwrap_err().to_string();
-        assert!(e.contains("yaml") && e.contains("table, json or csv"), "{e}");
+        assert!(
+            e.contains("yaml") && e.contains("table, json or csv"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -21,22 +21,40 @@ pub(crate) struct Axis {
 impl Axis {
     /// The range `[lo, hi]` (axis units) exactly, with about `n` ticks.
     pub fn fixed(lo: f64, hi: f64, log: bool, n: usize) -> Axis {
-        let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 0.5, lo + 0.5) };
+        let (lo, hi) = if hi > lo {
+            (lo, hi)
+        } else {
+            (lo - 0.5, lo + 0.5)
+        };
         let (ticks, labels) = if log {
             log_ticks(lo, hi, n)
         } else {
             let t = ticks(lo, hi, n);
-            let step = if t.len() >= 2 { t[1] - t[0] } else { (hi - lo).abs() };
+            let step = if t.len() >= 2 {
+                t[1] - t[0]
+            } else {
+                (hi - lo).abs()
+            };
             let labels = t.iter().map(|&v| number_label(v, step)).collect();
             (t, labels)
         };
-        Axis { lo, hi, ticks, labels }
+        Axis {
+            lo,
+            hi,
+            ticks,
+            labels,
+        }
     }
 
     /// A range covering every value (axis units) with `pad` of its span added on both sides,
     /// so nothing sits on the frame; constant data gets a unit (or one-decade) range around it.
     /// `None` when there are no values.
-    pub fn fit(values: impl IntoIterator<Item = f64>, log: bool, pad: f64, n: usize) -> Option<Axis> {
+    pub fn fit(
+        values: impl IntoIterator<Item = f64>,
+        log: bool,
+        pad: f64,
+        n: usize,
+    ) -> Option<Axis> {
         let (lo, hi) = min_max(values)?;
         let (lo, hi) = padded(lo, hi, log, pad);
         Some(Axis::fixed(lo, hi, log, n))
@@ -65,7 +83,11 @@ impl Axis {
 
     /// Position of category `i` of `n` on a categories axis.
     pub fn category_pos(i: usize, n: usize, reversed: bool) -> f64 {
-        if reversed { (n - 1 - i) as f64 } else { i as f64 }
+        if reversed {
+            (n - 1 - i) as f64
+        } else {
+            i as f64
+        }
     }
 }
 
@@ -129,11 +151,24 @@ fn log_ticks(lo: f64, hi: f64, n: usize) -> (Vec<f64>, Vec<String>) {
         } else {
             (first as i64..=last as i64).map(|k| k as f64).collect()
         };
+        if t.len() <= 2 {
+            // Few decades: 1, 2, 5 × 10^k, labelled plainly.
+            let vals: Vec<f64> = (first as i64 - 1..=last as i64)
+                .flat_map(|k| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(k as i32)))
+                .filter(|v| (lo..=hi).contains(&v.log10()))
+                .collect();
+            let labels = vals.iter().map(|&v| number_label(v, v)).collect();
+            return (vals.iter().map(|v| v.log10()).collect(), labels);
+        }
         let labels = t.iter().map(|&k| decade_label(k.round() as i64)).collect();
         return (t, labels);
     }
     let raw = ticks(10f64.powf(lo), 10f64.powf(hi), n.min(5));
-    let step = if raw.len() >= 2 { raw[1] - raw[0] } else { 10f64.powf(lo) };
+    let step = if raw.len() >= 2 {
+        raw[1] - raw[0]
+    } else {
+        10f64.powf(lo)
+    };
     let raw: Vec<f64> = raw.into_iter().filter(|&v| v > 0.0).collect();
     let labels = raw.iter().map(|&v| number_label(v, step)).collect();
     (raw.iter().map(|v| v.log10()).collect(), labels)
@@ -188,7 +223,7 @@ mod tests {
         let t = ticks(0.0, 1.0, 5);
         assert_eq!(t, [0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
         let a = Axis::fixed(0.0, 1.0, false, 5);
-        assert_eq!(a.labels, ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
+        assert_eq!(a.labels, ["0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
         let l = Axis::fixed(-6.2, 0.3, true, 6);
         assert!(l.labels.contains(&"1e-6".to_string()) || l.labels.contains(&"1e-5".to_string()));
         assert!(l.labels.iter().all(|s| s.len() <= 6), "{:?}", l.labels);

@@ -71,7 +71,10 @@ impl Chart for BarChart {
         Ok(self.size.unwrap_or_else(|| {
             if self.horizontal {
                 let per = 22 + 12 * self.series.len().clamp(1, 6) as u32;
-                Size::new(800, (150 + per * self.categories.len() as u32).clamp(300, 4000))
+                Size::new(
+                    800,
+                    (150 + per * self.categories.len() as u32).clamp(300, 4000),
+                )
             } else {
                 Size::new(800, 480)
             }
@@ -84,10 +87,7 @@ impl Chart for BarChart {
         for s in &self.series {
             let bad = |what: &str, len: usize| Error::InvalidChart {
                 chart: chart.clone(),
-                reason: format!(
-                    "series {:?} has {len} {what} for {n} categories",
-                    s.name
-                ),
+                reason: format!("series {:?} has {len} {what} for {n} categories", s.name),
             };
             if s.values.len() != n {
                 return Err(bad("values", s.values.len()));
@@ -105,7 +105,11 @@ impl Chart for BarChart {
         // The value range: zero, every finite bar and the ends of its error bar.
         let extent = self.series.iter().flat_map(|s| {
             s.values.iter().enumerate().flat_map(move |(i, &v)| {
-                let e = if v.is_finite() { err(s, i).unwrap_or(0.0) } else { 0.0 };
+                let e = if v.is_finite() {
+                    err(s, i).unwrap_or(0.0)
+                } else {
+                    0.0
+                };
                 [v - e, v + e]
             })
         });
@@ -122,7 +126,10 @@ impl Chart for BarChart {
         let (lo, hi) = (lo.min(0.0), hi.max(0.0));
         let (span, pad) = (hi - lo, 0.06);
         let (lo, hi) = if span > 0.0 {
-            (if lo < 0.0 { lo - pad * span } else { 0.0 }, if hi > 0.0 { hi + pad * span } else { 0.0 })
+            (
+                if lo < 0.0 { lo - pad * span } else { 0.0 },
+                if hi > 0.0 { hi + pad * span } else { 0.0 },
+            )
         } else {
             (-1.0, 1.0)
         };
@@ -163,7 +170,11 @@ impl Chart for BarChart {
         // Bar i of series j spans [pos - group/2 + j w, + w] along the category axis.
         let slot = |i: usize, j: usize| {
             // Horizontal: the first series on top within its group.
-            let j = if self.horizontal { self.series.len() - 1 - j } else { j };
+            let j = if self.horizontal {
+                self.series.len() - 1 - j
+            } else {
+                j
+            };
             let p = Axis::category_pos(i, n, self.horizontal) - group / 2.0 + j as f64 * w;
             (p + 0.08 * w, p + 0.92 * w)
         };
@@ -172,20 +183,32 @@ impl Chart for BarChart {
                 let mut c = $c;
                 for (j, s) in self.series.iter().enumerate() {
                     let color = style::series_color(j);
-                    c.draw_series(s.values.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| {
-                            let (a, bb) = slot(i, j);
-                            Rectangle::new($rect(a, bb, v), color.filled())
-                        }))
-                        .map_err(m)?;
-                    c.draw_series(s.values.iter().enumerate().filter_map(|(i, &v)| {
-                        let e = err(s, i)?;
-                        v.is_finite().then_some((i, v, e))
-                    }).flat_map(|(i, v, e)| {
-                        let (a, bb) = slot(i, j);
-                        let mid = (a + bb) / 2.0;
-                        let cap = (bb - a) * 0.3;
-                        $ebar(mid, cap, v, e)
-                    }))
+                    c.draw_series(
+                        s.values
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, v)| v.is_finite())
+                            .map(|(i, &v)| {
+                                let (a, bb) = slot(i, j);
+                                Rectangle::new($rect(a, bb, v), color.filled())
+                            }),
+                    )
+                    .map_err(m)?;
+                    c.draw_series(
+                        s.values
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, &v)| {
+                                let e = err(s, i)?;
+                                v.is_finite().then_some((i, v, e))
+                            })
+                            .flat_map(|(i, v, e)| {
+                                let (a, bb) = slot(i, j);
+                                let mid = (a + bb) / 2.0;
+                                let cap = (bb - a) * 0.3;
+                                $ebar(mid, cap, v, e)
+                            }),
+                    )
                     .map_err(m)?;
                 }
                 c
@@ -233,7 +256,14 @@ impl Chart for BarChart {
             let lines = wrapped.iter().map(Vec::len).max().unwrap_or(1) as u32;
             let names_h = 10 + lines * (style::TICK_SIZE as u32 + 3);
             let mut c = b
-                .x_label_area_size(names_h + if self.category_label.is_empty() { 6 } else { 30 })
+                .x_label_area_size(
+                    names_h
+                        + if self.category_label.is_empty() {
+                            6
+                        } else {
+                            30
+                        },
+                )
                 .y_label_area_size(78)
                 .build_cartesian_2d(cat_axis, value_axis)
                 .map_err(m)?;
@@ -265,7 +295,10 @@ impl Chart for BarChart {
             for (i, lines) in wrapped.iter().enumerate() {
                 let (px, _) = c.backend_coord(&(i as f64, lo));
                 for (k, line) in lines.iter().enumerate() {
-                    let (x, y) = common::rel(&area, (px, bottom + 8 + k as i32 * (style::TICK_SIZE as i32 + 3)));
+                    let (x, y) = common::rel(
+                        &area,
+                        (px, bottom + 8 + k as i32 * (style::TICK_SIZE as i32 + 3)),
+                    );
                     area.draw(&Text::new(
                         line.clone(),
                         (x, y),

@@ -6,7 +6,12 @@ use plotters::{
     style::text_anchor::{HPos, Pos, VPos},
 };
 
-use super::{Axis, Chart, Size, axis::ticks, common::{self, rel}, describe};
+use super::{
+    Axis, Chart, Size,
+    axis::ticks,
+    common::{self, rel},
+    describe,
+};
 use crate::{
     Error, Result,
     style::{self, ColorScale, INK},
@@ -114,7 +119,11 @@ pub(crate) fn check_grid(chart: &str, x: &[f64], y: &[f64], z: &[Vec<f64>]) -> R
         }
     }
     if z.len() != y.len() {
-        return Err(bad(format!("z has {} rows but y has {} values", z.len(), y.len())));
+        return Err(bad(format!(
+            "z has {} rows but y has {} values",
+            z.len(),
+            y.len()
+        )));
     }
     if let Some(j) = z.iter().position(|r| r.len() != x.len()) {
         return Err(bad(format!(
@@ -153,7 +162,10 @@ pub(crate) fn auto_levels(scale: &ColorScale) -> Vec<f64> {
             .filter(inside)
             .collect();
         if levels.len() > 10 {
-            levels = (a..=b).map(|k| 10f64.powi(k as i32)).filter(inside).collect();
+            levels = (a..=b)
+                .map(|k| 10f64.powi(k as i32))
+                .filter(inside)
+                .collect();
         }
         return levels;
     }
@@ -227,16 +239,17 @@ impl Chart for Heatmap {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()> {
         let chart = self.describe();
         check_grid(&chart, &self.x, &self.y, &self.z)?;
-        let scale = ColorScale::fit(self.z.iter().flatten().copied(), self.log_z).ok_or_else(|| {
-            Error::NothingToDraw {
-                chart: chart.clone(),
-                reason: if self.log_z {
-                    "no finite, positive z value for a log colour scale".into()
-                } else {
-                    "no finite z value".into()
-                },
-            }
-        })?;
+        let scale =
+            ColorScale::fit(self.z.iter().flatten().copied(), self.log_z).ok_or_else(|| {
+                Error::NothingToDraw {
+                    chart: chart.clone(),
+                    reason: if self.log_z {
+                        "no finite, positive z value for a log colour scale".into()
+                    } else {
+                        "no finite z value".into()
+                    },
+                }
+            })?;
         let map = |reason: String| Error::Draw {
             chart: chart.clone(),
             reason,
@@ -273,7 +286,10 @@ impl Chart for Heatmap {
         c.draw_series(self.z.iter().enumerate().flat_map(|(j, row)| {
             let (ex, ey) = (&ex, &ey);
             row.iter().enumerate().map(move |(i, &v)| {
-                Rectangle::new([(ex[i], ey[j]), (ex[i + 1], ey[j + 1])], scale.color(v).filled())
+                Rectangle::new(
+                    [(ex[i], ey[j]), (ex[i + 1], ey[j + 1])],
+                    scale.color(v).filled(),
+                )
             })
         }))
         .map_err(m)?;
@@ -305,16 +321,23 @@ impl Chart for Heatmap {
                 .collect();
             let mut labels = Vec::new();
             for &level in &levels {
-                let Some(lu) = scale.unit(level) else { continue };
+                let Some(lu) = scale.unit(level) else {
+                    continue;
+                };
                 let segs = contour_segments(&self.x, &self.y, &u, lu);
                 if segs.is_empty() {
                     continue;
                 }
                 let dark = scale.t(level).is_some_and(|t| t > 0.6);
-                let color = if dark { RGBColor(0x30, 0x30, 0x30) } else { WHITE };
+                let color = if dark {
+                    RGBColor(0x30, 0x30, 0x30)
+                } else {
+                    WHITE
+                };
                 c.draw_series(
-                    segs.iter()
-                        .map(|s| PathElement::new(vec![s[0], s[1]], color.mix(0.85).stroke_width(1))),
+                    segs.iter().map(|s| {
+                        PathElement::new(vec![s[0], s[1]], color.mix(0.85).stroke_width(1))
+                    }),
                 )
                 .map_err(m)?;
                 if self.label_contours {
@@ -345,7 +368,14 @@ impl Chart for Heatmap {
             }
             for (p, text) in labels {
                 let px = rel(&main, c.backend_coord(&p));
-                common::boxed_text(&main, &text, px, style::TICK_SIZE - 2.0, Pos::new(HPos::Center, VPos::Center), &map)?;
+                common::boxed_text(
+                    &main,
+                    &text,
+                    px,
+                    style::TICK_SIZE - 2.0,
+                    Pos::new(HPos::Center, VPos::Center),
+                    &map,
+                )?;
             }
         }
 
@@ -361,7 +391,14 @@ impl Chart for Heatmap {
             .map_err(m)?;
             if !mk.label.is_empty() {
                 let (px, py) = rel(&main, c.backend_coord(&(mk.x, mk.y)));
-                common::boxed_text(&main, &mk.label, (px + 9, py - 9), style::TICK_SIZE, Pos::new(HPos::Left, VPos::Bottom), &map)?;
+                common::boxed_text(
+                    &main,
+                    &mk.label,
+                    (px + 9, py - 9),
+                    style::TICK_SIZE,
+                    Pos::new(HPos::Left, VPos::Bottom),
+                    &map,
+                )?;
             }
         }
         common::colorbar(&bar, &scale, &self.z_label, top, bottom, &map)

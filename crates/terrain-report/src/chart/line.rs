@@ -49,14 +49,18 @@ impl Panel {
     /// The ranges this panel's axes will cover, `((x_lo, x_hi), (y_lo, y_hi))` in axis units
     /// (log10 on a log axis): every drawable point plus padding. `None` if nothing is drawable.
     pub fn axis_ranges(&self) -> Option<((f64, f64), (f64, f64))> {
-        let runs: Vec<_> = self.series.iter().map(|s| runs(s, self.log_x, self.log_y)).collect();
+        let runs: Vec<_> = self
+            .series
+            .iter()
+            .map(|s| runs(s, self.log_x, self.log_y))
+            .collect();
         let (xa, ya) = axes(self, &runs)?;
         Some((xa.bounds(), ya.bounds()))
     }
 }
 
 /// The x and y axes of a panel, covering every drawable point with padding.
-fn axes(panel: &Panel, runs: &[Vec<Vec<(f64, f64)>>]) -> Option<(Axis, Axis)> {
+fn axes(panel: &Panel, runs: &[Runs]) -> Option<(Axis, Axis)> {
     let points = || runs.iter().flatten().flatten();
     Some((
         Axis::fit(points().map(|p| p.0), panel.log_x, 0.03, 8)?,
@@ -101,8 +105,11 @@ impl LineChart {
     }
 }
 
+/// The drawable stretches of one series (in axis units); the line breaks between them.
+type Runs = Vec<Vec<(f64, f64)>>;
+
 /// The runs of drawable points of `s` in axis units (the line breaks between runs).
-fn runs(s: &Series, log_x: bool, log_y: bool) -> Vec<Vec<(f64, f64)>> {
+fn runs(s: &Series, log_x: bool, log_y: bool) -> Runs {
     let mut out = vec![Vec::new()];
     for &(x, y) in &s.points {
         match (to_scale(x, log_x), to_scale(y, log_y)) {
@@ -144,7 +151,7 @@ impl Chart for LineChart {
                 reason: "no panels".into(),
             });
         }
-        let all: Vec<Vec<Vec<Vec<(f64, f64)>>>> = self
+        let all: Vec<Vec<Runs>> = self
             .panels
             .iter()
             .map(|p| p.series.iter().map(|s| runs(s, p.log_x, p.log_y)).collect())
@@ -169,7 +176,7 @@ impl Chart for LineChart {
 
 fn draw_panel<DB: DrawingBackend>(
     panel: &Panel,
-    runs: &[Vec<Vec<(f64, f64)>>],
+    runs: &[Runs],
     area: &DrawingArea<DB, Shift>,
     map: &dyn Fn(String) -> Error,
 ) -> Result<()> {

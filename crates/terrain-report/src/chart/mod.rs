@@ -8,6 +8,7 @@ mod axis;
 mod bar;
 mod heatmap;
 mod line;
+mod raster;
 mod scatter;
 mod surface;
 mod tree;
@@ -47,6 +48,8 @@ impl Size {
 
 /// The largest side a chart may have (a guard against absurd allocations).
 pub const MAX_SIDE: u32 = 16_384;
+/// The largest number of pixels a chart may have (64 Mpx: a 192 MiB bitmap).
+pub const MAX_PIXELS: u64 = 1 << 26;
 
 /// The picture file formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,10 +88,10 @@ pub trait Chart {
     fn describe(&self) -> String;
 
     /// The picture size this chart will be drawn at (its own setting or a default fitted to
-    /// its content). Errors if the size is zero or above [`MAX_SIDE`].
+    /// its content). Drawing refuses a zero size or one above [`MAX_SIDE`] / [`MAX_PIXELS`].
     fn size(&self) -> Result<Size>;
 
-    /// Draws the chart onto `area` (already sized to [`Chart::size`] and cleared to white).
+    /// Draws the chart onto `area` (sized to [`Chart::size`]), background included.
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()>;
 
     /// The chart as an SVG document.
@@ -97,8 +100,8 @@ pub trait Chart {
         let size = checked(self, self.size()?)?;
         let mut out = String::new();
         {
-            let area = SVGBackend::with_string(&mut out, (size.width, size.height)).into_drawing_area();
-            area.fill(&plotters::style::WHITE).map_err(draw_err(self))?;
+            let area =
+                SVGBackend::with_string(&mut out, (size.width, size.height)).into_drawing_area();
             self.draw(&area)?;
             area.present().map_err(draw_err(self))?;
         }
@@ -111,8 +114,11 @@ pub trait Chart {
         let size = checked(self, self.size()?)?;
         let mut rgb = vec![255u8; size.width as usize * size.height as usize * 3];
         {
-            let area = BitMapBackend::with_buffer(&mut rgb, (size.width, size.height))
-                .into_drawing_area();
+            let area = raster::Crisp(BitMapBackend::with_buffer(
+                &mut rgb,
+                (size.width, size.height),
+            ))
+            .into_drawing_area();
             self.draw(&area)?;
             area.present().map_err(draw_err(self))?;
         }
@@ -134,11 +140,18 @@ pub trait Chart {
 }
 
 fn checked<C: Chart + ?Sized>(chart: &C, size: Size) -> Result<Size> {
-    if size.width == 0 || size.height == 0 || size.width > MAX_SIDE || size.height > MAX_SIDE {
+    let pixels = size.width as u64 * size.height as u64;
+    if size.width == 0
+        || size.height == 0
+        || size.width > MAX_SIDE
+        || size.height > MAX_SIDE
+        || pixels > MAX_PIXELS
+    {
         return Err(Error::InvalidChart {
             chart: chart.describe(),
             reason: format!(
-                "size {}x{} pixels; each side must be between 1 and {MAX_SIDE}",
+                "size {}x{} pixels; each side must be between 1 and {MAX_SIDE}, and the area \
+                 at most {MAX_PIXELS} pixels",
                 size.width, size.height
             ),
         });
@@ -160,7 +173,9 @@ fn encode_png(rgb: &[u8], size: Size) -> Result<Vec<u8>, png::EncodingError> {
 }
 
 /// Maps a plotters error to [`Error::Draw`] naming the chart.
-pub(crate) fn draw_err<C: Chart + ?Sized, E: std::fmt::Display>(chart: &C) -> impl Fn(E) -> Error + '_ {
+pub(crate) fn draw_err<C: Chart + ?Sized, E: std::fmt::Display>(
+    chart: &C,
+) -> impl Fn(E) -> Error + '_ {
     move |e| Error::Draw {
         chart: chart.describe(),
         reason: e.to_string(),
@@ -225,7 +240,10 @@ pub(crate) mod common {
     use plotters::{
         coord::Shift,
         prelude::*,
-        style::{FontDesc, text_anchor::{HPos, Pos, VPos}},
+        style::{
+            FontDesc,
+            text_anchor::{HPos, Pos, VPos},
+        },
     };
 
     use super::Axis;
@@ -247,11 +265,16 @@ pub(crate) mod common {
     /// Width and height in pixels of `s` at `size`.
     pub fn text_size(s: &str, size: f64) -> (u32, u32) {
         style::ensure_font();
-        font(size).box_size(s).unwrap_or((s.chars().count() as u32 * size as u32 / 2, size as u32))
+        font(size)
+            .box_size(s)
+            .unwrap_or((s.chars().count() as u32 * size as u32 / 2, size as u32))
     }
 
     /// An absolute pixel (as `ChartContext::backend_coord` gives) relative to `area`.
-    pub fn rel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, (x, y): (i32, i32)) -> (i32, i32) {
+    pub fn rel<DB: DrawingBackend>(
+        area: &DrawingArea<DB, Shift>,
+        (x, y): (i32, i32),
+    ) -> (i32, i32) {
         let (bx, by) = area.get_base_pixel();
         (x - bx, y - by)
     }
@@ -355,8 +378,16 @@ pub(crate) mod common {
     ) -> Result<DrawingArea<DB, Shift>> {
         let m = |e: DrawingAreaErrorKind<DB::ErrorType>| map(e.to_string());
         let (w, _) = area.dim_in_pixel();
-        let title_h = if title.is_empty() { 6 } else { title_size as u32 + 14 };
-        let rows = if entries.is_empty() { Vec::new() } else { legend_rows(entries, w as i32 - 40) };
+        let title_h = if title.is_empty() {
+            6
+        } else {
+            title_size as u32 + 14
+        };
+        let rows = if entries.is_empty() {
+            Vec::new()
+        } else {
+            legend_rows(entries, w as i32 - 40)
+        };
         let h = title_h + LEGEND_ROW * rows.len() as u32;
         let (top, rest) = area.split_vertically(h);
         if !title.is_empty() {
@@ -368,15 +399,24 @@ pub(crate) mod common {
             .map_err(m)?;
         }
         for (r, row) in rows.iter().enumerate() {
-            let row_w = row.last().map(|&(i, x)| x + text_size(&entries[i].name, style::TICK_SIZE).0 as i32 + 26).unwrap_or(0);
+            let row_w = row
+                .last()
+                .map(|&(i, x)| x + text_size(&entries[i].name, style::TICK_SIZE).0 as i32 + 26)
+                .unwrap_or(0);
             let x0 = (w as i32 - row_w) / 2;
             let y = title_h as i32 + r as i32 * LEGEND_ROW as i32 + LEGEND_ROW as i32 / 2;
             for &(i, x) in row {
                 let e = &entries[i];
                 let x = x0 + x;
                 match e.marker {
-                    Marker::Line => top.draw(&PathElement::new(vec![(x, y), (x + 20, y)], e.color.stroke_width(3))),
-                    Marker::Square => top.draw(&Rectangle::new([(x + 3, y - 7), (x + 17, y + 7)], e.color.filled())),
+                    Marker::Line => top.draw(&PathElement::new(
+                        vec![(x, y), (x + 20, y)],
+                        e.color.stroke_width(3),
+                    )),
+                    Marker::Square => top.draw(&Rectangle::new(
+                        [(x + 3, y - 7), (x + 17, y + 7)],
+                        e.color.filled(),
+                    )),
                     Marker::Dot => top.draw(&Circle::new((x + 10, y), 5, e.color.filled())),
                 }
                 .map_err(m)?;
@@ -417,9 +457,16 @@ pub(crate) mod common {
         let to_px = |u: f64| y1 - ((u - lo) / (hi - lo) * (y1 - y0) as f64).round() as i32;
         for py in y0..y1 {
             let u = lo + (y1 - py) as f64 / (y1 - y0) as f64 * (hi - lo);
-            let t = if scale.hi > scale.lo { (u - scale.lo) / (scale.hi - scale.lo) } else { 0.5 };
-            area.draw(&Rectangle::new([(x0, py), (x1, py + 1)], style::viridis(t).filled()))
-                .map_err(m)?;
+            let t = if scale.hi > scale.lo {
+                (u - scale.lo) / (scale.hi - scale.lo)
+            } else {
+                0.5
+            };
+            area.draw(&Rectangle::new(
+                [(x0, py), (x1, py + 1)],
+                style::viridis(t).filled(),
+            ))
+            .map_err(m)?;
         }
         area.draw(&Rectangle::new([(x0, y0), (x1, y1)], INK.stroke_width(1)))
             .map_err(m)?;
@@ -427,8 +474,11 @@ pub(crate) mod common {
         use plotters::coord::ranged1d::{Ranged, ValueFormatter};
         for t in axis.key_points(8usize) {
             let py = to_px(t);
-            area.draw(&PathElement::new(vec![(x1, py), (x1 + 5, py)], INK.stroke_width(1)))
-                .map_err(m)?;
+            area.draw(&PathElement::new(
+                vec![(x1, py), (x1 + 5, py)],
+                INK.stroke_width(1),
+            ))
+            .map_err(m)?;
             area.draw(&Text::new(
                 axis.format_ext(&t),
                 (x1 + 8, py),

@@ -6,7 +6,11 @@ use plotters::{
     style::text_anchor::{HPos, Pos, VPos},
 };
 
-use super::{Axis, Chart, Size, common::{self, rel}, describe};
+use super::{
+    Axis, Chart, Size,
+    common::{self, rel},
+    describe,
+};
 use crate::{
     Error, Result,
     style::{self, ColorScale, INK},
@@ -106,10 +110,10 @@ impl Chart for ScatterChart {
         };
         let mut cats: Vec<&str> = Vec::new();
         for p in &pts {
-            if let Some(c) = &p.category {
-                if !cats.contains(&c.as_str()) {
-                    cats.push(c);
-                }
+            if let Some(c) = &p.category
+                && !cats.contains(&c.as_str())
+            {
+                cats.push(c);
             }
         }
         let map = |reason: String| Error::Draw {
@@ -163,11 +167,14 @@ impl Chart for ScatterChart {
             (None, None) => style::series_color(0),
         };
         if cats.is_empty() {
-            c.draw_series(pts.iter().map(|p| Circle::new((p.x, p.y), 5, color_of(p).filled())))
-                .map_err(m)?;
+            c.draw_series(
+                pts.iter()
+                    .map(|p| Circle::new((p.x, p.y), 5, color_of(p).filled())),
+            )
+            .map_err(m)?;
         } else {
             for cat in &cats {
-                                c.draw_series(
+                c.draw_series(
                     pts.iter()
                         .filter(|p| p.category.as_deref() == Some(cat))
                         .map(|p| Circle::new((p.x, p.y), 5, color_of(p).filled())),

@@ -82,7 +82,11 @@ impl Chart for Surface3d {
         }
         let (yaw, pitch) = (
             if self.yaw.is_finite() { self.yaw } else { 0.6 },
-            if self.pitch.is_finite() { self.pitch } else { 0.45 },
+            if self.pitch.is_finite() {
+                self.pitch
+            } else {
+                0.45
+            },
         );
         let map = |reason: String| Error::Draw {
             chart: chart.clone(),
@@ -147,7 +151,10 @@ impl Chart for Surface3d {
                     .map(|(&(a, b), &z)| (self.x[a], z, self.y[b]))
                     .collect();
                 let mean = v.iter().sum::<f64>() / 4.0;
-                let (cx, cy) = ((self.x[i] + self.x[i + 1]) / 2.0, (self.y[j] + self.y[j + 1]) / 2.0);
+                let (cx, cy) = (
+                    (self.x[i] + self.x[i + 1]) / 2.0,
+                    (self.y[j] + self.y[j + 1]) / 2.0,
+                );
                 let depth = c.as_coord_spec().projected_depth(&cx, &mean, &cy);
                 cells.push((depth, pts, mean));
             }
@@ -193,7 +200,14 @@ impl Chart for Surface3d {
                 continue;
             }
             let p = common::rel(&main, p);
-            common::boxed_text(&main, t, p, style::LABEL_SIZE, Pos::new(HPos::Center, VPos::Center), &map)?;
+            common::boxed_text(
+                &main,
+                t,
+                p,
+                style::LABEL_SIZE,
+                Pos::new(HPos::Center, VPos::Center),
+                &map,
+            )?;
         }
         common::colorbar(&bar, &scale, &self.z_label, 40, 60, &map)
     }

@@ -163,7 +163,14 @@ impl TreeDiagram {
                 let mut centres = Vec::new();
                 for e in &n.children {
                     let cw = width(&e.child, depth + 1, chart)?;
-                    centres.push(place(&e.child, x, depth + 1, Some((me, &e.label)), out, chart)?);
+                    centres.push(place(
+                        &e.child,
+                        x,
+                        depth + 1,
+                        Some((me, &e.label)),
+                        out,
+                        chart,
+                    )?);
                     x += cw + GAP_X;
                 }
                 (centres[0] + centres[centres.len() - 1]) / 2
@@ -181,17 +188,21 @@ impl TreeDiagram {
             level_h[p.depth] = level_h[p.depth].max(p.h);
         }
         let mut level_y = Vec::with_capacity(levels);
-        let mut y = if self.title.is_empty() { MARGIN } else { TITLE_H + MARGIN / 2 };
+        let mut y = if self.title.is_empty() {
+            MARGIN
+        } else {
+            TITLE_H + MARGIN / 2
+        };
         for h in &level_h {
             level_y.push(y);
             y += h + GAP_Y;
         }
         let mut categories: Vec<String> = Vec::new();
         for p in &nodes {
-            if let Some(c) = &p.node.category {
-                if !categories.contains(c) {
-                    categories.push(c.clone());
-                }
+            if let Some(c) = &p.node.category
+                && !categories.contains(c)
+            {
+                categories.push(c.clone());
             }
         }
         Ok(Layout {
@@ -222,7 +233,10 @@ impl Chart for TreeDiagram {
             .sum::<i32>()
             + common::text_size(&self.legend_title, FONT).0 as i32
             + 20;
-        let w = (l.width + 2 * MARGIN).max(title_w + 2 * MARGIN).max(legend_w.min(2400)).max(320);
+        let w = (l.width + 2 * MARGIN)
+            .max(title_w + 2 * MARGIN)
+            .max(legend_w.min(2400))
+            .max(320);
         let last = l.level_y.len() - 1;
         let mut h = l.level_y[last] + l.level_h[last] + MARGIN;
         if !l.categories.is_empty() {
@@ -275,7 +289,8 @@ impl Chart for TreeDiagram {
                 let (a, b) = (rect(parent), rect(k));
                 let from = ((a.0.0 + a.1.0) / 2, a.1.1);
                 let to = ((b.0.0 + b.1.0) / 2, b.0.1);
-                area.draw(&PathElement::new(vec![from, to], edge_style)).map_err(m)?;
+                area.draw(&PathElement::new(vec![from, to], edge_style))
+                    .map_err(m)?;
             }
         }
         for (k, p) in l.nodes.iter().enumerate() {
@@ -286,8 +301,10 @@ impl Chart for TreeDiagram {
                 None if leaf => (RGBColor(0xF2, 0xF2, 0xF2).mix(1.0), INK.stroke_width(1)),
                 None => (WHITE.mix(1.0), INK.stroke_width(1)),
             };
-            area.draw(&Rectangle::new([a, b], WHITE.filled())).map_err(m)?;
-            area.draw(&Rectangle::new([a, b], fill.filled())).map_err(m)?;
+            area.draw(&Rectangle::new([a, b], WHITE.filled()))
+                .map_err(m)?;
+            area.draw(&Rectangle::new([a, b], fill.filled()))
+                .map_err(m)?;
             area.draw(&Rectangle::new([a, b], border)).map_err(m)?;
             let cx = (a.0 + b.0) / 2;
             for (i, line) in p.lines.iter().enumerate() {
@@ -339,10 +356,16 @@ impl Chart for TreeDiagram {
                     y += LEGEND_H;
                 }
                 let color = style::series_color(i);
-                area.draw(&Rectangle::new([(x, y - 7), (x + 14, y + 7)], color.mix(0.5).filled()))
-                    .map_err(m)?;
-                area.draw(&Rectangle::new([(x, y - 7), (x + 14, y + 7)], color.stroke_width(2)))
-                    .map_err(m)?;
+                area.draw(&Rectangle::new(
+                    [(x, y - 7), (x + 14, y + 7)],
+                    color.mix(0.5).filled(),
+                ))
+                .map_err(m)?;
+                area.draw(&Rectangle::new(
+                    [(x, y - 7), (x + 14, y + 7)],
+                    color.stroke_width(2),
+                ))
+                .map_err(m)?;
                 area.draw(&Text::new(
                     c.clone(),
                     (x + 20, y),
