@@ -28,6 +28,7 @@ use terrain_model::{
 };
 
 use crate::alloc;
+use terrain_report::Table;
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
@@ -46,13 +47,13 @@ pub struct Args {
     batch: usize,
     /// Floating-point type: f32 or f64.
     #[arg(long, default_value = "f32")]
-    dtype: String,
+    dtype: terrain_model::device::FloatType,
     /// Architectures to measure (default: mlp:784-256-256-10:relu and cnn:1x28x28-16-32-10:relu).
     #[arg(long = "model", value_name = "SPEC")]
     models: Vec<String>,
-    /// Also write the results as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    json: Option<std::path::PathBuf>,
+    /// Also write the rows to this file: .json, .csv or .parquet.
+    #[arg(long, alias = "json", value_name = "FILE")]
+    out: Option<std::path::PathBuf>,
     /// Skip the rows measured in child processes (pinned to one core, one thread).
     #[arg(long)]
     no_pinned: bool,
@@ -85,11 +86,7 @@ struct Row {
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<()> {
     terrain_model::autodiff::ensure_second_order()?;
-    let dtype = match args.dtype.as_str() {
-        "f32" => DType::F32,
-        "f64" => DType::F64,
-        other => anyhow::bail!("invalid --dtype `{other}`: expected f32 or f64"),
-    };
+    let dtype = args.dtype.dtype();
     anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
     let Suite::Curvature = args.suite;
@@ -133,12 +130,12 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string(&rows)?);
         return Ok(());
     }
-    print_table(&rows);
+    print_table(&rows)?;
     for line in ratios.iter().flatten() {
         println!("{line}");
     }
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&rows)?)?;
+    if let Some(path) = &args.out {
+        Table::from_rows(&rows)?.save(path)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
@@ -315,7 +312,7 @@ fn run_child(spec: &str, args: &Args, pinned: bool, global: &[&str]) -> Result<O
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(global)
         .args(["bench", "curvature", "--child", "--model", spec, "--dtype"])
-        .arg(&args.dtype)
+        .arg(args.dtype.to_string())
         .args(["--reps", &args.reps.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
         .args(["--batch", &args.batch.to_string()])
@@ -379,23 +376,9 @@ fn pinned_summary(spec: &str, own: &[Row], extra: &[Row]) -> Option<String> {
     Some(line)
 }
 
-fn print_table(rows: &[Row]) {
-    println!(
-        "{:<28} {:<30} {:>10} {:>10} {:>8} {:>10} {:>8}",
-        "model", "operation", "median ms", "min ms", "× grad", "peak MiB", "× grad"
-    );
-    for r in rows {
-        println!(
-            "{:<28} {:<30} {:>10.2} {:>10.2} {:>8.2} {:>10.1} {:>8.2}",
-            r.model,
-            r.operation,
-            r.median_ms,
-            r.min_ms,
-            r.ratio_to_gradient,
-            r.peak_mib,
-            r.peak_ratio_to_gradient
-        );
-    }
+fn print_table(rows: &[Row]) -> Result<()> {
+    print!("{}", Table::from_rows(rows)?.to_terminal());
+    Ok(())
 }
 
 #[cfg(test)]

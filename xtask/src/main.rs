@@ -1,5 +1,5 @@
 //! `cargo xtask ...`: developer tasks for terrain that need the network or a long time
-//! (dataset downloads, benchmarks; sweeps and paper reproductions later).
+//! (dataset downloads, benchmarks).
 //!
 //! Logs go to stderr under `RUST_LOG` (default `info`).
 

@@ -3,20 +3,18 @@
 //! One subcommand per user job, each a thin layer over the terrain libraries.
 
 mod commands;
-mod output;
-mod plot;
-mod progress;
-mod raster;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, builder::TypedValueParser as _};
 
 /// Why does a trained network behave as it does? Measure its loss landscape.
 #[derive(Debug, Parser)]
 #[command(name = "terrain", version, about, long_about = None)]
 struct Cli {
-    /// Output format of results on stdout.
-    #[arg(long, global = true, value_enum, default_value_t = output::Format::Table)]
-    format: output::Format,
+    /// Output format of results on stdout: table, json or csv.
+    #[arg(long, global = true, default_value = "table",
+          value_parser = clap::builder::PossibleValuesParser::new(["table", "json", "csv"])
+              .map(|s| s.parse::<terrain_report::Format>().expect("a listed format")))]
+    format: terrain_report::Format,
     /// Compute device: cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
     #[arg(long, global = true, default_value = "cpu")]
     device: String,

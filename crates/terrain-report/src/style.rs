@@ -107,9 +107,33 @@ pub fn number_label(v: f64, step: f64) -> String {
         let s = format!("{v:.digits$e}");
         return trim_mantissa(&s);
     }
-    let decimals = (-step.log10().floor()).max(0.0) as usize;
-    let decimals = decimals.min(6);
+    // The fewest decimals that write the step exactly (0.25 needs two, 0.2 one, 5 none), so
+    // neighbouring labels never print alike.
+    let decimals = (0..=6usize)
+        .find(|&d| {
+            let scaled = step * 10f64.powi(d as i32);
+            (scaled - scaled.round()).abs() < 1e-6 * scaled.max(1.0)
+        })
+        .unwrap_or(6);
     format!("{v:.decimals$}")
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::number_label;
+
+    #[test]
+    fn labels_have_the_decimals_their_step_needs() {
+        let at = |step: f64| -> Vec<String> {
+            (0..5)
+                .map(|i| number_label(i as f64 * step, step))
+                .collect()
+        };
+        assert_eq!(at(0.25), ["0", "0.25", "0.50", "0.75", "1.00"]);
+        assert_eq!(at(0.2), ["0", "0.2", "0.4", "0.6", "0.8"]);
+        assert_eq!(at(5.0), ["0", "5", "10", "15", "20"]);
+        assert_eq!(at(2.5), ["0", "2.5", "5.0", "7.5", "10.0"]);
+    }
 }
 
 fn trim_mantissa(s: &str) -> String {

@@ -5,7 +5,6 @@ use serde_json::json;
 use terrain_model::loss;
 
 use super::{CheckpointData, CheckpointDataArgs, Context};
-use crate::output;
 
 /// Arguments of `terrain eval`.
 #[derive(Debug, clap::Args)]
@@ -29,7 +28,7 @@ pub fn run(ctx: &Context, a: EvalArgs) -> Result<()> {
         loss: kind,
     } = a.input.load(&ctx.device, a.seed)?;
     let e = loss::evaluate_with(&ckpt.model, &data, a.batch_size, kind)?;
-    output::print(
+    terrain_report::table::print_value(
         ctx.format,
         &json!({
             "checkpoint": a.input.checkpoint.display().to_string(),

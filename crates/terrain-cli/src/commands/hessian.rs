@@ -13,8 +13,12 @@ use terrain_curvature::{
     trace::{self, HutchPlusPlusConfig, HutchinsonConfig},
 };
 
-use super::{CheckpointData, CheckpointDataArgs, Context};
-use crate::{output, plot, progress, raster};
+use terrain_report::{
+    Format,
+    chart::{Chart, LineChart, Panel, PictureFormat, Series},
+};
+
+use super::{CheckpointData, CheckpointDataArgs, Context, check_parent_dir};
 
 /// Eigenvalue solver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -76,9 +80,9 @@ pub struct HessianArgs {
     /// Grid points of the density.
     #[arg(long, default_value_t = 10_000)]
     density_bins: usize,
-    /// Where to write the density plot (PNG) [default: CHECKPOINT-STEM-density.png in the
-    /// current directory].
-    #[arg(long, value_name = "FILE.png")]
+    /// Where to write the density plot, PNG or SVG by extension [default:
+    /// CHECKPOINT-STEM-density.png in the current directory].
+    #[arg(long, value_name = "FILE.png|FILE.svg")]
     plot: Option<PathBuf>,
     /// Estimate the diagonal: exact, hutchinson, becker-lecun, cp (curvature propagation,
     /// S-variant) or cp-tu (curvature propagation, T/U variant).
@@ -108,6 +112,15 @@ pub struct HessianArgs {
 /// Runs `terrain hessian`.
 pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
     terrain_model::autodiff::ensure_second_order()?;
+    if a.density {
+        // Before the work: an unwritable plot path should not cost a density run.
+        let path = a
+            .plot
+            .clone()
+            .unwrap_or_else(|| default_plot_path(&a.input.checkpoint));
+        PictureFormat::from_path(&path)?;
+        check_parent_dir(&path)?;
+    }
     let CheckpointData {
         ckpt,
         data,
@@ -211,7 +224,7 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
         obj.insert("diagonal".into(), summary);
         obj.insert("diagonal_params".into(), params);
     }
-    output::print(ctx.format, &out);
+    terrain_report::table::print_value(ctx.format, &out);
     Ok(())
 }
 
@@ -222,7 +235,7 @@ fn top_eigenvalues(op: &HessianOperator<'_>, a: &HessianArgs, k: usize) -> Resul
                 top_k: k,
                 max_iter: a.max_iter,
                 seed: a.seed,
-                progress: progress::terminal(),
+                progress: terrain_report::progress::terminal(),
                 ..LanczosConfig::default()
             };
             if let Some(t) = a.tol {
@@ -235,7 +248,7 @@ fn top_eigenvalues(op: &HessianOperator<'_>, a: &HessianArgs, k: usize) -> Resul
                 top_k: k,
                 max_iter: a.max_iter,
                 seed: a.seed,
-                progress: progress::terminal(),
+                progress: terrain_report::progress::terminal(),
                 ..PowerConfig::default()
             };
             if let Some(t) = a.tol {
@@ -253,7 +266,7 @@ fn estimate_trace(op: &HessianOperator<'_>, a: &HessianArgs) -> Result<trace::Tr
             let c = HutchinsonConfig {
                 max_samples: a.trace_matvecs,
                 seed: a.seed,
-                progress: progress::terminal(),
+                progress: terrain_report::progress::terminal(),
                 ..HutchinsonConfig::default()
             };
             trace::hutchinson(op, &c)?
@@ -262,7 +275,7 @@ fn estimate_trace(op: &HessianOperator<'_>, a: &HessianArgs) -> Result<trace::Tr
             let c = HutchPlusPlusConfig {
                 matvecs: a.trace_matvecs,
                 seed: a.seed,
-                progress: progress::terminal(),
+                progress: terrain_report::progress::terminal(),
                 ..HutchPlusPlusConfig::default()
             };
             trace::hutch_plus_plus(op, &c)?
@@ -271,17 +284,13 @@ fn estimate_trace(op: &HessianOperator<'_>, a: &HessianArgs) -> Result<trace::Tr
     Ok(r)
 }
 
-fn spectral_density(
-    op: &HessianOperator<'_>,
-    a: &HessianArgs,
-    format: output::Format,
-) -> Result<Value> {
+fn spectral_density(op: &HessianOperator<'_>, a: &HessianArgs, format: Format) -> Result<Value> {
     let c = SlqConfig {
         iterations: a.density_iter,
         runs: a.density_runs,
         bins: a.density_bins,
         seed: a.seed,
-        progress: progress::terminal(),
+        progress: terrain_report::progress::terminal(),
         ..SlqConfig::default()
     };
     let d = density::slq(op, &c)?;
@@ -290,25 +299,27 @@ fn spectral_density(
         .clone()
         .unwrap_or_else(|| default_plot_path(&a.input.checkpoint));
     // PyHessian plots density + 1e-7 on a log axis, so the tails stay visible and finite.
-    let panel = plot::Panel {
+    let chart = LineChart::single(Panel {
         title: format!(
-            "Hessian spectral density (SLQ, {} run(s) x {} steps)",
+            "Hessian spectral density (SLQ, {} run(s) × {} Lanczos steps)",
             a.density_runs, a.density_iter
         ),
-        x_label: "eigenvalue".into(),
-        y_label: "density (+1e-7)".into(),
-        series: vec![plot::Series {
-            name: String::new(),
-            points: d
-                .grid
+        x_label: "eigenvalue of the Hessian".into(),
+        y_label: "density (log scale, 1e-7 added)".into(),
+        series: vec![Series::new(
+            "",
+            d.grid
                 .iter()
                 .zip(&d.density)
                 .map(|(&x, &y)| (x, y + 1e-7))
                 .collect(),
-        }],
+        )],
         log_y: true,
-    };
-    raster::png(&[panel], &path).with_context(|| format!("plotting to {}", path.display()))?;
+        ..Panel::default()
+    });
+    chart
+        .save(&path)
+        .with_context(|| format!("plotting to {}", path.display()))?;
     let (lo, hi) = d
         .runs
         .iter()
@@ -324,7 +335,7 @@ fn spectral_density(
         "min_node": lo,
         "max_node": hi,
     });
-    if format == output::Format::Json {
+    if format == Format::Json {
         let obj = v.as_object_mut().expect("an object");
         obj.insert("grid".into(), json!(d.grid));
         obj.insert("density".into(), json!(d.density));
@@ -349,7 +360,7 @@ fn estimate_diagonal(
 ) -> Result<(Value, Value)> {
     let c = DiagonalConfig {
         seed: a.seed,
-        progress: progress::terminal(),
+        progress: terrain_report::progress::terminal(),
         ..DiagonalConfig::new(a.diag_samples)
     };
     let d = diagonal::estimate_diagonal(op, method, &c)?;

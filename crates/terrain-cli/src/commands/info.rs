@@ -7,7 +7,6 @@ use serde_json::json;
 use terrain_model::spec::Role;
 
 use super::{Context, load_checkpoint};
-use crate::output;
 
 /// Arguments of `terrain info`.
 #[derive(Debug, clap::Args)]
@@ -45,7 +44,7 @@ pub fn run(ctx: &Context, a: InfoArgs) -> Result<()> {
             (k.clone(), parsed)
         })
         .collect();
-    output::print(
+    terrain_report::table::print_value(
         ctx.format,
         &json!({
             "checkpoint": a.checkpoint.display().to_string(),

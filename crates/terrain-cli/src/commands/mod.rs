@@ -17,7 +17,7 @@ use terrain_model::{
     loss::LossKind,
 };
 
-use crate::output::Format;
+use terrain_report::Format;
 
 /// Settings every subcommand gets.
 pub struct Context {
@@ -116,4 +116,20 @@ impl CheckpointDataArgs {
             loss,
         })
     }
+}
+
+/// Fails unless the directory `path` would be written in exists: checked before long work, so a
+/// typo in an output path does not cost the run.
+pub fn check_parent_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => return Ok(()),
+    };
+    anyhow::ensure!(
+        dir.is_dir(),
+        "cannot write {}: directory {} does not exist",
+        path.display(),
+        dir.display()
+    );
+    Ok(())
 }

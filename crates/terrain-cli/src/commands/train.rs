@@ -13,8 +13,9 @@ use terrain_model::{
     train::{LrDecay, Optimizer, TrainConfig, TrainEvent},
 };
 
-use super::{Context, DataArgs};
-use crate::{output, progress};
+use terrain_report::chart::{Chart, LineChart, Panel, PictureFormat, Series};
+
+use super::{Context, DataArgs, check_parent_dir};
 
 /// Arguments of `terrain train`.
 #[derive(Debug, clap::Args)]
@@ -91,38 +92,43 @@ pub struct TrainArgs {
     plot: Option<PathBuf>,
 }
 
-/// The training curves of `report` as an SVG document.
-fn curves_svg(arch: &str, epochs: &[terrain_model::train::EpochReport]) -> String {
-    use crate::plot::{Panel, Series};
-    let series =
-        |name: &str, f: &dyn Fn(&terrain_model::train::EpochReport) -> Option<f64>| Series {
-            name: name.into(),
-            points: epochs
+/// The training curves: loss per epoch (training batches and test rows) and, for
+/// classification, the test error.
+fn curves(arch: &str, loss_label: &str, epochs: &[terrain_model::train::EpochReport]) -> LineChart {
+    let series = |name: &str, f: &dyn Fn(&terrain_model::train::EpochReport) -> Option<f64>| {
+        Series::new(
+            name,
+            epochs
                 .iter()
                 .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
                 .collect(),
-        };
+        )
+    };
     let mut panels = vec![Panel {
-        title: format!("loss, {arch}"),
+        title: "Loss".into(),
         x_label: "epoch".into(),
-        y_label: "loss".into(),
+        y_label: loss_label.into(),
         series: vec![
-            series("train (batch mean)", &|e| Some(e.train_loss)),
+            series("train (mean over batches)", &|e| Some(e.train_loss)),
             series("test", &|e| e.validation.map(|v| v.loss)),
         ],
-        log_y: false,
+        ..Panel::default()
     }];
     let errors = series("test", &|e| e.validation.and_then(|v| v.error));
     if !errors.points.is_empty() {
         panels.push(Panel {
-            title: "test error".into(),
+            title: "Test error".into(),
             x_label: "epoch".into(),
-            y_label: "error rate".into(),
+            y_label: "error rate (fraction misclassified)".into(),
             series: vec![errors],
-            log_y: false,
+            ..Panel::default()
         });
     }
-    crate::plot::svg(&panels)
+    LineChart {
+        title: format!("Training curves, {arch}"),
+        panels,
+        ..LineChart::default()
+    }
 }
 
 impl TrainArgs {
@@ -190,8 +196,13 @@ pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
         data_dir: a.data.data_dir.clone(),
         checkpoint: Some(a.out.clone()),
         state: state.clone(),
-        progress: progress::terminal(),
+        progress: terrain_report::progress::terminal(),
     };
+    if let Some(path) = &a.plot {
+        // Before the work: a plot path that cannot be written should not cost a training run.
+        PictureFormat::from_path(path)?;
+        check_parent_dir(path)?;
+    }
     let outcome = spec
         .run_observed(&options, None, &mut |event| match event {
             TrainEvent::Resumed { epochs_done } => eprintln!(
@@ -205,11 +216,15 @@ pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
         })
         .with_context(|| format!("training {} on {}", spec.arch, spec.data.source))?;
     if let Some(path) = &a.plot {
-        std::fs::write(
-            path,
-            curves_svg(&spec.arch.to_string(), &outcome.report.epochs),
-        )
-        .with_context(|| format!("writing plot {}", path.display()))?;
+        let loss_label = match spec.training.loss {
+            Some(LossKind::Mse) => "loss (mean squared error)",
+            Some(LossKind::Ce) => "loss (cross-entropy, nats)",
+            None if outcome.train.error.is_some() => "loss (cross-entropy, nats)",
+            None => "loss (mean squared error)",
+        };
+        curves(&spec.arch.to_string(), loss_label, &outcome.report.epochs)
+            .save(path)
+            .with_context(|| format!("writing plot {}", path.display()))?;
     }
 
     let epochs: Vec<_> = outcome
@@ -227,7 +242,7 @@ pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
             })
         })
         .collect();
-    output::print(
+    terrain_report::table::print_value(
         ctx.format,
         &json!({
             "checkpoint": a.out.display().to_string(),
