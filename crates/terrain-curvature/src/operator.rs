@@ -9,7 +9,7 @@
 //! use terrain_curvature::{DenseOperator, LinearOperator, OperatorExt, eigen, LanczosConfig};
 //!
 //! let a = DenseOperator::from_rows(&[2.0, 0.0, 0.0, -3.0], 2, DType::F64, &Device::Cpu)?;
-//! let top = eigen::lanczos(&a.negated(), &LanczosConfig::default())?;
+//! let top = eigen::lanczos(&(&a).negated(), &LanczosConfig::default())?;
 //! assert!((top.values()[0] - 3.0).abs() < 1e-9); // −(−3): the smallest eigenvalue of a
 //! let b = a.shifted(1.0).scaled(2.0); // 2(A + I)
 //! let v = candle_core::Tensor::new(&[1.0f64, 1.0], &Device::Cpu)?;

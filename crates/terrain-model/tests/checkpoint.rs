@@ -276,10 +276,10 @@ fn architecture_problems_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.safetensors");
     write_state_dict(&path, |_| {});
-    // No metadata and no --arch.
+    // No metadata and no architecture given (the binary adds the --arch hint).
     let (e, msg) = load_err(&path, &LoadOptions::default());
     assert!(matches!(e, Error::MissingArchitecture { .. }), "{msg}");
-    assert!(msg.contains("--arch"), "{msg}");
+    assert!(msg.contains("give one"), "{msg}");
     // A spec whose tensors the file lacks.
     let (e, msg) = load_err(
         &path,
