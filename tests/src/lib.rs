@@ -1,35 +1,26 @@
-//! Helpers shared by the end-to-end tests in `tests/`: run the workspace's `terrain` binary
-//! (brought up to date once per test process) and check its exit status, JSON output and error messages.
+//! Helpers of the end-to-end tests (`crates/terrain-cli/tests/`): run the `terrain` binary that
+//! cargo builds for them and check its exit status, JSON output and error messages. The crate's
+//! own test is the tidy test (`tests/tidy.rs`).
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::OnceLock,
 };
 
-/// The `terrain` binary of this workspace, brought up to date once per test process: a test run
-/// never drives a stale binary left by an earlier build (cargo builds test targets, not the
-/// binaries of other packages). A no-op build when nothing changed.
+/// The `terrain` binary that cargo built for the calling test: the end-to-end tests are
+/// integration tests of terrain-cli, so `cargo test` builds the binary first, fresh and with the
+/// test build's features (no nested cargo build, no stale binary).
 pub fn terrain_bin() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            // target/<profile>/deps/cli-xxxx -> target/<profile>/terrain
-            let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-            let target_dir = profile_dir.parent().unwrap();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--quiet", "-p", "terrain-cli", "--bin", "terrain"])
-                .env("CARGO_TARGET_DIR", target_dir);
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().unwrap();
-            assert!(status.success(), "building terrain failed");
-            profile_dir.join(format!("terrain{}", std::env::consts::EXE_SUFFIX))
-        })
-        .clone()
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/cli-xxxx -> target/<profile>/terrain
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let bin = dir.join(format!("terrain{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the end-to-end tests as terrain-cli's tests (cargo test -p terrain-cli)",
+        bin.display()
+    );
+    bin
 }
 
 /// Runs `terrain` with `args`, with `RUST_LOG=warn` and without the autodiff flag in its

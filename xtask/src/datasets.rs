@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use terrain_model::data::{self, hub};
+use terrain_report::{Cell, Table};
 
 /// Arguments of `cargo xtask datasets`.
 #[derive(Debug, clap::Args)]
@@ -63,26 +64,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// The `list` table: one line per dataset, then where things are looked for.
 fn list(data_dir: &Path, cache_dir: &Path) -> String {
-    let mut out = format!(
-        "{:<14} {:<31} {:<8} {:>7}  {:<22} {}\n",
-        "NAME", "HUB REPO", "SHAPE", "CLASSES", "TRAIN", "TEST"
-    );
+    let mut table = Table::new(["name", "hub repo", "shape", "classes", "train", "test"]);
     for spec in hub::DATASETS {
         let [c, h, w] = spec.shape;
-        let status: Vec<String> = hub::SPLITS
-            .iter()
-            .map(|split| split_status(spec, split, data_dir, cache_dir))
-            .collect();
-        out += &format!(
-            "{:<14} {:<31} {:<8} {:>7}  {:<22} {}\n",
-            spec.name,
-            spec.repo,
-            format!("{c}x{h}x{w}"),
-            spec.classes,
-            status[0],
-            status[1]
+        let mut row: Vec<Cell> = vec![
+            spec.name.into(),
+            spec.repo.into(),
+            format!("{c}x{h}x{w}").into(),
+            spec.classes.into(),
+        ];
+        row.extend(
+            hub::SPLITS
+                .iter()
+                .map(|split| Cell::from(split_status(spec, split, data_dir, cache_dir))),
         );
+        table.push(row).expect("six cells for six columns");
     }
+    let mut out = table.to_terminal();
     out += &format!("\ndata dir:  {}\n", data_dir.display());
     out += &format!("hf cache:  {}\n", cache_dir.display());
     out

@@ -92,6 +92,18 @@ fn hint(e: &anyhow::Error) -> Option<String> {
             terrain_model::Error::MissingArchitecture { .. } => {
                 Some("pass the architecture with --arch (see `terrain train --help`)".into())
             }
+            terrain_model::Error::Divergence { .. } | terrain_model::Error::Diverged { .. } => {
+                Some(
+                    "try a smaller --lr, --optimizer adam, or --standardize (regression \
+                     targets and tabular inputs are standardised unless --no-standardize)"
+                        .into(),
+                )
+            }
+            terrain_model::Error::ResumeMismatch { .. } => Some(
+                "rerun with the settings the state was written with, or delete the state file \
+                 (next to --out, *.state.safetensors)"
+                    .into(),
+            ),
             _ => None,
         },
     )

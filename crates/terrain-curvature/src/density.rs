@@ -82,12 +82,8 @@ impl SlqConfig {
 
     /// Checks the settings.
     pub fn check(&self) -> Result<()> {
-        if self.iterations == 0 {
-            return Err(Error::config("iterations", 0, "must be at least 1"));
-        }
-        if self.runs == 0 {
-            return Err(Error::config("runs", 0, "must be at least 1"));
-        }
+        terrain_model::config::count("iterations", self.iterations)?;
+        terrain_model::config::count("runs", self.runs)?;
         check_broadening(self.bins, self.sigma_squared, self.overhead)
     }
 }
@@ -184,7 +180,8 @@ pub fn slq(op: &(impl LinearOperator + ?Sized), config: &SlqConfig) -> Result<Sp
         Some((config.runs * config.iterations.min(op.dim())) as u64),
     );
     let progress = &mut |n: usize| bar.set_position(n as u64);
-    let mut runs = Vec::with_capacity(config.runs);
+    MemoryEstimate::vectors("the density grid", 2, config.bins, candle_core::DType::F64).check()?;
+    let mut runs = Vec::with_capacity(config.runs.min(4096));
     let mut matvecs = 0;
     for r in 0..config.runs {
         let v = vector::random(

@@ -169,11 +169,14 @@ impl DiagonalConfig {
 
     /// Checks the settings.
     pub fn check(&self) -> Result<()> {
-        if self.samples == 0 {
-            return Err(Error::config("samples", 0, "must be at least 1"));
-        }
-        if self.samples_per_sweep == 0 {
-            return Err(Error::config("samples_per_sweep", 0, "must be at least 1"));
+        terrain_model::config::count("samples", self.samples)?;
+        // Each sweep holds 2 × samples_per_sweep copies of a batch's activations.
+        if !(1..=1024).contains(&self.samples_per_sweep) {
+            return Err(Error::config(
+                "samples_per_sweep",
+                self.samples_per_sweep,
+                "must be between 1 and 1024 (a sweep holds two copies of a batch's activations per sample)",
+            ));
         }
         Ok(())
     }

@@ -110,9 +110,7 @@ impl PowerConfig {
     /// Checks the settings (the bound `top_k ≤ dim` is checked against the operator).
     pub fn check(&self) -> Result<()> {
         check_top_k(self.top_k)?;
-        if self.max_iter == 0 {
-            return Err(Error::config("max_iter", 0, "must be at least 1"));
-        }
+        terrain_model::config::count("max_iter", self.max_iter)?;
         check_tol(self.tol)
     }
 }
@@ -164,6 +162,7 @@ impl LanczosConfig {
     /// Checks the settings (the bound `top_k ≤ dim` is checked against the operator).
     pub fn check(&self) -> Result<()> {
         check_top_k(self.top_k)?;
+        terrain_model::config::count("max_iter", self.max_iter)?;
         if self.max_iter < self.top_k {
             return Err(Error::config(
                 "max_iter",

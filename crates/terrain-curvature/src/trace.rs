@@ -1,5 +1,14 @@
-//! The trace of a symmetric operator from products alone: Hutchinson's estimator with PyHessian's
-//! stopping rule, and Hutch++ (Meyer, Musco, Musco & Woodruff 2021) for a fixed product budget.
+//! The trace of a symmetric operator from products alone: Hutchinson's estimator (by default with
+//! a fixed budget of probes, so its standard error is honest; [`HutchinsonConfig::pyhessian`]
+//! gives PyHessian's early-stopping rule for comparison), and Hutch++ (Meyer, Musco, Musco &
+//! Woodruff 2021) for a fixed product budget.
+//!
+//! Why not PyHessian's rule by default: it stops when two successive running means agree to
+//! `tol`, which happens by chance after a few probes, and the standard error of so few probes is
+//! itself noisy and too small. On the digits MLP it stopped at 12.40 ± 0.99 where the exact trace
+//! is 9.95 (z = +2.5); on a one-row set it "converged" at 43.3 ± 26.1 where the exact value is
+//! 96.2. With a fixed budget the standard error (sample sd / √n) is an honest one: over 50 seeds
+//! the z-scores have a standard deviation near 1 (tested).
 //!
 //! ```
 //! use candle_core::{DType, Device};
@@ -61,8 +70,8 @@ pub struct TraceEstimate {
     pub sketch_rank: Option<usize>,
 }
 
-/// Settings of [`hutchinson`]; the defaults are PyHessian's (plus `min_samples = 2`, which
-/// only differs from PyHessian when the first probe gives `|vᵀHv| < 1e-9`).
+/// Settings of [`hutchinson`]. The default draws exactly 100 probes (`tol = 0`: no early stop), so
+/// the standard error is honest; [`HutchinsonConfig::pyhessian`] is PyHessian's rule.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HutchinsonConfig {
     /// The most probes drawn. Default 100.
@@ -71,7 +80,7 @@ pub struct HutchinsonConfig {
     pub min_samples: usize,
     /// Stop when the running mean moves by less than `tol` relative:
     /// `|mean − prev| / (|prev| + 1e-6) < tol` (`prev` starts at 0). `0` never stops early.
-    /// Default 1e-3.
+    /// Default 0 (PyHessian: 1e-3).
     pub tol: f64,
     /// The probe distribution. Default Rademacher (the lowest-variance choice).
     pub probe: Probe,
@@ -87,7 +96,7 @@ impl Default for HutchinsonConfig {
         HutchinsonConfig {
             max_samples: 100,
             min_samples: 2,
-            tol: 1e-3,
+            tol: 0.0,
             probe: Probe::Rademacher,
             seed: 0,
             progress: Progress::hidden(),
@@ -96,11 +105,20 @@ impl Default for HutchinsonConfig {
 }
 
 impl HutchinsonConfig {
+    /// PyHessian's `hessian.trace(maxIter=100, tol=1e-3)`: up to 100 probes, stopping once the
+    /// running mean moves by less than 1e-3 relative (plus `min_samples = 2`, which only differs
+    /// from PyHessian when the first probe gives `|vᵀHv| < 1e-9`). For comparison with PyHessian:
+    /// its standard error is too small (see the module docs).
+    pub fn pyhessian() -> Self {
+        HutchinsonConfig {
+            tol: 1e-3,
+            ..HutchinsonConfig::default()
+        }
+    }
+
     /// Checks the settings.
     pub fn check(&self) -> Result<()> {
-        if self.max_samples == 0 {
-            return Err(Error::config("max_samples", 0, "must be at least 1"));
-        }
+        terrain_model::config::count("max_samples", self.max_samples)?;
         if self.min_samples == 0 || self.min_samples > self.max_samples {
             return Err(Error::config(
                 "min_samples",
@@ -152,6 +170,7 @@ impl HutchPlusPlusConfig {
 
     /// Checks the settings.
     pub fn check(&self) -> Result<()> {
+        terrain_model::config::count("matvecs", self.matvecs)?;
         if self.matvecs < 4 {
             return Err(Error::config(
                 "matvecs",
@@ -192,7 +211,7 @@ pub fn hutchinson(
     let bar = &config.progress;
     bar.start("trace (Hutchinson)", Some(config.max_samples as u64));
     let progress = |n: usize| bar.set_position(n as u64);
-    let mut draws = Vec::with_capacity(config.max_samples);
+    let mut draws = Vec::with_capacity(config.max_samples.min(4096));
     let mut prev = 0.0;
     let mut sum = 0.0;
     let mut converged = false;

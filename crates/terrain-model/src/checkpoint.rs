@@ -40,6 +40,8 @@ pub mod keys {
     pub const TEST_ROWS: &str = "terrain.test.rows";
     /// The input standardisation the model was trained with (JSON: mean, std, shape).
     pub const STANDARDIZE: &str = "terrain.data.standardize";
+    /// The regression-target standardisation the model was trained with (JSON: mean, std, shape).
+    pub const STANDARDIZE_TARGETS: &str = "terrain.data.standardize_targets";
     /// Loss and error on the training rows, as JSON.
     pub const EVAL_TRAIN: &str = "terrain.eval.train";
     /// Loss and error on the test rows, as JSON.
@@ -50,6 +52,8 @@ pub mod keys {
     pub const STATE_STEPS: &str = "terrain.train.steps";
     /// Training-state files: the configuration that wrote them.
     pub const STATE_CONFIG: &str = "terrain.train.config";
+    /// Training-state files: every setting that shapes the run, flattened (compared on resume).
+    pub const STATE_FINGERPRINT: &str = "terrain.train.fingerprint";
 }
 
 /// Metadata key holding the architecture spec as JSON.
@@ -67,6 +71,9 @@ pub struct TrainingRecord {
     pub run: Option<RunSpec>,
     /// The input standardisation applied before training.
     pub standardizer: Option<Standardizer>,
+    /// The regression-target standardisation applied before training (the model predicts
+    /// standardised targets).
+    pub target_standardizer: Option<Standardizer>,
     /// Loss and error on the training rows.
     pub train: Option<Evaluation>,
     /// Loss and error on the test rows.
@@ -94,13 +101,18 @@ impl TrainingRecord {
             m.insert(keys::TRAIN_CONFIG.into(), json(&run.training)?);
             m.insert(keys::DATA.into(), run.data.source.clone());
         }
-        if let Some(s) = &self.standardizer {
-            let v = StandardizerJson {
-                mean: s.mean.flatten_all()?.to_vec1()?,
-                std: s.std.flatten_all()?.to_vec1()?,
-                shape: s.mean.dims().to_vec(),
-            };
-            m.insert(keys::STANDARDIZE.into(), json(&v)?);
+        for (key, st) in [
+            (keys::STANDARDIZE, &self.standardizer),
+            (keys::STANDARDIZE_TARGETS, &self.target_standardizer),
+        ] {
+            if let Some(s) = st {
+                let v = StandardizerJson {
+                    mean: s.mean.flatten_all()?.to_vec1()?,
+                    std: s.std.flatten_all()?.to_vec1()?,
+                    shape: s.mean.dims().to_vec(),
+                };
+                m.insert(key.into(), json(&v)?);
+            }
         }
         if let Some(e) = &self.train {
             m.insert(keys::EVAL_TRAIN.into(), json(e)?);
@@ -134,35 +146,35 @@ impl TrainingRecord {
                 })
                 .transpose()
         }
-        let standardizer = match get::<StandardizerJson>(metadata, keys::STANDARDIZE, path)? {
-            None => None,
-            Some(s) => {
-                let n: usize = s.shape.iter().product();
-                if s.mean.len() != n
-                    || s.std.len() != n
-                    || s.std.iter().any(|v| v.is_nan() || *v <= 0.0)
-                {
-                    return Err(Error::Safetensors {
-                        path: path.to_path_buf(),
-                        reason: format!(
-                            "metadata `{}` is malformed: {} means and {} standard deviations \
-                             (all > 0 required) for shape {:?}",
-                            keys::STANDARDIZE,
-                            s.mean.len(),
-                            s.std.len(),
-                            s.shape
-                        ),
-                    });
-                }
-                Some(Standardizer {
-                    mean: Tensor::from_vec(s.mean, s.shape.as_slice(), &Device::Cpu)?,
-                    std: Tensor::from_vec(s.std, s.shape.as_slice(), &Device::Cpu)?,
-                })
+        let standardizer = |key: &str| -> Result<Option<Standardizer>> {
+            let Some(s) = get::<StandardizerJson>(metadata, key, path)? else {
+                return Ok(None);
+            };
+            let n: usize = s.shape.iter().product();
+            if s.mean.len() != n
+                || s.std.len() != n
+                || s.std.iter().any(|v| v.is_nan() || *v <= 0.0)
+            {
+                return Err(Error::Safetensors {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "metadata `{key}` is malformed: {} means and {} standard deviations \
+                         (all > 0 required) for shape {:?}",
+                        s.mean.len(),
+                        s.std.len(),
+                        s.shape
+                    ),
+                });
             }
+            Ok(Some(Standardizer {
+                mean: Tensor::from_vec(s.mean, s.shape.as_slice(), &Device::Cpu)?,
+                std: Tensor::from_vec(s.std, s.shape.as_slice(), &Device::Cpu)?,
+            }))
         };
         Ok(TrainingRecord {
             run: get(metadata, keys::RUN, path)?,
-            standardizer,
+            standardizer: standardizer(keys::STANDARDIZE)?,
+            target_standardizer: standardizer(keys::STANDARDIZE_TARGETS)?,
             train: get(metadata, keys::EVAL_TRAIN, path)?,
             test: get(metadata, keys::EVAL_TEST, path)?,
             train_rows: get(metadata, keys::TRAIN_ROWS, path)?,
@@ -248,7 +260,12 @@ pub fn read_file(path: &Path) -> Result<RawFile> {
 }
 
 /// Writes `tensors` and `metadata` to `path` atomically (a temporary file renamed into place), so
-/// an interrupted write never leaves a truncated checkpoint behind.
+/// an interrupted write never leaves a truncated checkpoint behind, and a failed one leaves no
+/// temporary file.
+///
+/// The bytes are deterministic: tensors in name order, the header's keys (metadata included) in
+/// sorted order, so the same run gives the same file. The file gets the usual permissions (the
+/// process's umask applied to 0666), like any file the user creates.
 pub fn write_file(
     path: &Path,
     tensors: &[(String, Tensor)],
@@ -257,22 +274,65 @@ pub fn write_file(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
+    let bytes = serialize(tensors, metadata)?;
     let tmp = path.with_extension("safetensors.partial");
-    let contiguous = tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
-        .collect::<Result<Vec<_>>>()?;
-    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    safetensors::serialize_to_file(
-        contiguous.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(meta),
-        &tmp,
-    )
-    .map_err(|e| Error::Safetensors {
-        path: tmp.clone(),
-        reason: e.to_string(),
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        std::fs::remove_file(&tmp).ok();
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// The safetensors encoding of `tensors` and `metadata`, with a deterministic header: tensors in
+/// name order, data packed in that order, every JSON object's keys sorted, the header padded with
+/// spaces to a multiple of 8 bytes (as the reference implementation does).
+fn serialize(tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    use safetensors::View;
+    let json = |v: &dyn erased::Json| v.to_json();
+    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(Error::config("tensor", &w[0].0, "is named twice"));
+    }
+    let mut header = String::from("{");
+    if !metadata.is_empty() {
+        header.push_str("\"__metadata__\":{");
+        let entries: Vec<String> = metadata
+            .iter()
+            .map(|(k, v)| Ok(format!("{}:{}", json(k)?, json(v)?)))
+            .collect::<Result<_>>()?;
+        header.push_str(&entries.join(","));
+        header.push('}');
+    }
+    let mut data = Vec::new();
+    let mut parts = Vec::with_capacity(sorted.len());
+    for (name, t) in sorted {
+        let t = t.to_device(&Device::Cpu)?.contiguous()?;
+        let bytes = View::data(&t);
+        let start = data.len();
+        data.extend_from_slice(&bytes);
+        parts.push(format!(
+            "{}:{{\"dtype\":{},\"shape\":{},\"data_offsets\":[{start},{}]}}",
+            json(name)?,
+            json(&View::dtype(&t))?,
+            json(&t.dims())?,
+            data.len()
+        ));
+    }
+    if !metadata.is_empty() && !parts.is_empty() {
+        header.push(',');
+    }
+    header.push_str(&parts.join(","));
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + data.len());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&data);
+    Ok(out)
 }
 
 /// Saves a model with its architecture in the metadata, plus `extra` metadata entries
@@ -355,6 +415,17 @@ pub fn stored_arch(raw: &RawFile) -> Result<Option<ArchSpec>> {
 /// Loads a terrain checkpoint or a PyTorch state dict (see the module docs).
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Checkpoint> {
     let raw = read_file(path)?;
+    if let Some(v) = raw.metadata.get(FORMAT_KEY)
+        && v != FORMAT_VERSION
+    {
+        return Err(Error::Safetensors {
+            path: path.to_path_buf(),
+            reason: format!(
+                "checkpoint format `{v}` (metadata `{FORMAT_KEY}`) is not one this version of \
+                 terrain reads (format {FORMAT_VERSION}); it was written by another version"
+            ),
+        });
+    }
     let stored = stored_arch(&raw)?;
     let spec = match (&opts.arch, stored) {
         (Some(given), Some(stored)) if given != &stored => {

@@ -70,6 +70,24 @@ pub fn fraction(name: &str, value: f64) -> Result<()> {
     }
 }
 
+/// The largest count of repetitions (epochs, products, samples, runs) a configuration accepts:
+/// a billion is years of work for any model terrain handles, and anything above it is a typo or
+/// an overflow, not a plan.
+pub const MAX_COUNT: usize = 1_000_000_000;
+
+/// `value` must lie in `1..=MAX_COUNT`.
+pub fn count(name: &str, value: usize) -> Result<()> {
+    if (1..=MAX_COUNT).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::config(
+            name,
+            value,
+            format!("must be between 1 and {MAX_COUNT}"),
+        ))
+    }
+}
+
 /// `value` must be at least `min`.
 pub fn at_least(name: &str, value: usize, min: usize) -> Result<()> {
     if value >= min {

@@ -99,6 +99,19 @@ pub fn available_memory() -> Option<u64> {
     }
 }
 
+/// Fails with [`Error::OutOfMemory`] when `bytes` (for `what`) exceed the memory the process can
+/// still allocate (when that is known). Called before allocating anything sized by user input.
+pub fn check_memory(what: &str, bytes: u64) -> Result<()> {
+    match available_memory() {
+        Some(avail) if bytes > avail => Err(Error::OutOfMemory {
+            what: what.to_string(),
+            needed: format_bytes(bytes),
+            available: format_bytes(avail),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// `MemAvailable` of a `/proc/meminfo` text, in bytes.
 fn parse_meminfo_available(meminfo: &str) -> Option<u64> {
     meminfo.lines().find_map(|l| {

@@ -9,18 +9,39 @@ pub enum Error {
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
 
+    /// Something would need more memory than the process can allocate.
+    #[error("{what} would need {needed}, but only {available} is available")]
+    OutOfMemory {
+        /// What the memory is for.
+        what: String,
+        /// Bytes needed, for people.
+        needed: String,
+        /// Bytes available, for people.
+        available: String,
+    },
+
+    /// A training-state file was written by a run with other settings, so continuing from it
+    /// would silently mix two runs.
+    #[error("{path}: cannot resume: {settings}; delete the state file to start over")]
+    ResumeMismatch {
+        /// The state file.
+        path: PathBuf,
+        /// The settings that differ, each with its saved and current value.
+        settings: String,
+    },
+
     /// The worker threads could not be configured as asked.
     #[error(transparent)]
     Threads(#[from] crate::threads::ThreadsError),
 
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written. The operating system's reason is part of the
+    /// message (and deliberately not a `source`, so that error chains do not print it twice).
+    #[error("{path}: {reason}")]
     Io {
         /// The file at fault.
         path: PathBuf,
         /// What the operating system said.
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 
     /// A safetensors file is truncated, corrupt or not safetensors at all.
@@ -194,6 +215,20 @@ pub enum Error {
         step: usize,
     },
 
+    /// The training loss grew by orders of magnitude: the run diverged, although every number
+    /// stayed finite.
+    #[error(
+        "training diverged: the mean training loss grew from {first} (first step) to {last} in epoch {epoch}; lower the learning rate, standardise the inputs and (for regression) the targets, or use Adam"
+    )]
+    Divergence {
+        /// The loss of the first step.
+        first: f64,
+        /// The mean loss of the epoch that gave up.
+        last: f64,
+        /// That epoch (1-based).
+        epoch: usize,
+    },
+
     /// Second-order autodiff is not in effect on this thread.
     #[error(
         "second-order autodiff is off on this thread: d²(x⁴)/dx² at x=2 gave {got}, expected 48. \
@@ -232,7 +267,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            reason: source,
         }
     }
 

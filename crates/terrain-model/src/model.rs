@@ -62,6 +62,16 @@ impl Model {
     /// A freshly initialised model (PyTorch's default initialisation, drawn from `seed`).
     pub fn new(spec: ArchSpec, dtype: DType, device: &Device, seed: u64) -> Result<Self> {
         spec.validate()?;
+        let elements = spec.element_count().unwrap_or(usize::MAX);
+        // The tensors, and as much again while each is drawn in f64 and converted.
+        let bytes = (elements as u64).saturating_mul(dtype.size_in_bytes() as u64 + 8);
+        crate::device::check_memory(
+            &format!(
+                "model {spec} ({} parameters, {dtype:?})",
+                spec.param_count()
+            ),
+            bytes,
+        )?;
         let mut tensors = HashMap::new();
         for (i, slot) in spec.tensor_slots().iter().enumerate() {
             tensors.insert(

@@ -19,6 +19,7 @@
 //! ```
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -89,8 +90,48 @@ pub struct DataSpec {
     pub subset: f64,
     /// Fraction of training labels replaced by a different random class, in `[0, 1]`.
     pub label_noise: f64,
-    /// Standardise inputs with the training rows' per-feature mean and standard deviation.
-    pub standardize: bool,
+    /// Standardisation with the training rows' per-feature mean and standard deviation.
+    #[serde(default)]
+    pub standardize: Standardize,
+}
+
+/// Which standardisation a run applies, fitted on the training rows and recorded in the
+/// checkpoint (so evaluation and curvature apply the same one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standardize {
+    /// Inputs of tabular data (one feature vector per row; images are left alone) and the
+    /// targets of regression: unstandardised regression diverges at ordinary learning rates
+    /// (Boston house prices) and unstandardised tabular classification can stick at the majority
+    /// class (breast cancer).
+    #[default]
+    Auto,
+    /// Inputs always, and regression targets.
+    On,
+    /// Nothing.
+    Off,
+}
+
+impl std::fmt::Display for Standardize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Standardize::Auto => "auto",
+            Standardize::On => "on",
+            Standardize::Off => "off",
+        })
+    }
+}
+
+impl std::str::FromStr for Standardize {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Standardize::Auto),
+            "on" | "true" | "yes" => Ok(Standardize::On),
+            "off" | "false" | "no" => Ok(Standardize::Off),
+            _ => Err(Error::config("standardize", s, "expected auto, on or off")),
+        }
+    }
 }
 
 impl DataSpec {
@@ -102,7 +143,7 @@ impl DataSpec {
             holdout: 0.2,
             subset: 1.0,
             label_noise: 0.0,
-            standardize: false,
+            standardize: Standardize::Auto,
         }
     }
 }
@@ -126,8 +167,10 @@ pub struct PreparedData {
     pub train: Dataset,
     /// Test rows (standardised like the training rows), if any.
     pub test: Option<Dataset>,
-    /// The standardisation fitted on the training rows, if asked for.
+    /// The input standardisation fitted on the training rows, if any.
     pub standardizer: Option<Standardizer>,
+    /// The regression-target standardisation fitted on the training rows, if any.
+    pub target_standardizer: Option<Standardizer>,
 }
 
 /// Everything that defines a training run.
@@ -177,8 +220,10 @@ pub struct RunOutcome {
     pub train_rows: usize,
     /// Number of test rows.
     pub test_rows: Option<usize>,
-    /// The standardisation applied, if any.
+    /// The input standardisation applied, if any.
     pub standardizer: Option<Standardizer>,
+    /// The regression-target standardisation applied, if any.
+    pub target_standardizer: Option<Standardizer>,
     /// The epoch a resumed run continued after (`None`: started from scratch).
     pub resumed_after: Option<usize>,
     /// Wall time of training and evaluation, in seconds.
@@ -237,7 +282,13 @@ impl RunSpec {
         if d.label_noise > 0.0 {
             train = train.with_label_noise(d.label_noise, self.seeds.label_noise)?;
         }
-        let standardizer = if d.standardize {
+        let regression = matches!(train.y, data::Targets::Values(_));
+        let (inputs, targets) = match d.standardize {
+            Standardize::Off => (false, false),
+            Standardize::On => (true, regression),
+            Standardize::Auto => (train.input_shape().len() == 1, regression),
+        };
+        let standardizer = if inputs {
             let s = train.standardizer()?;
             train = s.apply(&train)?;
             test = test.map(|t| s.apply(&t)).transpose()?;
@@ -245,10 +296,19 @@ impl RunSpec {
         } else {
             None
         };
+        let target_standardizer = match train.target_standardizer()? {
+            Some(s) if targets => {
+                train = s.apply_targets(&train)?;
+                test = test.map(|t| s.apply_targets(&t)).transpose()?;
+                Some(s)
+            }
+            _ => None,
+        };
         Ok(PreparedData {
             train,
             test,
             standardizer,
+            target_standardizer,
         })
     }
 
@@ -276,6 +336,7 @@ impl RunSpec {
         on_event: &mut dyn FnMut(TrainEvent<'_>),
     ) -> Result<RunOutcome> {
         self.check()?;
+        self.check_outputs(options)?;
         let device = options.device.clone().unwrap_or(Device::Cpu);
         let started = Instant::now();
         let prepared = self.prepare_data(options.data_dir.as_deref())?;
@@ -290,7 +351,8 @@ impl RunSpec {
         if let Some(t) = test {
             loss::check_fits(&model, t)?;
         }
-        let mut trainer = Trainer::new(self.training.clone())?;
+        let mut trainer =
+            Trainer::new(self.training.clone())?.with_fingerprint(self.fingerprint(&prepared)?);
         if let Some(o) = objective {
             trainer = trainer.with_objective(o);
         }
@@ -298,7 +360,7 @@ impl RunSpec {
         let progress = &options.progress;
         progress.start(
             "train",
-            Some(steps_per_epoch as u64 * self.training.epochs as u64),
+            Some((steps_per_epoch as u64).saturating_mul(self.training.epochs as u64)),
         );
         let mut resumed_after = None;
         let report = trainer.fit_resumable(
@@ -310,7 +372,9 @@ impl RunSpec {
                 match &event {
                     TrainEvent::Resumed { epochs_done } => {
                         resumed_after = Some(*epochs_done);
-                        progress.set_position(*epochs_done as u64 * steps_per_epoch as u64);
+                        progress.set_position(
+                            (*epochs_done as u64).saturating_mul(steps_per_epoch as u64),
+                        );
                         progress.set_message(&format!("resumed after epoch {epochs_done}"));
                     }
                     TrainEvent::Step { loss, .. } => {
@@ -337,6 +401,7 @@ impl RunSpec {
             train_rows: train.len(),
             test_rows: test.map(Dataset::len),
             standardizer: prepared.standardizer,
+            target_standardizer: prepared.target_standardizer,
             resumed_after,
             seconds: started.elapsed().as_secs_f64(),
         };
@@ -357,6 +422,7 @@ impl RunOutcome {
         checkpoint::TrainingRecord {
             run: Some(spec.clone()),
             standardizer: self.standardizer.clone(),
+            target_standardizer: self.target_standardizer.clone(),
             train: Some(self.train),
             test: self.test,
             train_rows: Some(self.train_rows),
@@ -366,6 +432,75 @@ impl RunOutcome {
 }
 
 impl RunSpec {
+    /// Every setting of the recipe but the training configuration (the trainer adds that), flattened
+    /// (`data.holdout`, `seeds.split`, ...), plus the content hashes of the prepared training and
+    /// test rows: what a resumed run must match.
+    fn fingerprint(&self, prepared: &PreparedData) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        let mut value = serde_json::to_value(self)
+            .map_err(|e| Error::config("run", "recipe", e.to_string()))?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove("training");
+            // The compact form names the architecture as people write it.
+            obj.insert(
+                "arch".into(),
+                serde_json::Value::String(self.arch.to_string()),
+            );
+        }
+        crate::train::flatten_settings("", &value, &mut out);
+        out.insert(
+            "data.train_rows_hash".into(),
+            format!("{:016x}", prepared.train.content_hash()?),
+        );
+        if let Some(t) = &prepared.test {
+            out.insert(
+                "data.test_rows_hash".into(),
+                format!("{:016x}", t.content_hash()?),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Refuses outputs that would overwrite an input: the checkpoint or the state file on a data
+    /// file of the run, or the two on each other.
+    fn check_outputs(&self, options: &RunOptions) -> Result<()> {
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => a == b,
+        };
+        let inputs: Vec<&Path> = std::iter::once(self.data.source.as_str())
+            .chain(self.data.test_source.as_deref())
+            .map(Path::new)
+            .filter(|p| p.is_file())
+            .collect();
+        for (what, out) in [
+            ("checkpoint", options.checkpoint.as_deref()),
+            ("training state", options.state.as_deref()),
+        ] {
+            let Some(out) = out else { continue };
+            if let Some(input) = inputs.iter().find(|i| same(i, out)) {
+                return Err(Error::config(
+                    what,
+                    out.display(),
+                    format!(
+                        "is the data file {} of this run; writing it would destroy the data",
+                        input.display()
+                    ),
+                ));
+            }
+        }
+        if let (Some(c), Some(s)) = (&options.checkpoint, &options.state)
+            && same(c, s)
+        {
+            return Err(Error::config(
+                "training state",
+                s.display(),
+                "is the checkpoint path; they must differ",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the architecture, the data preparation and the training configuration.
     pub fn check(&self) -> Result<()> {
         self.arch.validate()?;

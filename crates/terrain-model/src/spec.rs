@@ -194,9 +194,9 @@ pub struct TensorSlot {
 }
 
 impl TensorSlot {
-    /// Number of elements.
+    /// Number of elements (saturating at `usize::MAX`).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
     }
 }
 
@@ -423,7 +423,8 @@ impl fmt::Display for ArchSpec {
 pub(crate) fn resnet18_blocks(k: usize) -> Vec<(usize, usize, usize)> {
     // (stage index 1..=4, planes, stride) for the two blocks of each stage.
     let mut out = Vec::new();
-    for (stage, (planes, stride)) in [(k, 1), (2 * k, 2), (4 * k, 2), (8 * k, 2)]
+    let w = |m: usize| k.saturating_mul(m);
+    for (stage, (planes, stride)) in [(k, 1), (w(2), 2), (w(4), 2), (w(8), 2)]
         .into_iter()
         .enumerate()
     {
@@ -456,7 +457,7 @@ impl ArchSpec {
                 nonzero(&[c.output], "the output size")?;
                 let (mut h, mut w) = (c.input[1], c.input[2]);
                 for (i, _) in c.channels.iter().enumerate() {
-                    if h % 2 != 0 || w % 2 != 0 {
+                    if h % 2 != 0 || w % 2 != 0 || h < 2 || w < 2 {
                         return Err(spec_err(
                             &s,
                             format!(
@@ -481,7 +482,25 @@ impl ArchSpec {
                 }
                 Ok(())
             }
-        }
+        }?;
+        self.element_count()
+            .map(|_| ())
+            .ok_or_else(|| spec_err(&s, "has more tensor elements than this machine can address"))
+    }
+
+    /// The number of scalars of every tensor (parameters and buffers), `None` when it overflows
+    /// (absurd widths). Computed without allocating.
+    pub fn element_count(&self) -> Option<usize> {
+        self.network()
+            .tensors()
+            .into_iter()
+            .try_fold(0usize, |acc, slot| {
+                let n = slot
+                    .shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))?;
+                acc.checked_add(n)
+            })
     }
 
     /// The per-sample input shape the network expects (`[IN]` for an MLP, `[C,H,W]` otherwise).
@@ -522,7 +541,7 @@ impl ArchSpec {
             init,
         };
         let linear = |prefix: &str, i: usize, o: usize, bias: bool| {
-            let bound = 1.0 / (i as f64).sqrt();
+            let bound = 1.0 / (i.max(1) as f64).sqrt();
             Layer::Linear(Linear {
                 weight: param(
                     format!("{prefix}weight"),
@@ -535,7 +554,7 @@ impl ArchSpec {
         };
         // PyTorch's Conv2d default: weight and bias uniform with bound 1/√(in·k²).
         let conv = |prefix: &str, i: usize, o: usize, k: usize, bias: bool, padding, stride| {
-            let bound = 1.0 / ((i * k * k) as f64).sqrt();
+            let bound = 1.0 / (i.saturating_mul(k * k).max(1) as f64).sqrt();
             Layer::Conv2d(Conv2d {
                 weight: param(
                     format!("{prefix}weight"),
@@ -591,9 +610,10 @@ impl ArchSpec {
                     layers.push(Layer::MaxPool2x2);
                     in_c = ch;
                 }
-                let hw = (c.input[1] >> c.channels.len()) * (c.input[2] >> c.channels.len());
+                let halve = |d: usize| d.checked_shr(c.channels.len() as u32).unwrap_or(0);
+                let hw = halve(c.input[1]).saturating_mul(halve(c.input[2]));
                 layers.push(Layer::Flatten);
-                layers.push(linear("fc.", in_c * hw, c.output, true));
+                layers.push(linear("fc.", in_c.saturating_mul(hw), c.output, true));
             }
             ArchSpec::ResNet18(r) => {
                 let (k, bnm) = (r.width, r.bn_momentum);
@@ -639,7 +659,7 @@ impl ArchSpec {
                     in_planes = planes;
                 }
                 layers.push(Layer::GlobalAvgPool);
-                layers.push(linear("linear.", 8 * k, r.output, true));
+                layers.push(linear("linear.", k.saturating_mul(8), r.output, true));
             }
         }
         Network { layers }
@@ -651,13 +671,13 @@ impl ArchSpec {
         self.network().slots()
     }
 
-    /// Number of trainable parameters.
+    /// Number of trainable parameters (saturating at `usize::MAX` for specs that
+    /// [`ArchSpec::validate`] rejects).
     pub fn param_count(&self) -> usize {
         self.tensor_slots()
             .iter()
             .filter(|s| s.role == Role::Parameter)
-            .map(TensorSlot::numel)
-            .sum()
+            .fold(0usize, |a, s| a.saturating_add(s.numel()))
     }
 }
 

@@ -323,7 +323,7 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Checks every field's range (NaN fails every check).
     pub fn check(&self) -> Result<()> {
-        config::at_least("epochs", self.epochs, 1)?;
+        config::count("epochs", self.epochs)?;
         config::positive("lr", self.lr)?;
         config::at_least("batch_size", self.batch_size, 1)?;
         self.optimizer.check()?;
@@ -459,6 +459,9 @@ struct OptState {
 pub struct Trainer {
     config: TrainConfig,
     objective: Box<dyn Objective>,
+    /// Settings beyond the training configuration that shape the run (architecture, data and
+    /// their preparation, content hashes), compared on resume.
+    fingerprint: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -490,7 +493,28 @@ impl Trainer {
         Ok(Trainer {
             config,
             objective: Box::new(Erm),
+            fingerprint: BTreeMap::new(),
         })
+    }
+
+    /// Adds settings beyond the training configuration that shape the run (the recipe's
+    /// architecture, data source, split, subset, label noise, standardisation, data content
+    /// hashes...). A resumed run compares them, with every training setting and the objective,
+    /// to those its state file was written with, and refuses to continue when any differs.
+    pub fn with_fingerprint(mut self, settings: BTreeMap<String, String>) -> Self {
+        self.fingerprint = settings;
+        self
+    }
+
+    /// Everything a state file must match to be continued: every training setting but the
+    /// number of epochs (a run may be extended), the objective, and the extra fingerprint.
+    fn full_fingerprint(&self) -> BTreeMap<String, String> {
+        let mut out = self.fingerprint.clone();
+        let config = serde_json::to_value(&self.config).expect("configs serialise");
+        flatten_settings("training", &config, &mut out);
+        out.remove("training.epochs");
+        out.insert("objective".into(), self.objective.name());
+        out
     }
 
     /// Replaces the objective.
@@ -572,6 +596,7 @@ impl Trainer {
         }
         let classes = train.classes();
         let mut reports = Vec::new();
+        let mut first_loss: Option<f64> = None;
         for epoch in state.epochs_done + 1..=cfg.epochs {
             let started = Instant::now();
             let lr = cfg.lr_decay.lr_at(cfg.lr, epoch);
@@ -588,6 +613,7 @@ impl Trainer {
                     batch = mixup(&batch, alpha, k, shuffle_seed.wrapping_add(i as u64 + 1))?;
                 }
                 let out = self.objective.step(model, &batch, loss_kind)?;
+                first_loss.get_or_insert(out.loss);
                 if !out.loss.is_finite() {
                     return Err(Error::Diverged {
                         what: "training loss".into(),
@@ -606,6 +632,17 @@ impl Trainer {
                 });
             }
             let train_loss = loss_sum / steps_per_epoch as f64;
+            // Finite but exploding: 10⁴ times the first step's loss (at least 10⁴) is divergence,
+            // not learning; a checkpoint of it would be reported as a success.
+            if let Some(first) = first_loss
+                && train_loss > DIVERGENCE_FACTOR * first.max(1.0)
+            {
+                return Err(Error::Divergence {
+                    first,
+                    last: train_loss,
+                    epoch,
+                });
+            }
             let validation = validation
                 .map(|v| loss::evaluate_with(model, v, cfg.batch_size.max(256), loss_kind))
                 .transpose()?;
@@ -652,6 +689,10 @@ impl Trainer {
             serde_json::to_string(&self.config).expect("configs serialise"),
         );
         meta.insert(
+            checkpoint::keys::STATE_FINGERPRINT.into(),
+            serde_json::to_string(&self.full_fingerprint()).expect("maps serialise"),
+        );
+        meta.insert(
             checkpoint::ARCH_KEY.into(),
             serde_json::to_string(model.spec()).expect("specs serialise"),
         );
@@ -664,18 +705,37 @@ impl Trainer {
             path: path.to_path_buf(),
             reason,
         };
-        let saved_config: TrainConfig = raw
+        let saved: BTreeMap<String, String> = raw
             .metadata
-            .get(STATE_CONFIG)
+            .get(checkpoint::keys::STATE_FINGERPRINT)
             .and_then(|c| serde_json::from_str(c).ok())
-            .ok_or_else(|| bad("not a terrain training-state file".into()))?;
-        let mut same = saved_config.clone();
-        same.epochs = self.config.epochs;
-        if same != self.config {
-            return Err(bad(format!(
-                "it was written by a run with a different configuration ({}); delete it to start over",
-                serde_json::to_string(&saved_config).unwrap_or_default()
-            )));
+            .ok_or_else(|| {
+                bad(
+                    "not a training-state file of this version of terrain; delete it to start over"
+                        .into(),
+                )
+            })?;
+        let now = self.full_fingerprint();
+        let differ: Vec<String> = saved
+            .keys()
+            .chain(now.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| saved.get(*k) != now.get(*k))
+            .map(|k| {
+                let show = |v: Option<&String>| v.map_or("unset".to_string(), Clone::clone);
+                format!(
+                    "{k} (saved {}, now {})",
+                    show(saved.get(k)),
+                    show(now.get(k))
+                )
+            })
+            .collect();
+        if !differ.is_empty() {
+            return Err(Error::ResumeMismatch {
+                path: path.to_path_buf(),
+                settings: differ.join("; "),
+            });
         }
         if checkpoint::stored_arch(&raw)?.as_ref() != Some(model.spec()) {
             return Err(bad(format!(
@@ -715,8 +775,18 @@ impl Trainer {
                 .and_then(|v| v.parse::<usize>().ok())
                 .ok_or_else(|| bad(format!("metadata `{key}` missing")))
         };
+        let epochs_done = number(STATE_EPOCHS)?;
+        if epochs_done > self.config.epochs {
+            return Err(Error::ResumeMismatch {
+                path: path.to_path_buf(),
+                settings: format!(
+                    "training.epochs (the saved state is after epoch {epochs_done}, beyond the {} asked for; ask for at least {epochs_done}, or delete the state to start over)",
+                    self.config.epochs
+                ),
+            });
+        }
         let state = OptState {
-            epochs_done: number(STATE_EPOCHS)?,
+            epochs_done,
             steps: number(STATE_STEPS)?,
             m: load("opt.m.")?,
             v: match self.config.optimizer {
@@ -726,6 +796,37 @@ impl Trainer {
         };
         tracing::info!(path = %path.display(), epochs_done = state.epochs_done, "resuming training");
         Ok(state)
+    }
+}
+
+/// How many times the first step's loss (floored at 1) an epoch's mean loss may reach before the
+/// run counts as diverged.
+pub const DIVERGENCE_FACTOR: f64 = 1e4;
+
+/// Flattens a JSON value into `prefix.key.sub = value` text entries (the settings a resumed run
+/// compares one by one, so a refusal can name the one that changed).
+pub fn flatten_settings(
+    prefix: &str,
+    value: &serde_json::Value,
+    out: &mut BTreeMap<String, String>,
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_settings(&key, v, out);
+            }
+        }
+        serde_json::Value::String(s) => {
+            out.insert(prefix.to_string(), s.clone());
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
     }
 }
 

@@ -243,13 +243,30 @@ fn resumed_training_ends_where_an_uninterrupted_run_ends() {
         loss::evaluate(&full, &test, 100).unwrap(),
     );
     assert_eq!(a, b);
-    // A state file from a different configuration is refused, not silently reused.
-    let other = TrainConfig { lr: 0.5, ..cfg };
+    // A state file from a different configuration is refused, naming the setting, not reused.
+    let other = TrainConfig {
+        lr: 0.5,
+        ..cfg.clone()
+    };
     let e = Trainer::new(other)
         .unwrap()
         .fit_resumable(&resumed, &train, None, Some(&state), &mut |_| {})
         .unwrap_err();
-    assert!(e.to_string().contains("different configuration"), "{e}");
+    assert!(
+        e.to_string().contains("training.lr (saved 0.001, now 0.5)"),
+        "{e}"
+    );
+    // Asking for fewer epochs than the state has done is refused too (it used to return the
+    // 4-epoch weights labelled as 2 epochs).
+    let fewer = TrainConfig { epochs: 1, ..cfg };
+    let e = Trainer::new(fewer)
+        .unwrap()
+        .fit_resumable(&resumed, &train, None, Some(&state), &mut |_| {})
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("after epoch 4") && e.to_string().contains("training.epochs"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1,21 +1,39 @@
-//! `terrain eval`: loss and error of a checkpoint on a data set.
+//! `terrain eval`: loss and error of a checkpoint on a data set. On the data set it was trained on,
+//! the held-out rows by default: the checkpoint records its recipe, so the split is reproduced.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use serde_json::json;
-use terrain_model::loss;
+use terrain_model::{data::Dataset, loss};
 
 use super::{CheckpointData, CheckpointDataArgs, Context};
+
+/// Which rows of the data set to evaluate on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Rows {
+    /// The held-out rows when the data set is the one the checkpoint was trained on (its recipe
+    /// reproduces the split), otherwise all rows.
+    Auto,
+    /// Every row of the data set.
+    All,
+    /// The rows the checkpoint was trained on (subset and label noise as in training).
+    Train,
+    /// The rows the checkpoint's training held out.
+    Test,
+}
 
 /// Arguments of `terrain eval`.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     #[command(flatten)]
     input: CheckpointDataArgs,
+    /// Which rows: auto (held-out rows of the training data set, else all), all, train or test.
+    #[arg(long, value_enum, default_value_t = Rows::Auto)]
+    rows: Rows,
     /// Evaluation batch size.
     #[arg(long, default_value_t = 512)]
     batch_size: usize,
     /// Seed (for synthetic data sets).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
 }
 
@@ -27,13 +45,60 @@ pub fn run(ctx: &Context, a: EvalArgs) -> Result<()> {
         standardized,
         loss: kind,
     } = a.input.load(&ctx.device, a.seed)?;
-    let e = loss::evaluate_with(&ckpt.model, &data, a.batch_size, kind)?;
+    let recipe = ckpt.record()?.run;
+    let trained_on_this = recipe.as_ref().filter(|r| {
+        r.data.test_source.is_none()
+            && terrain_model::data::same_source(&r.data.source, &a.input.data.data)
+    });
+    let (rows, which): (Dataset, String) = match (a.rows, trained_on_this) {
+        (Rows::All, _) | (Rows::Auto, None) => {
+            let n = data.len();
+            (data, format!("all {n} rows"))
+        }
+        (Rows::Auto | Rows::Test | Rows::Train, Some(r)) => {
+            let prepared = r.prepare_data(a.input.data.data_dir.as_deref())?;
+            if a.rows == Rows::Train {
+                let n = prepared.train.len();
+                (prepared.train, format!("the {n} training rows"))
+            } else {
+                match prepared.test {
+                    Some(t) => {
+                        let n = t.len();
+                        (
+                            t,
+                            format!(
+                                "the {n} held-out rows ({:.0}% of {}, split as in training)",
+                                100.0 * r.data.holdout,
+                                r.data.source
+                            ),
+                        )
+                    }
+                    None if a.rows == Rows::Auto => {
+                        let n = data.len();
+                        (data, format!("all {n} rows (training held none out)"))
+                    }
+                    None => bail!("the checkpoint's training held out no rows (holdout 0)"),
+                }
+            }
+        }
+        (Rows::Train | Rows::Test, None) => bail!(
+            "--rows {} needs the checkpoint's training recipe for this data set; the checkpoint \
+             was trained on other data or records no recipe (use --rows all)",
+            if a.rows == Rows::Train {
+                "train"
+            } else {
+                "test"
+            }
+        ),
+    };
+    let e = loss::evaluate_with(&ckpt.model, &rows, a.batch_size, kind)?;
     terrain_report::table::print_value(
         ctx.format,
         &json!({
             "checkpoint": a.input.checkpoint.display().to_string(),
             "arch": ckpt.model.spec().to_string(),
             "data": a.input.data.data,
+            "rows": which,
             "standardized": standardized,
             "loss_kind": kind,
             "loss": e.loss,

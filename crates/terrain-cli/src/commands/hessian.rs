@@ -32,8 +32,13 @@ enum EigenSolver {
 /// Trace estimator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum TraceEstimator {
-    /// Hutchinson with Rademacher probes and PyHessian's stopping rule.
+    /// Hutchinson with Rademacher probes, exactly --trace-matvecs of them: an honest standard
+    /// error.
     Hutchinson,
+    /// Hutchinson with PyHessian's stopping rule (stops once the running mean moves by less than
+    /// 1e-3; often after a few probes, with a standard error that is too small): for comparison
+    /// with PyHessian.
+    Pyhessian,
     /// Hutch++ (low-rank sketch plus Hutchinson on the rest).
     #[value(name = "hutch++")]
     HutchPlusPlus,
@@ -56,7 +61,7 @@ pub struct HessianArgs {
     max_iter: usize,
     /// Convergence tolerance of the eigenvalue solver (default: 1e-3 for power iteration as in
     /// PyHessian, 1e-5 relative Ritz residual for Lanczos).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     tol: Option<f64>,
     /// Estimate the trace (with its standard error).
     #[arg(long)]
@@ -64,8 +69,8 @@ pub struct HessianArgs {
     /// Trace estimator.
     #[arg(long, value_enum, default_value_t = TraceEstimator::Hutchinson)]
     trace_method: TraceEstimator,
-    /// Hessian-vector products the trace may use (Hutchinson: at most this many probes, stopping
-    /// early by PyHessian's rule; Hutch++: exactly this many).
+    /// Hessian-vector products the trace uses (hutchinson and hutch++: exactly this many;
+    /// pyhessian: at most this many).
     #[arg(long, default_value_t = 100)]
     trace_matvecs: usize,
     /// Estimate the spectral density by stochastic Lanczos quadrature and plot it.
@@ -88,6 +93,15 @@ pub struct HessianArgs {
     /// S-variant) or cp-tu (curvature propagation, T/U variant).
     #[arg(long, value_name = "METHOD")]
     diag: Option<DiagonalMethod>,
+    /// What curvature propagation's noise covers: diagonal (the default: bilinear layers inject
+    /// nothing, far lower variance; then cp and cp-tu give the same numbers, as both reduce to
+    /// real factors) or full (the paper's estimator of the whole Hessian, where they differ).
+    #[arg(long, default_value = "diagonal")]
+    diag_coverage: terrain_curvature::Coverage,
+    /// The largest number of parameters for which --diag exact runs (it costs one
+    /// Hessian-vector product per parameter).
+    #[arg(long, default_value_t = terrain_curvature::dense::DEFAULT_DENSE_LIMIT)]
+    exact_limit: usize,
     /// Random samples of the stochastic diagonal estimators.
     #[arg(long, default_value_t = 100)]
     diag_samples: usize,
@@ -105,7 +119,7 @@ pub struct HessianArgs {
     #[arg(long)]
     gauss_newton: bool,
     /// Seed of every random probe (same seed, same numbers).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
 }
 
@@ -262,12 +276,16 @@ fn top_eigenvalues(op: &HessianOperator<'_>, a: &HessianArgs, k: usize) -> Resul
 
 fn estimate_trace(op: &HessianOperator<'_>, a: &HessianArgs) -> Result<trace::TraceEstimate> {
     let r = match a.trace_method {
-        TraceEstimator::Hutchinson => {
+        TraceEstimator::Hutchinson | TraceEstimator::Pyhessian => {
+            let base = match a.trace_method {
+                TraceEstimator::Pyhessian => HutchinsonConfig::pyhessian(),
+                _ => HutchinsonConfig::default(),
+            };
             let c = HutchinsonConfig {
                 max_samples: a.trace_matvecs,
                 seed: a.seed,
                 progress: terrain_report::progress::terminal(),
-                ..HutchinsonConfig::default()
+                ..base
             };
             trace::hutchinson(op, &c)?
         }
@@ -298,6 +316,12 @@ fn spectral_density(op: &HessianOperator<'_>, a: &HessianArgs, format: Format) -
         .plot
         .clone()
         .unwrap_or_else(|| default_plot_path(&a.input.checkpoint));
+    // PyHessian's grid ends 0.01 beyond the extreme nodes, which cuts the outermost peaks in
+    // half once σ exceeds a few thousandths: the plot re-broadens onto a grid padded by 5σ.
+    // (The numbers in the output keep PyHessian's grid.)
+    let pad = (5.0 * d.sigma_squared.sqrt()).max(c.overhead);
+    let (plot_grid, plot_density, _) =
+        density::broaden(&d.runs, c.bins.min(20_000), c.sigma_squared, pad)?;
     // PyHessian plots density + 1e-7 on a log axis, so the tails stay visible and finite.
     let chart = LineChart::single(Panel {
         title: format!(
@@ -308,9 +332,9 @@ fn spectral_density(op: &HessianOperator<'_>, a: &HessianArgs, format: Format) -
         y_label: "density (log scale, 1e-7 added)".into(),
         series: vec![Series::new(
             "",
-            d.grid
+            plot_grid
                 .iter()
-                .zip(&d.density)
+                .zip(&plot_density)
                 .map(|(&x, &y)| (x, y + 1e-7))
                 .collect(),
         )],
@@ -360,6 +384,8 @@ fn estimate_diagonal(
 ) -> Result<(Value, Value)> {
     let c = DiagonalConfig {
         seed: a.seed,
+        coverage: a.diag_coverage,
+        exact_limit: a.exact_limit,
         progress: terrain_report::progress::terminal(),
         ..DiagonalConfig::new(a.diag_samples)
     };
@@ -368,6 +394,7 @@ fn estimate_diagonal(
         json!({
             "method": d.method,
             "samples": d.samples,
+            "coverage": a.diag_coverage.to_string(),
             "trace": d.trace(),
         }),
         json!(d.params),

@@ -29,7 +29,7 @@ pub fn run(ctx: &Context, a: InfoArgs) -> Result<()> {
         .map(|s| {
             json!({
                 "name": s.name,
-                "shape": format!("{:?}", s.shape),
+                "shape": s.shape,
                 "elements": s.numel(),
                 "role": match s.role { Role::Parameter => "parameter", Role::Buffer => "buffer" },
             })

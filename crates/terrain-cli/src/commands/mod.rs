@@ -104,9 +104,15 @@ impl CheckpointDataArgs {
         let dtype = self.dtype.map(FloatType::dtype);
         let ckpt = load_checkpoint(&self.checkpoint, self.arch.as_ref(), dtype, device)?;
         let raw = self.data.load(seed)?;
-        let (data, standardized) = match ckpt.standardizer()? {
+        let record = ckpt.record()?;
+        let (data, standardized) = match &record.standardizer {
             Some(s) => (s.apply(&raw)?, true),
             None => (raw, false),
+        };
+        // The model predicts standardised targets: measure it on them.
+        let data = match (&record.target_standardizer, &data.y) {
+            (Some(s), terrain_model::data::Targets::Values(_)) => s.apply_targets(&data)?,
+            _ => data,
         };
         let loss = self.loss.unwrap_or_else(|| LossKind::for_task(data.task));
         Ok(CheckpointData {

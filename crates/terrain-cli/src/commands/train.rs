@@ -9,7 +9,7 @@ use terrain_model::{
     ArchSpec,
     device::FloatType,
     loss::LossKind,
-    run::{DataSpec, RunOptions, RunSpec, Seeds},
+    run::{DataSpec, RunOptions, RunSpec, Seeds, Standardize},
     train::{LrDecay, Optimizer, TrainConfig, TrainEvent},
 };
 
@@ -31,25 +31,30 @@ pub struct TrainArgs {
     #[arg(long)]
     test_data: Option<String>,
     /// Fraction of --data held out for testing when --test-data is not given (0 keeps none).
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     holdout: f64,
     /// Use only this fraction of the training rows (MD-tree's data-size axis).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     subset: f64,
     /// Replace this fraction of training labels by a different random class.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     label_noise: f64,
-    /// Standardise inputs with the training rows' per-feature mean and std.
-    #[arg(long)]
+    /// Standardise the inputs with the training rows' per-feature mean and std, also for images
+    /// (regression targets are standardised too). Default: inputs of tabular data and the
+    /// targets of regression.
+    #[arg(long, conflicts_with = "no_standardize")]
     standardize: bool,
-    /// Mixup with Beta(α, α) mixing weights.
+    /// Standardise nothing (not even tabular inputs or regression targets).
     #[arg(long)]
+    no_standardize: bool,
+    /// Mixup with Beta(α, α) mixing weights.
+    #[arg(long, allow_negative_numbers = true)]
     mixup: Option<f64>,
     /// Passes over the training data.
     #[arg(long, default_value_t = 20)]
     epochs: usize,
     /// Learning rate.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     lr: f64,
     /// Mini-batch size.
     #[arg(long, default_value_t = 64)]
@@ -59,10 +64,10 @@ pub struct TrainArgs {
     #[arg(long, default_value = "sgd")]
     optimizer: Optimizer,
     /// SGD momentum (overrides the --optimizer setting) [default: 0.9].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     momentum: Option<f64>,
     /// L2 weight decay (overrides the --optimizer setting) [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f64>,
     /// Learning-rate decay: none, step:EVERY:GAMMA or multistep:E1,E2,...:GAMMA.
     #[arg(long, default_value = "none")]
@@ -78,7 +83,7 @@ pub struct TrainArgs {
     dtype: FloatType,
     /// Base seed: the split, subset, label noise, initialisation and shuffling each draw from
     /// their own stream derived from it.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
     /// Where to write the checkpoint (.safetensors).
     #[arg(long)]
@@ -167,7 +172,11 @@ impl TrainArgs {
                 holdout: self.holdout,
                 subset: self.subset,
                 label_noise: self.label_noise,
-                standardize: self.standardize,
+                standardize: match (self.standardize, self.no_standardize) {
+                    (true, _) => Standardize::On,
+                    (_, true) => Standardize::Off,
+                    _ => Standardize::Auto,
+                },
             },
             training: TrainConfig {
                 epochs: self.epochs,

@@ -105,6 +105,32 @@ pub enum Coverage {
     Full,
 }
 
+impl std::fmt::Display for Coverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Coverage::Diagonal => "diagonal",
+            Coverage::Full => "full",
+        })
+    }
+}
+
+impl std::str::FromStr for Coverage {
+    type Err = crate::Error;
+
+    /// `diagonal` or `full`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "diagonal" | "diag" => Ok(Coverage::Diagonal),
+            "full" => Ok(Coverage::Full),
+            _ => Err(crate::Error::config(
+                "coverage",
+                s,
+                "expected diagonal or full",
+            )),
+        }
+    }
+}
+
 /// Which curvature-propagation estimator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -603,6 +603,29 @@ impl Dataset {
         self.rows(&picked)
     }
 
+    /// A 64-bit FNV-1a hash of the inputs and targets (values, shapes and order), to tell two
+    /// data sets apart cheaply: a resumed run checks that it continues on the same rows.
+    pub fn content_hash(&self) -> Result<u64> {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(PRIME);
+            }
+        };
+        for t in [&self.x, self.y.tensor()] {
+            for d in t.dims() {
+                eat(&(*d as u64).to_le_bytes());
+            }
+            let values: Vec<f32> = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+            for v in values {
+                eat(&v.to_le_bytes());
+            }
+        }
+        Ok(h)
+    }
+
     /// A random `n`-row subset (stratified by class for classification, so every class keeps its
     /// share), rows kept in their original order; `n ≥ len` returns the whole dataset and `n = 0`
     /// is an error. Never the first `n` rows: sorted files (iris is sorted by class) would give
@@ -666,46 +689,16 @@ impl Dataset {
     /// dimension 0, so image sets get one value per pixel). Computed in f64; a zero standard
     /// deviation (a constant feature) becomes 1.
     pub fn standardizer(&self) -> Result<Standardizer> {
-        let n = self.len();
-        let shape = self.input_shape();
-        let f: usize = shape.iter().product();
-        let x = self
-            .x
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let mut mean = vec![0f64; f];
-        for row in x.chunks_exact(f.max(1)) {
-            for (m, &v) in mean.iter_mut().zip(row) {
-                *m += v as f64;
-            }
+        Standardizer::fit(&self.x)
+    }
+
+    /// For regression, the per-output mean and standard deviation of the targets (a zero
+    /// standard deviation becomes 1); `None` for classification.
+    pub fn target_standardizer(&self) -> Result<Option<Standardizer>> {
+        match &self.y {
+            Targets::Values(t) => Ok(Some(Standardizer::fit(t)?)),
+            _ => Ok(None),
         }
-        for m in &mut mean {
-            *m /= n as f64;
-        }
-        let mut var = vec![0f64; f];
-        for row in x.chunks_exact(f.max(1)) {
-            for ((s, &v), &m) in var.iter_mut().zip(row).zip(&mean) {
-                let d = v as f64 - m;
-                *s += d * d;
-            }
-        }
-        let std: Vec<f32> = var
-            .iter()
-            .map(|s| {
-                let sd = (s / n as f64).sqrt();
-                if sd > 0.0 && sd.is_finite() {
-                    sd as f32
-                } else {
-                    1.0
-                }
-            })
-            .collect();
-        let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-        Ok(Standardizer {
-            mean: Tensor::from_vec(mean, shape.as_slice(), &Device::Cpu)?,
-            std: Tensor::from_vec(std, shape.as_slice(), &Device::Cpu)?,
-        })
     }
 
     /// The same data with each sample reshaped to `shape` (e.g. digits `[N, 64]` to
@@ -840,6 +833,61 @@ pub struct Standardizer {
 }
 
 impl Standardizer {
+    /// Per-feature mean and standard deviation of `t` over its first axis (features are
+    /// everything after it), in f64; a zero standard deviation (a constant feature) becomes 1.
+    pub fn fit(t: &Tensor) -> Result<Standardizer> {
+        let n = t.dims().first().copied().unwrap_or(0);
+        let shape: Vec<usize> = t.dims().get(1..).unwrap_or(&[]).to_vec();
+        let f: usize = shape.iter().product();
+        let x = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut mean = vec![0f64; f];
+        for row in x.chunks_exact(f.max(1)) {
+            for (m, &v) in mean.iter_mut().zip(row) {
+                *m += v as f64;
+            }
+        }
+        for m in &mut mean {
+            *m /= n.max(1) as f64;
+        }
+        let mut var = vec![0f64; f];
+        for row in x.chunks_exact(f.max(1)) {
+            for ((s, &v), &m) in var.iter_mut().zip(row).zip(&mean) {
+                let d = v as f64 - m;
+                *s += d * d;
+            }
+        }
+        let std: Vec<f32> = var
+            .iter()
+            .map(|s| {
+                let sd = (s / n.max(1) as f64).sqrt();
+                if sd > 0.0 && sd.is_finite() {
+                    sd as f32
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        Ok(Standardizer {
+            mean: Tensor::from_vec(mean, shape.as_slice(), &Device::Cpu)?,
+            std: Tensor::from_vec(std, shape.as_slice(), &Device::Cpu)?,
+        })
+    }
+
+    /// The dataset with standardised regression targets `(y − mean) / std` (inputs untouched;
+    /// class labels are an error).
+    pub fn apply_targets(&self, d: &Dataset) -> Result<Dataset> {
+        let Targets::Values(y) = &d.y else {
+            return Err(Error::dataset(
+                &d.name,
+                "only real-valued (regression) targets can be standardised",
+            ));
+        };
+        let mut out = d.clone();
+        out.y = Targets::Values(self.apply_tensor(y)?.to_dtype(DType::F32)?);
+        Ok(out)
+    }
+
     /// The dataset with standardised inputs (targets untouched). Errors if its per-sample shape
     /// differs from the standardiser's.
     pub fn apply(&self, d: &Dataset) -> Result<Dataset> {
@@ -953,6 +1001,19 @@ pub fn data_dir() -> PathBuf {
             .join("datasets");
     }
     PathBuf::from(".terrain").join("datasets")
+}
+
+/// Whether two source strings name the same data set: the same file (after resolving paths), or
+/// the same name as [`load`] reads names (case, `_` and `-` alike).
+pub fn same_source(a: &str, b: &str) -> bool {
+    let (pa, pb) = (Path::new(a.trim()), Path::new(b.trim()));
+    if pa.is_file() || pb.is_file() {
+        return match (pa.canonicalize(), pb.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        };
+    }
+    normalise_name(a) == normalise_name(b)
 }
 
 /// A data-set name as every source compares it: trimmed, lowercase, `_` read as `-`.

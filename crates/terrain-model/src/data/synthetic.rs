@@ -194,7 +194,19 @@ impl SyntheticConfig {
                 ));
             }
         }
-        Ok(())
+        // Inputs and targets in f32, plus the f64 draws they come from.
+        let features = if self.kind == SyntheticKind::TeacherStudent {
+            self.input_dim.saturating_add(1)
+        } else {
+            3
+        };
+        let bytes = (self.n as u64)
+            .saturating_mul(features as u64)
+            .saturating_mul(12);
+        crate::device::check_memory(
+            &format!("synthetic:{} with n={}", self.kind.name(), self.n),
+            bytes,
+        )
     }
 }
 
@@ -276,7 +288,12 @@ pub fn parse(source: &str, seed: u64) -> Result<SyntheticConfig> {
                             .into(),
                     ));
                 }
-                cfg.label_noise = float()?
+                cfg.label_noise = float()?;
+                if !(0.0..=1.0).contains(&cfg.label_noise) {
+                    return Err(bad(format!(
+                        "key `{key}`: {value} must lie in [0, 1] (a fraction of labels)"
+                    )));
+                }
             }
             "noise_std" | "noise-std" if teacher => cfg.noise_std = float()?,
             "d" | "dim" | "input_dim" | "input-dim" if teacher => cfg.input_dim = uint()?,
@@ -489,7 +506,9 @@ mod tests {
         assert!(msg("synthetic:spiral:n=10,colour=red").contains("`colour`"));
         assert!(msg("synthetic:spiral:d=3").contains("`d`"));
         assert!(msg("synthetic:spiral:n=ten").contains("`ten`"));
-        assert!(msg("synthetic:spiral:noise=1.5").contains("label_noise"));
+        // The key as the user typed it, not the field behind it.
+        assert!(msg("synthetic:spiral:noise=1.5").contains("`noise`"));
+        assert!(msg("synthetic:spiral:label_noise=1.5").contains("`label_noise`"));
         assert!(msg("synthetic:gaussian:n=0").contains("n"));
         assert!(msg("synthetic").contains("KIND"));
         assert!(msg("synthetic:spiral:n").contains("key=value"));

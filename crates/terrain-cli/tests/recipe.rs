@@ -76,7 +76,7 @@ fn the_cli_and_the_library_train_the_same_weights_from_the_same_recipe() {
     expected.data.holdout = 0.25;
     expected.data.subset = 0.5;
     expected.data.label_noise = 0.1;
-    expected.data.standardize = true;
+    expected.data.standardize = terrain_model::run::Standardize::On;
     expected.training.epochs = 3;
     expected.training.lr = 0.02;
     expected.training.batch_size = 32;

@@ -63,8 +63,16 @@ fn hessian_agrees_with_a_dense_hessian_and_plots_the_density() {
         dtype: Some(DType::F64),
         ..Default::default()
     };
-    let model = checkpoint::load(&ckpt, &opts).unwrap().model;
-    let iris = data::builtin::load("iris").unwrap();
+    let loaded = checkpoint::load(&ckpt, &opts).unwrap();
+    let model = loaded.model.clone();
+    // Iris is tabular: training standardised its inputs, and the checkpoint records how.
+    let standardizer = loaded
+        .standardizer()
+        .unwrap()
+        .expect("tabular inputs are standardised");
+    let iris = standardizer
+        .apply(&data::builtin::load("iris").unwrap())
+        .unwrap();
     let op = HessianOperator::new(&model, &iris, HessianConfig::new(LossKind::Ce)).unwrap();
     let dense = DenseHessian::compute(&op, 1000).unwrap();
     let mut eig = dense.eigen().unwrap().values.clone();

@@ -107,9 +107,21 @@ fn train_eval_info_on_digits() {
     assert_eq!(info["tensors"].as_array().unwrap().len(), 4);
     assert_eq!(info["metadata"]["terrain.train.data"], "digits");
 
+    // On the data set it was trained on, eval measures the held-out rows by default (the recipe
+    // in the checkpoint reproduces the split) and says so; --rows all takes every row.
     let e = ok(&["eval", c, "--data", "digits", "--format", "json"]);
-    assert_eq!(e["samples"].as_u64().unwrap(), 1797);
-    assert!(e["error"].as_f64().unwrap() < 0.1);
+    assert_eq!(e["samples"].as_u64(), r["test_rows"].as_u64());
+    assert!(e["rows"].as_str().unwrap().contains("held-out"), "{e}");
+    assert_eq!(
+        e["loss"].as_f64(),
+        r["test"]["loss"].as_f64(),
+        "the test rows of training"
+    );
+    let all = ok(&[
+        "eval", c, "--data", "digits", "--rows", "all", "--format", "json",
+    ]);
+    assert_eq!(all["samples"].as_u64().unwrap(), 1797);
+    assert!(all["error"].as_f64().unwrap() < 0.1);
 
     let table = terrain(&["eval", c, "--data", "digits"]);
     let text = String::from_utf8_lossy(&table.stdout);
