@@ -255,3 +255,63 @@ fn help_is_there_for_every_subcommand() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("--format"));
     }
 }
+
+/// Same run, same checkpoint bytes; checkpoints get the usual permissions (the umask applied to
+/// 0666), and a write that fails leaves no temporary file behind.
+#[test]
+fn checkpoints_are_deterministic_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let out = dir.path().join(name);
+        ok(&[
+            "train",
+            "--arch",
+            "mlp:4-5-3:tanh",
+            "--data",
+            "iris",
+            "--epochs",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        std::fs::read(&out).unwrap()
+    };
+    let (a, b) = (run("a.safetensors"), run("b.safetensors"));
+    assert_eq!(a, b, "same run, same bytes");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("a.safetensors"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_ne!(
+            mode & 0o044,
+            0,
+            "readable by group or others as the umask allows: {mode:o}"
+        );
+    }
+    // --out is a directory: the rename fails, and the temporary file is removed.
+    let taken = dir.path().join("taken.safetensors");
+    std::fs::create_dir(&taken).unwrap();
+    let err = fails(&[
+        "train",
+        "--arch",
+        "mlp:4-5-3:tanh",
+        "--data",
+        "iris",
+        "--epochs",
+        "1",
+        "--out",
+        taken.to_str().unwrap(),
+    ]);
+    assert!(err.contains("taken.safetensors"), "{err}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

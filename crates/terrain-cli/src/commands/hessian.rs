@@ -18,7 +18,7 @@ use terrain_report::{
     chart::{Chart, LineChart, Panel, PictureFormat, Series},
 };
 
-use super::{CheckpointData, CheckpointDataArgs, Context, check_parent_dir};
+use super::{CheckpointData, CheckpointDataArgs, Context, check_parent_dir, flags};
 
 /// Eigenvalue solver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -158,7 +158,10 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
         },
         ..HessianConfig::new(kind)
     };
-    let op = HessianOperator::new(&ckpt.model, &data, config)?;
+    let op = flags(
+        HessianOperator::new(&ckpt.model, &data, config),
+        &[("batch_size", "--batch-size"), ("samples", "--samples")],
+    )?;
     let loss = op.loss()?;
     tracing::info!(
         dim = op.dim(),
@@ -255,7 +258,14 @@ fn top_eigenvalues(op: &HessianOperator<'_>, a: &HessianArgs, k: usize) -> Resul
             if let Some(t) = a.tol {
                 c.tol = t;
             }
-            eigen::lanczos(op, &c)?
+            flags(
+                eigen::lanczos(op, &c),
+                &[
+                    ("top_k", "--top-k"),
+                    ("max_iter", "--max-iter"),
+                    ("tol", "--tol"),
+                ],
+            )?
         }
         EigenSolver::Power => {
             let mut c = PowerConfig {
@@ -268,7 +278,14 @@ fn top_eigenvalues(op: &HessianOperator<'_>, a: &HessianArgs, k: usize) -> Resul
             if let Some(t) = a.tol {
                 c.tol = t;
             }
-            eigen::power_iteration(op, &c)?
+            flags(
+                eigen::power_iteration(op, &c),
+                &[
+                    ("top_k", "--top-k"),
+                    ("max_iter", "--max-iter"),
+                    ("tol", "--tol"),
+                ],
+            )?
         }
     };
     Ok(r)
@@ -287,7 +304,10 @@ fn estimate_trace(op: &HessianOperator<'_>, a: &HessianArgs) -> Result<trace::Tr
                 progress: terrain_report::progress::terminal(),
                 ..base
             };
-            trace::hutchinson(op, &c)?
+            flags(
+                trace::hutchinson(op, &c),
+                &[("max_samples", "--trace-matvecs")],
+            )?
         }
         TraceEstimator::HutchPlusPlus => {
             let c = HutchPlusPlusConfig {
@@ -296,7 +316,10 @@ fn estimate_trace(op: &HessianOperator<'_>, a: &HessianArgs) -> Result<trace::Tr
                 progress: terrain_report::progress::terminal(),
                 ..HutchPlusPlusConfig::default()
             };
-            trace::hutch_plus_plus(op, &c)?
+            flags(
+                trace::hutch_plus_plus(op, &c),
+                &[("matvecs", "--trace-matvecs")],
+            )?
         }
     };
     Ok(r)
@@ -311,7 +334,14 @@ fn spectral_density(op: &HessianOperator<'_>, a: &HessianArgs, format: Format) -
         progress: terrain_report::progress::terminal(),
         ..SlqConfig::default()
     };
-    let d = density::slq(op, &c)?;
+    let d = flags(
+        density::slq(op, &c),
+        &[
+            ("iterations", "--density-iter"),
+            ("runs", "--density-runs"),
+            ("bins", "--density-bins"),
+        ],
+    )?;
     let path = a
         .plot
         .clone()
@@ -389,7 +419,13 @@ fn estimate_diagonal(
         progress: terrain_report::progress::terminal(),
         ..DiagonalConfig::new(a.diag_samples)
     };
-    let d = diagonal::estimate_diagonal(op, method, &c)?;
+    let d = flags(
+        diagonal::estimate_diagonal(op, method, &c),
+        &[
+            ("samples", "--diag-samples"),
+            ("exact_limit", "--exact-limit"),
+        ],
+    )?;
     Ok((
         json!({
             "method": d.method,

@@ -139,3 +139,30 @@ pub fn check_parent_dir(path: &Path) -> Result<()> {
     );
     Ok(())
 }
+
+/// Names the flag behind an invalid setting: the libraries name their settings (`max_samples`),
+/// the user typed a flag (`--trace-matvecs`). `names` maps setting names to flags.
+pub fn flags<T, E>(result: std::result::Result<T, E>, names: &[(&str, &str)]) -> Result<T>
+where
+    E: Into<anyhow::Error>,
+{
+    result.map_err(|e| {
+        let e: anyhow::Error = e.into();
+        let field = e.chain().find_map(|cause| {
+            let model = cause.downcast_ref::<terrain_model::Error>().or_else(|| {
+                match cause.downcast_ref::<terrain_curvature::Error>() {
+                    Some(terrain_curvature::Error::Model(m)) => Some(m),
+                    _ => None,
+                }
+            })?;
+            match model {
+                terrain_model::Error::InvalidConfig { field, .. } => Some(field.clone()),
+                _ => None,
+            }
+        });
+        match field.and_then(|f| names.iter().find(|(n, _)| *n == f)) {
+            Some((_, flag)) => e.context(format!("invalid {flag}")),
+            None => e,
+        }
+    })
+}

@@ -15,7 +15,7 @@ use terrain_model::{
 
 use terrain_report::chart::{Chart, LineChart, Panel, PictureFormat, Series};
 
-use super::{Context, DataArgs, check_parent_dir};
+use super::{Context, DataArgs, check_parent_dir, flags};
 
 /// Arguments of `terrain train`.
 #[derive(Debug, clap::Args)]
@@ -191,7 +191,25 @@ impl TrainArgs {
             },
             seeds: Seeds::derive(self.seed),
         };
-        spec.check()?;
+        flags(
+            spec.check(),
+            &[
+                ("epochs", "--epochs"),
+                ("lr", "--lr"),
+                ("batch_size", "--batch-size"),
+                ("momentum", "--momentum"),
+                ("weight_decay", "--weight-decay"),
+                ("mixup_alpha", "--mixup"),
+                ("lr_decay every", "--lr-decay"),
+                ("lr_decay gamma", "--lr-decay"),
+                ("holdout", "--holdout"),
+                ("subset", "--subset"),
+                ("label_noise", "--label-noise"),
+                ("beta1", "--optimizer"),
+                ("beta2", "--optimizer"),
+                ("eps", "--optimizer"),
+            ],
+        )?;
         Ok(spec)
     }
 }
