@@ -222,19 +222,16 @@ impl Chart for BarChart {
                 .build_cartesian_2d(value_axis, cat_axis)
                 .map_err(m)?;
             let mut c = c;
-            c.configure_mesh()
-                .disable_y_mesh()
-                .x_labels(7)
-                .y_labels(n.max(1))
-                .x_desc(&self.value_label)
-                .y_desc(&self.category_label)
-                .axis_desc_style(common::text(style::LABEL_SIZE, INK))
-                .label_style(common::text(style::TICK_SIZE, INK))
-                .bold_line_style(style::GRID)
-                .light_line_style(TRANSPARENT)
-                .axis_style(INK)
-                .draw()
-                .map_err(m)?;
+            common::house_mesh(
+                c.configure_mesh()
+                    .disable_y_mesh()
+                    .x_labels(7)
+                    .y_labels(n.max(1))
+                    .x_desc(&self.value_label)
+                    .y_desc(&self.category_label),
+            )
+            .draw()
+            .map_err(m)?;
             let _ = finish!(
                 c,
                 |a: f64, bb: f64, v: f64| [(0.0, a), (v, bb)],
@@ -267,20 +264,17 @@ impl Chart for BarChart {
                 .y_label_area_size(78)
                 .build_cartesian_2d(cat_axis, value_axis)
                 .map_err(m)?;
-            c.configure_mesh()
-                .disable_x_mesh()
-                .x_labels(n.max(1))
-                .x_label_formatter(&|_| String::new())
-                .y_labels(7)
-                .x_desc(&self.category_label)
-                .y_desc(&self.value_label)
-                .axis_desc_style(common::text(style::LABEL_SIZE, INK))
-                .label_style(common::text(style::TICK_SIZE, INK))
-                .bold_line_style(style::GRID)
-                .light_line_style(TRANSPARENT)
-                .axis_style(INK)
-                .draw()
-                .map_err(m)?;
+            common::house_mesh(
+                c.configure_mesh()
+                    .disable_x_mesh()
+                    .x_labels(n.max(1))
+                    .x_label_formatter(&|_| String::new())
+                    .y_labels(7)
+                    .x_desc(&self.category_label)
+                    .y_desc(&self.value_label),
+            )
+            .draw()
+            .map_err(m)?;
             let c = finish!(
                 c,
                 |a: f64, bb: f64, v: f64| [(a, 0.0), (bb, v)],

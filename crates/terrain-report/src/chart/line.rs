@@ -215,19 +215,16 @@ fn draw_panel<DB: DrawingBackend>(
         .y_label_area_size(78)
         .build_cartesian_2d(xa, ya)
         .map_err(m)?;
-    chart
-        .configure_mesh()
-        .x_labels(8)
-        .y_labels(6)
-        .x_desc(&panel.x_label)
-        .y_desc(&panel.y_label)
-        .axis_desc_style(common::text(style::LABEL_SIZE, INK))
-        .label_style(common::text(style::TICK_SIZE, INK))
-        .bold_line_style(style::GRID)
-        .light_line_style(TRANSPARENT)
-        .axis_style(INK)
-        .draw()
-        .map_err(m)?;
+    common::house_mesh(
+        chart
+            .configure_mesh()
+            .x_labels(8)
+            .y_labels(6)
+            .x_desc(&panel.x_label)
+            .y_desc(&panel.y_label),
+    )
+    .draw()
+    .map_err(m)?;
     for (i, rs) in runs.iter().enumerate() {
         let color = style::series_color(i);
         let line = color.stroke_width(2);

@@ -252,6 +252,24 @@ pub(crate) mod common {
         style::{self, ColorScale, FONT, INK},
     };
 
+    /// The house style of axes, tick labels and grid lines, applied to a plotters mesh.
+    pub fn house_mesh<'m, 'a, 'b, X, Y, XT, YT, DB>(
+        mesh: &'m mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB>,
+    ) -> &'m mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB>
+    where
+        X: plotters::coord::ranged1d::Ranged<ValueType = XT>
+            + plotters::coord::ranged1d::ValueFormatter<XT>,
+        Y: plotters::coord::ranged1d::Ranged<ValueType = YT>
+            + plotters::coord::ranged1d::ValueFormatter<YT>,
+        DB: DrawingBackend,
+    {
+        mesh.axis_desc_style(text(style::LABEL_SIZE, INK))
+            .label_style(text(style::TICK_SIZE, INK))
+            .bold_line_style(style::GRID)
+            .light_line_style(TRANSPARENT)
+            .axis_style(INK)
+    }
+
     /// A font of `size` pixels.
     pub fn font(size: f64) -> FontDesc<'static> {
         FontDesc::new(FontFamily::Name(FONT), size, FontStyle::Normal)

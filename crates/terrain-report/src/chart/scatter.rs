@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     Error, Result,
-    style::{self, ColorScale, INK},
+    style::{self, ColorScale},
 };
 
 /// One point of a scatter chart.
@@ -147,18 +147,15 @@ impl Chart for ScatterChart {
             .y_label_area_size(78)
             .build_cartesian_2d(xa, ya)
             .map_err(m)?;
-        c.configure_mesh()
-            .x_labels(8)
-            .y_labels(8)
-            .x_desc(&self.x_label)
-            .y_desc(&self.y_label)
-            .axis_desc_style(common::text(style::LABEL_SIZE, INK))
-            .label_style(common::text(style::TICK_SIZE, INK))
-            .bold_line_style(style::GRID)
-            .light_line_style(TRANSPARENT)
-            .axis_style(INK)
-            .draw()
-            .map_err(m)?;
+        common::house_mesh(
+            c.configure_mesh()
+                .x_labels(8)
+                .y_labels(8)
+                .x_desc(&self.x_label)
+                .y_desc(&self.y_label),
+        )
+        .draw()
+        .map_err(m)?;
         let color_of = |p: &ScatterPoint| match (&scale, &p.category) {
             (Some(s), _) => p.value.map(|v| s.color(v)).unwrap_or(style::MISSING),
             (None, Some(cat)) => {
