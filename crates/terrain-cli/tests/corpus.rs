@@ -555,6 +555,26 @@ fn no_input_panics_or_aborts_and_every_error_names_its_culprit() {
         &hessian(&["--batch-size", m, "--top-k", "1"]),
     ));
 
+    // 6. `eval`.
+    cases.push(case(
+        "eval --batch-size 0",
+        &["eval", good.as_str(), "--data", "iris", "--batch-size", "0"],
+        &["batch_size"],
+    ));
+    cases.push(valid(
+        "eval --batch-size u64::MAX",
+        &["eval", good.as_str(), "--data", "iris", "--batch-size", m],
+    ));
+    cases.push(case(
+        "eval --rows test without a recipe",
+        &["eval", good.as_str(), "--data", "iris", "--rows", "test"],
+        &["recipe"],
+    ));
+    cases.push(valid(
+        "hessian --seed u64::MAX",
+        &hessian(&["--seed", m, "--top-k", "1"]),
+    ));
+
     assert!(cases.len() >= 60, "only {} cases", cases.len());
     let failures: Vec<String> = cases
         .iter()
