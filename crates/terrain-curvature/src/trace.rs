@@ -57,7 +57,8 @@ pub struct TraceEstimate {
     pub samples: usize,
     /// Operator products spent.
     pub matvecs: usize,
-    /// Hutchinson: whether the stopping rule fired before `max_samples`. Hutch++: always true.
+    /// Whether the estimate is final as configured: with a fixed budget (`tol = 0`, the default,
+    /// and Hutch++) always true; with PyHessian's rule, whether it fired before `max_samples`.
     pub converged: bool,
     /// The random terms themselves: `vᵀHv` per probe (what PyHessian's `trace()` returns), or the
     /// Hutch++ residual terms `gᵀ(I−QQᵀ)H(I−QQᵀ)g`.
@@ -214,7 +215,8 @@ pub fn hutchinson(
     let mut draws = Vec::with_capacity(config.max_samples.min(4096));
     let mut prev = 0.0;
     let mut sum = 0.0;
-    let mut converged = false;
+    // A fixed budget (tol = 0) is complete once spent; a stopping rule must fire.
+    let mut converged = config.tol == 0.0;
     for i in 0..config.max_samples {
         let v = vector::random(
             op.dim(),

@@ -100,7 +100,8 @@ pub struct DataSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Standardize {
-    /// Inputs of tabular data (one feature vector per row; images are left alone) and the
+    /// Inputs stored as one feature vector per row (every built-in set, the digits included;
+    /// `[C, H, W]` images are left alone) and the
     /// targets of regression: unstandardised regression diverges at ordinary learning rates
     /// (Boston house prices) and unstandardised tabular classification can stick at the majority
     /// class (breast cancer).

@@ -40,7 +40,10 @@ pub fn run(ctx: &Context, a: InfoArgs) -> Result<()> {
         .iter()
         .filter(|(k, _)| k.as_str() != terrain_model::checkpoint::ARCH_KEY)
         .map(|(k, v)| {
-            let parsed = serde_json::from_str(v).unwrap_or_else(|_| json!(v));
+            let mut parsed = serde_json::from_str(v).unwrap_or_else(|_| json!(v));
+            if ctx.format == terrain_report::Format::Table {
+                shorten_arrays(&mut parsed);
+            }
             (k.clone(), parsed)
         })
         .collect();
@@ -56,4 +59,25 @@ pub fn run(ctx: &Context, a: InfoArgs) -> Result<()> {
         }),
     );
     Ok(())
+}
+
+/// For the terminal table: arrays of more than 8 numbers (a standardiser's 784 means) become a
+/// short summary; `--format json` keeps every value.
+fn shorten_arrays(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Array(items) if items.len() > 8 => {
+            let nums: Vec<f64> = items.iter().filter_map(serde_json::Value::as_f64).collect();
+            let summary = if nums.len() == items.len() {
+                let lo = nums.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = nums.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                format!("[{} values in {lo:.4} … {hi:.4}]", nums.len())
+            } else {
+                format!("[{} values]", items.len())
+            };
+            *v = serde_json::Value::String(summary);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(shorten_arrays),
+        serde_json::Value::Object(map) => map.values_mut().for_each(shorten_arrays),
+        _ => {}
+    }
 }

@@ -64,7 +64,8 @@ pub fn load_checkpoint(
         dtype,
         device: device.clone(),
     };
-    checkpoint::load(path, &opts).with_context(|| format!("loading checkpoint {}", path.display()))
+    // Every checkpoint error names the file already.
+    checkpoint::load(path, &opts).context("loading a checkpoint")
 }
 
 /// A checkpoint and the data it is measured on: the arguments `eval` and `hessian` share.
