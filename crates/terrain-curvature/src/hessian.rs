@@ -70,7 +70,7 @@ impl ParamFilter {
             {
                 return Err(Error::NoParameterMatches {
                     pattern: p.clone(),
-                    available: short_list(names),
+                    available: terrain_model::error::name_list(names),
                 });
             }
         }
@@ -98,14 +98,6 @@ fn glob(pattern: &str, name: &str) -> bool {
         }
     }
     true
-}
-
-pub(crate) fn short_list(names: &[String]) -> String {
-    let mut s = names.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
-    if names.len() > 8 {
-        s.push_str(&format!(", ... ({} in all)", names.len()));
-    }
-    s
 }
 
 /// Settings of a [`HessianOperator`].
@@ -417,14 +409,14 @@ impl<'m> HessianOperator<'m> {
             let jv = av
                 .ok_or(Error::NoDerivative {
                     order: "first",
-                    names: short_list(&self.names),
+                    names: terrain_model::error::name_list(&self.names),
                 })?
                 .backward()?
                 .get(u.as_tensor())
                 .cloned()
                 .ok_or(Error::NoDerivative {
                     order: "second",
-                    names: short_list(&self.names),
+                    names: terrain_model::error::name_list(&self.names),
                 })?
                 .detach();
             let w = self.batch_weight(b) / b.len() as f64;
@@ -506,7 +498,7 @@ fn attached_grads(l: &Tensor, vars: &[&Var], names: &[String]) -> Result<Vec<Ten
     if !missing.is_empty() {
         return Err(Error::NoDerivative {
             order: "first",
-            names: short_list(&missing),
+            names: terrain_model::error::name_list(&missing),
         });
     }
     Ok(grads)
@@ -557,7 +549,7 @@ fn double_backward_product(
         if !reached {
             return Err(Error::NoDerivative {
                 order: "second",
-                names: short_list(names),
+                names: terrain_model::error::name_list(names),
             });
         }
     }

@@ -15,10 +15,7 @@ use std::{
 use candle_core::{DType, Device, Tensor, safetensors::Load};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    ArchSpec, Error, Model, Result, data::Standardizer, loss::Evaluation, run::RunSpec,
-    train::TrainConfig,
-};
+use crate::{ArchSpec, Error, Model, Result, data::Standardizer, loss::Evaluation, run::RunSpec};
 
 /// Every `__metadata__` key terrain writes, in one place.
 pub mod keys {
@@ -50,8 +47,6 @@ pub mod keys {
     pub const STATE_EPOCHS: &str = "terrain.train.epochs_done";
     /// Training-state files: optimiser steps done.
     pub const STATE_STEPS: &str = "terrain.train.steps";
-    /// Training-state files: the configuration that wrote them.
-    pub const STATE_CONFIG: &str = "terrain.train.config";
     /// Training-state files: every setting that shapes the run, flattened (compared on resume).
     pub const STATE_FINGERPRINT: &str = "terrain.train.fingerprint";
 }
@@ -95,7 +90,6 @@ impl TrainingRecord {
     /// The metadata entries of this record (the architecture and format are added by [`save`]).
     pub fn to_metadata(&self) -> Result<BTreeMap<String, String>> {
         let mut m = BTreeMap::new();
-        let json = |v: &dyn erased::Json| v.to_json();
         if let Some(run) = &self.run {
             m.insert(keys::RUN.into(), json(run)?);
             m.insert(keys::TRAIN_CONFIG.into(), json(&run.training)?);
@@ -181,41 +175,11 @@ impl TrainingRecord {
             test_rows: get(metadata, keys::TEST_ROWS, path)?,
         })
     }
-
-    /// The training configuration: from the recipe, else from the older stand-alone entry.
-    pub fn train_config(
-        metadata: &BTreeMap<String, String>,
-        path: &Path,
-    ) -> Result<Option<TrainConfig>> {
-        match Self::from_metadata(metadata, path)?.run {
-            Some(run) => Ok(Some(run.training)),
-            None => metadata
-                .get(keys::TRAIN_CONFIG)
-                .map(|v| {
-                    serde_json::from_str(v).map_err(|e| Error::Safetensors {
-                        path: path.to_path_buf(),
-                        reason: format!("metadata `{}` is malformed: {e}", keys::TRAIN_CONFIG),
-                    })
-                })
-                .transpose(),
-        }
-    }
 }
 
-/// JSON serialisation behind a trait object, so one closure serialises every record field.
-mod erased {
-    use crate::{Error, Result};
-
-    pub trait Json {
-        fn to_json(&self) -> Result<String>;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> Result<String> {
-            serde_json::to_string(self)
-                .map_err(|e| Error::config("metadata", "value", e.to_string()))
-        }
-    }
+/// `value` as JSON text (for metadata entries and the safetensors header).
+fn json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::config("metadata", "value", e.to_string()))
 }
 
 /// The raw contents of a safetensors file: metadata and tensors (on the CPU, file order by name).
@@ -289,7 +253,6 @@ pub fn write_file(
 /// spaces to a multiple of 8 bytes (as the reference implementation does).
 fn serialize(tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
     use safetensors::View;
-    let json = |v: &dyn erased::Json| v.to_json();
     let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     if let Some(w) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
@@ -473,18 +436,11 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Checkpoint> {
         tensors.insert(name.clone(), t.clone());
     }
     if let Some(missing) = slots.iter().find(|s| !tensors.contains_key(&s.name)) {
-        let mut names: Vec<&str> = raw.tensors.keys().map(String::as_str).take(8).collect();
-        if raw.tensors.len() > 8 {
-            names.push("...");
-        }
+        let names: Vec<&String> = raw.tensors.keys().collect();
         return Err(Error::MissingTensor {
             path: path.to_path_buf(),
             name: missing.name.clone(),
-            available: if names.is_empty() {
-                "no tensors".into()
-            } else {
-                names.join(", ")
-            },
+            available: crate::error::name_list(&names),
         });
     }
     let dtype = opts.dtype.unwrap_or(match file_dtype {

@@ -99,7 +99,7 @@ impl Model {
         let available = {
             let mut names: Vec<&String> = tensors.keys().collect();
             names.sort();
-            summarize_names(&names)
+            crate::error::name_list(&names)
         };
         let net = description.try_map(|slot: &TensorSlot| -> Result<Var> {
             let t = tensors
@@ -314,22 +314,4 @@ pub fn check_finite(t: &Tensor, name: &str, context: &str) -> Result<()> {
             index,
         }),
     }
-}
-
-/// A short list of names for error messages: the first few, then how many more.
-pub(crate) fn summarize_names<S: AsRef<str>>(names: &[S]) -> String {
-    const SHOWN: usize = 8;
-    let mut s = names
-        .iter()
-        .take(SHOWN)
-        .map(|n| format!("`{}`", n.as_ref()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > SHOWN {
-        s.push_str(&format!(" and {} more", names.len() - SHOWN));
-    }
-    if names.is_empty() {
-        s.push_str("no tensors");
-    }
-    s
 }

@@ -352,8 +352,11 @@ impl RunSpec {
         if let Some(t) = test {
             loss::check_fits(&model, t)?;
         }
-        let mut trainer =
-            Trainer::new(self.training.clone())?.with_fingerprint(self.fingerprint(&prepared)?);
+        let mut trainer = Trainer::new(self.training.clone())?;
+        if options.state.is_some() {
+            // Only a state file compares fingerprints: hash the data only then.
+            trainer = trainer.with_fingerprint(self.fingerprint(&prepared)?);
+        }
         if let Some(o) = objective {
             trainer = trainer.with_objective(o);
         }

@@ -382,7 +382,7 @@ pub fn reduced_gradient(
         .collect();
     if !missing.is_empty() {
         return Err(Error::NoGradient {
-            names: crate::model::summarize_names(&missing),
+            names: crate::error::name_list(&missing),
         });
     }
     let grads = model
@@ -484,7 +484,7 @@ pub struct TrainReport {
     pub objective: String,
 }
 
-use checkpoint::keys::{STATE_CONFIG, STATE_EPOCHS, STATE_STEPS};
+use checkpoint::keys::{STATE_EPOCHS, STATE_STEPS};
 
 impl Trainer {
     /// A trainer with the ERM objective; the configuration is checked.
@@ -684,10 +684,6 @@ impl Trainer {
         let mut meta = BTreeMap::new();
         meta.insert(STATE_EPOCHS.into(), state.epochs_done.to_string());
         meta.insert(STATE_STEPS.into(), state.steps.to_string());
-        meta.insert(
-            STATE_CONFIG.into(),
-            serde_json::to_string(&self.config).expect("configs serialise"),
-        );
         meta.insert(
             checkpoint::keys::STATE_FINGERPRINT.into(),
             serde_json::to_string(&self.full_fingerprint()).expect("maps serialise"),

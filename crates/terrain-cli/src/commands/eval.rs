@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 use terrain_model::{data::Dataset, loss};
 
-use super::{CheckpointData, CheckpointDataArgs, Context};
+use super::{CheckpointDataArgs, Context};
 
 /// Which rows of the data set to evaluate on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,44 +39,42 @@ pub struct EvalArgs {
 
 /// Runs `terrain eval`.
 pub fn run(ctx: &Context, a: EvalArgs) -> Result<()> {
-    let CheckpointData {
-        ckpt,
-        data,
-        standardized,
-        loss: kind,
-    } = a.input.load(&ctx.device, a.seed)?;
-    let recipe = ckpt.record()?.run;
-    let trained_on_this = recipe.as_ref().filter(|r| {
+    let (ckpt, record) = a.input.load_checkpoint(&ctx.device)?;
+    let trained_on_this = record.run.as_ref().filter(|r| {
         r.data.test_source.is_none()
             && terrain_model::data::same_source(&r.data.source, &a.input.data.data)
     });
-    let (rows, which): (Dataset, String) = match (a.rows, trained_on_this) {
-        (Rows::All, _) | (Rows::Auto, None) => {
-            let n = data.len();
-            (data, format!("all {n} rows"))
-        }
+    // The data are loaded once: as they are (standardised as recorded), or prepared by the
+    // checkpoint's recipe when its split is asked for.
+    let all_rows = |why: &str| -> Result<(Dataset, bool, String)> {
+        let (data, standardized) = a.input.load_data(&record, a.seed)?;
+        let n = data.len();
+        Ok((data, standardized, format!("all {n} rows{why}")))
+    };
+    let (rows, standardized, which) = match (a.rows, trained_on_this) {
+        (Rows::All, _) | (Rows::Auto, None) => all_rows("")?,
         (Rows::Auto | Rows::Test | Rows::Train, Some(r)) => {
             let prepared = r.prepare_data(a.input.data.data_dir.as_deref())?;
+            let standardized = prepared.standardizer.is_some();
             if a.rows == Rows::Train {
                 let n = prepared.train.len();
-                (prepared.train, format!("the {n} training rows"))
+                (
+                    prepared.train,
+                    standardized,
+                    format!("the {n} training rows"),
+                )
             } else {
                 match prepared.test {
                     Some(t) => {
                         let n = t.len();
-                        (
-                            t,
-                            format!(
-                                "the {n} held-out rows ({:.0}% of {}, split as in training)",
-                                100.0 * r.data.holdout,
-                                r.data.source
-                            ),
-                        )
+                        let which = format!(
+                            "the {n} held-out rows ({:.0}% of {}, split as in training)",
+                            100.0 * r.data.holdout,
+                            r.data.source
+                        );
+                        (t, standardized, which)
                     }
-                    None if a.rows == Rows::Auto => {
-                        let n = data.len();
-                        (data, format!("all {n} rows (training held none out)"))
-                    }
+                    None if a.rows == Rows::Auto => all_rows(" (training held none out)")?,
                     None => bail!("the checkpoint's training held out no rows (holdout 0)"),
                 }
             }
@@ -91,6 +89,7 @@ pub fn run(ctx: &Context, a: EvalArgs) -> Result<()> {
             }
         ),
     };
+    let kind = a.input.loss_for(&rows);
     let e = loss::evaluate_with(&ckpt.model, &rows, a.batch_size, kind)?;
     terrain_report::table::print_value(
         ctx.format,

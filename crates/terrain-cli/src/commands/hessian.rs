@@ -1,7 +1,7 @@
 //! `terrain hessian`: the Hessian of a checkpoint's loss on a data set — top eigenvalues, trace,
 //! spectral density (with a PNG plot) and the diagonal.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
@@ -15,10 +15,10 @@ use terrain_curvature::{
 
 use terrain_report::{
     Format,
-    chart::{Chart, LineChart, Panel, PictureFormat, Series},
+    chart::{Chart, LineChart, Panel, Series},
 };
 
-use super::{CheckpointData, CheckpointDataArgs, Context, check_parent_dir, flags};
+use super::{CheckpointData, CheckpointDataArgs, Context, check_plot_path, flags};
 
 /// Eigenvalue solver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,12 +128,8 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
     terrain_model::autodiff::ensure_second_order()?;
     if a.density {
         // Before the work: an unwritable plot path should not cost a density run.
-        let path = a
-            .plot
-            .clone()
-            .unwrap_or_else(|| default_plot_path(&a.input.checkpoint));
-        PictureFormat::from_path(&path)?;
-        check_parent_dir(&path)?;
+        let path = a.plot_path();
+        check_plot_path(&path)?;
     }
     let CheckpointData {
         ckpt,
@@ -342,10 +338,7 @@ fn spectral_density(op: &HessianOperator<'_>, a: &HessianArgs, format: Format) -
             ("bins", "--density-bins"),
         ],
     )?;
-    let path = a
-        .plot
-        .clone()
-        .unwrap_or_else(|| default_plot_path(&a.input.checkpoint));
+    let path = a.plot_path();
     // PyHessian's grid ends 0.01 beyond the extreme nodes, which cuts the outermost peaks in
     // half once σ exceeds a few thousandths: the plot re-broadens onto a grid padded by 5σ.
     // (The numbers in the output keep PyHessian's grid.)
@@ -398,12 +391,20 @@ fn spectral_density(op: &HessianOperator<'_>, a: &HessianArgs, format: Format) -
     Ok(v)
 }
 
-fn default_plot_path(checkpoint: &Path) -> PathBuf {
-    let stem = checkpoint
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "hessian".into());
-    PathBuf::from(format!("{stem}-density.png"))
+impl HessianArgs {
+    /// Where the density plot goes: --plot, else CHECKPOINT-STEM-density.png here.
+    fn plot_path(&self) -> PathBuf {
+        if let Some(p) = &self.plot {
+            return p.clone();
+        }
+        let stem = self
+            .input
+            .checkpoint
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "hessian".into());
+        PathBuf::from(format!("{stem}-density.png"))
+    }
 }
 
 /// The diagonal's summary and its per-parameter table.

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use candle_core::{DType, Device};
 use terrain_model::{
     ArchSpec,
-    checkpoint::{self, Checkpoint},
+    checkpoint::{self, Checkpoint, TrainingRecord},
     data::{self, Dataset},
     device::FloatType,
     loss::LossKind,
@@ -102,10 +102,29 @@ impl CheckpointDataArgs {
     /// Loads the checkpoint and the data (`seed` is for synthetic data sets), reapplying the
     /// standardisation the checkpoint was trained with.
     pub fn load(&self, device: &Device, seed: u64) -> Result<CheckpointData> {
+        let (ckpt, record) = self.load_checkpoint(device)?;
+        let (data, standardized) = self.load_data(&record, seed)?;
+        let loss = self.loss_for(&data);
+        Ok(CheckpointData {
+            ckpt,
+            data,
+            standardized,
+            loss,
+        })
+    }
+
+    /// The checkpoint, in the requested dtype on `device`, and what it records of its training.
+    pub fn load_checkpoint(&self, device: &Device) -> Result<(Checkpoint, TrainingRecord)> {
         let dtype = self.dtype.map(FloatType::dtype);
         let ckpt = load_checkpoint(&self.checkpoint, self.arch.as_ref(), dtype, device)?;
-        let raw = self.data.load(seed)?;
         let record = ckpt.record()?;
+        Ok((ckpt, record))
+    }
+
+    /// The data (`seed` is for synthetic data sets), standardised as `record` says the model was
+    /// trained, and whether its inputs were.
+    pub fn load_data(&self, record: &TrainingRecord, seed: u64) -> Result<(Dataset, bool)> {
+        let raw = self.data.load(seed)?;
         let (data, standardized) = match &record.standardizer {
             Some(s) => (s.apply(&raw)?, true),
             None => (raw, false),
@@ -115,19 +134,19 @@ impl CheckpointDataArgs {
             (Some(s), terrain_model::data::Targets::Values(_)) => s.apply_targets(&data)?,
             _ => data,
         };
-        let loss = self.loss.unwrap_or_else(|| LossKind::for_task(data.task));
-        Ok(CheckpointData {
-            ckpt,
-            data,
-            standardized,
-            loss,
-        })
+        Ok((data, standardized))
+    }
+
+    /// The loss asked for, else the task's natural one.
+    pub fn loss_for(&self, data: &Dataset) -> LossKind {
+        self.loss.unwrap_or_else(|| LossKind::for_task(data.task))
     }
 }
 
-/// Fails unless the directory `path` would be written in exists: checked before long work, so a
-/// typo in an output path does not cost the run.
-pub fn check_parent_dir(path: &Path) -> Result<()> {
+/// Fails unless `path` can take a picture: a `.png` or `.svg` name in a directory that exists.
+/// Checked before long work, so a typo in an output path does not cost the run.
+pub fn check_plot_path(path: &Path) -> Result<()> {
+    terrain_report::chart::PictureFormat::from_path(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => return Ok(()),

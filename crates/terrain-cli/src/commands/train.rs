@@ -13,9 +13,9 @@ use terrain_model::{
     train::{LrDecay, Optimizer, TrainConfig, TrainEvent},
 };
 
-use terrain_report::chart::{Chart, LineChart, Panel, PictureFormat, Series};
+use terrain_report::chart::{Chart, LineChart, Panel, Series};
 
-use super::{Context, DataArgs, check_parent_dir, flags};
+use super::{Context, DataArgs, check_plot_path, flags};
 
 /// Arguments of `terrain train`.
 #[derive(Debug, clap::Args)]
@@ -227,8 +227,7 @@ pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
     };
     if let Some(path) = &a.plot {
         // Before the work: a plot path that cannot be written should not cost a training run.
-        PictureFormat::from_path(path)?;
-        check_parent_dir(path)?;
+        check_plot_path(path)?;
     }
     let outcome = spec
         .run_observed(&options, None, &mut |event| match event {

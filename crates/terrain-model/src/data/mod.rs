@@ -595,12 +595,7 @@ impl Dataset {
                 format!("selects no row of the {n} rows of `{}`", self.name),
             ));
         }
-        if k >= n {
-            return Ok(self.clone());
-        }
-        let (mut picked, _) = self.pick(k, seed)?;
-        picked.sort_unstable();
-        self.rows(&picked)
+        self.sample_rows(k, seed)
     }
 
     /// A 64-bit FNV-1a hash of the inputs and targets (values, shapes and order), to tell two
