@@ -224,6 +224,12 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
             "trace_estimate".into(),
             json!({
                 "method": t.method,
+                // The stopping rule: pyhessian's early stop, or a fixed budget.
+                "rule": if a.trace_method == TraceEstimator::Pyhessian {
+                    "pyhessian"
+                } else {
+                    "fixed budget"
+                },
                 "samples": t.samples,
                 "matvecs": t.matvecs,
                 "converged": t.converged,
