@@ -6,6 +6,7 @@
 mod alloc;
 mod bench;
 mod datasets;
+mod reproduce_mdtree;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -35,7 +36,17 @@ enum Command {
     Datasets(datasets::Args),
     /// Benchmarks reported as ratios to a plain gradient in the same run (`bench curvature`).
     Bench(bench::Args),
+    /// Paper reproductions: terrain's numbers beside the published ones.
+    #[command(subcommand)]
+    Reproduce(Reproduce),
     // Room for sweeps, model zoos and paper reproductions.
+}
+
+/// The papers `cargo xtask reproduce` knows.
+#[derive(Debug, Subcommand)]
+enum Reproduce {
+    /// MD tree (Zhou et al., ICML 2024): Table B from the authors' public metric tables.
+    Mdtree(reproduce_mdtree::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +63,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Datasets(args) => datasets::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Reproduce(Reproduce::Mdtree(args)) => reproduce_mdtree::run(args),
     }
 }
 

@@ -37,6 +37,8 @@ enum Command {
     Hessian(commands::hessian::HessianArgs),
     /// Show a checkpoint's architecture, parameter count, tensors and metadata.
     Info(commands::info::InfoArgs),
+    /// Model diagnosis with the MD tree: why a trained model fails, from its loss landscape.
+    Diagnose(commands::diagnose::DiagnoseArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +70,7 @@ fn main() -> std::process::ExitCode {
                 Command::Eval(a) => commands::eval::run(&ctx, a),
                 Command::Info(a) => commands::info::run(&ctx, a),
                 Command::Hessian(a) => commands::hessian::run(&ctx, a),
+                Command::Diagnose(a) => commands::diagnose::run(&ctx, a),
             }
         });
     match result {

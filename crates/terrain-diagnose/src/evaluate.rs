@@ -49,8 +49,10 @@ pub const PAPER_SEEDS: [u32; 5] = [42, 90, 38, 18, 72];
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// The MD tree of the question.
+    #[serde(rename = "mdtree")]
     MdTree,
     /// The MD tree with CKA instead of the Hessian trace (temperature question only).
+    #[serde(rename = "mdtree-cka")]
     MdTreeCka,
     /// CART on hyperparameters ("Hyper + DT").
     HyperDt,
@@ -375,4 +377,37 @@ pub fn evaluate(
     }
     out.accuracy = out.per_seed.iter().sum::<f64>() / out.per_seed.len() as f64;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_round_trip_in_text_and_serde() {
+        for m in Method::ALL {
+            assert_eq!(m.to_string().parse::<Method>().unwrap(), m);
+            assert_eq!(serde_json::to_value(m).unwrap(), m.name());
+        }
+        assert!("forest".parse::<Method>().is_err());
+    }
+
+    #[test]
+    fn the_config_checks_its_fields() {
+        let ok = EvalConfig::new(Question::Temp, Method::MdTree, Sampling::All);
+        assert!(ok.check().is_ok());
+        assert_eq!(
+            EvalConfig::new(Question::Data, Method::ValidDt, Sampling::All).min_width,
+            Some(32.0)
+        );
+        let mut bad = ok.clone();
+        bad.max_depth = 0;
+        assert!(bad.check().unwrap_err().to_string().contains("max_depth"));
+        let mut bad = ok.clone();
+        bad.min_width = Some(f64::NAN);
+        assert!(bad.check().unwrap_err().to_string().contains("min_width"));
+        let mut bad = ok;
+        bad.sampling = Sampling::Random(0);
+        assert!(bad.check().unwrap_err().to_string().contains("sample"));
+    }
 }

@@ -1,5 +1,6 @@
 //! The subcommands, and what they share: run context, data-set options, checkpoint loading.
 
+pub mod diagnose;
 pub mod eval;
 pub mod hessian;
 pub mod info;
