@@ -205,3 +205,207 @@ fn evaluate_bad_input_names_the_culprit() {
         "{err}"
     );
 }
+
+#[test]
+fn fit_writes_a_tree_that_explain_applies_with_a_picture() {
+    let (clean, noisy) = tables();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("temp.json");
+    let fit_png = dir.path().join("fit.png");
+    let v = ok(&[
+        "diagnose",
+        "fit",
+        "--table",
+        &clean,
+        "--question",
+        "temp",
+        "--out",
+        tree.to_str().unwrap(),
+        "--plot",
+        fit_png.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    // The one-pass fit on all 1560 clean rows (methods.md §2.5: 0.146 %, -4.42, 6.14).
+    assert_eq!(
+        v["thresholds"][1].as_f64().unwrap(),
+        -4.421_967_977_992_452,
+        "{v}"
+    );
+    assert_eq!(v["n_train"], 1560);
+    assert!(std::fs::metadata(&fit_png).unwrap().len() > 1000);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tree).unwrap()).unwrap();
+    assert_eq!(
+        (doc["kind"].as_str(), doc["schema_version"].as_u64()),
+        (Some("mdtree"), Some(1))
+    );
+    assert_eq!(doc["data"]["features"][2], "hessian_t");
+    // Row 1 of the noisy table: width 2, batch 16: not interpolating, poorly connected, flat.
+    let svg = dir.path().join("why.svg");
+    let d = ok(&[
+        "diagnose",
+        "explain",
+        "--tree",
+        tree.to_str().unwrap(),
+        "--table",
+        &noisy,
+        "--row",
+        "1",
+        "--plot",
+        svg.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(d["label"], "large", "{d}");
+    assert!(
+        d["advice"]
+            .as_str()
+            .unwrap()
+            .contains("raise the batch size")
+    );
+    let ev = d["evidence"].as_array().unwrap();
+    assert_eq!(ev.len(), 3);
+    assert_eq!(ev[0]["metric"], "train_error");
+    assert_eq!(ev[0]["direction"], ">");
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        picture.contains("this model") && picture.contains("on this model"),
+        "path marked"
+    );
+    // The same tree from name=value pairs: an interpolating model.
+    let d = ok(&[
+        "diagnose",
+        "explain",
+        "--tree",
+        tree.to_str().unwrap(),
+        "--format",
+        "json",
+        "--features",
+        "train_error=0.01,mode_connectivity_peak=-2,hessian_t=7",
+    ]);
+    assert_eq!(d["label"], "small");
+}
+
+#[test]
+fn tree_files_for_other_features_and_bad_rows_are_refused() {
+    let (clean, _) = tables();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("t.json");
+    ok(&[
+        "diagnose",
+        "fit",
+        "--table",
+        &clean,
+        "--question",
+        "width",
+        "--out",
+        tree.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    // A tree file edited to list other features.
+    let text = std::fs::read_to_string(&tree).unwrap();
+    let other = dir.path().join("other.json");
+    std::fs::write(
+        &other,
+        text.replacen("\"mode_connectivity_peak\"", "\"CKA\"", 1),
+    )
+    .unwrap();
+    let err = fails(&[
+        "diagnose",
+        "explain",
+        "--tree",
+        other.to_str().unwrap(),
+        "--features",
+        "train_error=1",
+    ]);
+    assert!(
+        err.contains("other.json") && err.contains("CKA") && err.contains("mode_connectivity_peak"),
+        "{err}"
+    );
+    // A record of another kind.
+    let wrong = dir.path().join("wrong.json");
+    std::fs::write(&wrong, text.replacen("\"mdtree\"", "\"metrics\"", 1)).unwrap();
+    let err = fails(&[
+        "diagnose",
+        "explain",
+        "--tree",
+        wrong.to_str().unwrap(),
+        "--features",
+        "train_error=1",
+    ]);
+    assert!(
+        err.contains("wrong.json") && err.contains("metrics"),
+        "{err}"
+    );
+    // A row without the tree's features, a row past the end, a malformed pair.
+    let err = fails(&[
+        "diagnose",
+        "explain",
+        "--tree",
+        tree.to_str().unwrap(),
+        "--features",
+        "train_error=1,hessian_t=3",
+    ]);
+    assert!(
+        err.contains("mode_connectivity_peak") && err.contains("hessian_t"),
+        "{err}"
+    );
+    let err = fails(&[
+        "diagnose",
+        "explain",
+        "--tree",
+        tree.to_str().unwrap(),
+        "--table",
+        &clean,
+        "--row",
+        "5000",
+    ]);
+    assert!(err.contains("row 5000") && err.contains("1690"), "{err}");
+    let err = fails(&[
+        "diagnose",
+        "explain",
+        "--tree",
+        tree.to_str().unwrap(),
+        "--features",
+        "train_error",
+    ]);
+    assert!(
+        err.contains("--features") && err.contains("NAME=VALUE"),
+        "{err}"
+    );
+    // No features at all, and a method that is not an MD tree.
+    let err = fails(&["diagnose", "explain", "--tree", tree.to_str().unwrap()]);
+    assert!(
+        err.contains("--features") && err.contains("train_error=..."),
+        "{err}"
+    );
+    let err = fails(&[
+        "diagnose",
+        "fit",
+        "--table",
+        &clean,
+        "--question",
+        "temp",
+        "--method",
+        "valid-dt",
+        "--out",
+        "x.json",
+    ]);
+    assert!(err.contains("--method"), "{err}");
+    // An unwritable picture is refused before the fit.
+    let err = fails(&[
+        "diagnose",
+        "fit",
+        "--table",
+        &clean,
+        "--question",
+        "temp",
+        "--out",
+        "x.json",
+        "--plot",
+        "/nonexistent/t.png",
+    ]);
+    assert!(err.contains("/nonexistent"), "{err}");
+}

@@ -13,7 +13,9 @@
 //! - [`cart`]: the CART baselines with scikit-learn's semantics, split order included;
 //! - [`sample`]: the paper's samplings of the training configurations, drawn with numpy's
 //!   legacy stream ([`numpy_rng`]) so they pick what the authors' code picks;
-//! - [`evaluate`]: the evaluation protocol (fit on one table, test on another, mean over seeds).
+//! - [`evaluate`]: the evaluation protocol (fit on one table, test on another, mean over seeds);
+//! - [`diagnosis`]: fitted trees with their provenance, and the diagnosis of one model from its
+//!   feature row, with the evidence (each decision, the leaf's label and what to change).
 //!
 //! ```
 //! use terrain_diagnose::brent::BrentConfig;
@@ -38,6 +40,7 @@
 
 pub mod brent;
 pub mod cart;
+pub mod diagnosis;
 pub mod error;
 pub mod evaluate;
 pub mod mdtree;
@@ -46,6 +49,7 @@ pub mod question;
 pub mod sample;
 pub mod table;
 
+pub use diagnosis::{Diagnosis, FeatureRow, FittedTree};
 pub use error::{Error, Result};
 pub use evaluate::{EvalConfig, Evaluation, Method, evaluate};
 pub use mdtree::{MdTree, TreeKind};

@@ -165,15 +165,29 @@ impl TreeKind {
         }
     }
 
-    /// What the left branch (`value <= threshold`) of each threshold slot means.
-    pub fn slot_meaning(self, slot: usize) -> &'static str {
-        match self.features().get(slot).copied() {
-            Some("train_error") => "interpolating: training error at most the threshold",
-            Some(MC) => "poorly connected: the error barrier between seeds is high",
-            Some("hessian_t") => "locally flat: Hessian trace at most the threshold",
-            Some("CKA") => "dissimilar seeds: CKA at most the threshold",
-            _ => "",
-        }
+    /// What a branch of threshold slot `slot` means: the left one (`value <= threshold`) when
+    /// `at_most`, else the right one.
+    pub fn branch_meaning(self, slot: usize, at_most: bool) -> &'static str {
+        let (left, right) = match self.features().get(slot).copied() {
+            Some("train_error") => (
+                "interpolating: the training data are (nearly) fitted",
+                "not interpolating: the training error is above the threshold",
+            ),
+            Some(MC) => (
+                "poorly connected: a high error barrier between seeds",
+                "well connected: a low error barrier between seeds",
+            ),
+            Some("hessian_t") => (
+                "locally flat: a small Hessian trace",
+                "locally sharp: a large Hessian trace",
+            ),
+            Some("CKA") => (
+                "dissimilar seeds: low CKA between their outputs",
+                "similar seeds: high CKA between their outputs",
+            ),
+            _ => ("", ""),
+        };
+        if at_most { left } else { right }
     }
 }
 
@@ -235,12 +249,7 @@ pub struct Decision {
     pub at_most: bool,
 }
 
-fn walk<'a>(
-    node: &'a Node,
-    row: &[f64],
-    thresholds: &[f64],
-    path: &mut Vec<(usize, bool)>,
-) -> usize {
+fn walk(node: &Node, row: &[f64], thresholds: &[f64], path: &mut Vec<(usize, bool)>) -> usize {
     match node {
         Node::Leaf { class } => *class,
         Node::Split { slot, left, right } => {

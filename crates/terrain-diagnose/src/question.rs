@@ -91,7 +91,7 @@ impl Question {
                 "temperature too low: lower the batch size or raise the learning rate"
             }
             (Question::Width, 0) | (Question::Data, 0) => {
-                "the optimizer hyperparameters are the main failure source: change the batch size (temperature) first"
+                "the temperature is the main failure source: tune the batch size first"
             }
             (Question::Width, _) => "the model is too small: make it wider",
             (Question::Data, _) => "there is too little data: train on more data",

@@ -197,3 +197,21 @@ fn choice_matches_numpy() {
         assert_eq!(Mt19937::new(s).randint(0, 2_147_483_647), Some(v));
     }
 }
+
+#[test]
+fn the_data_question_and_the_cka_tree_match_the_authors_code() {
+    // Q2 data vs batch on models of width >= 32 (634 test rows), one random width.
+    let e = run(Question::Data, Method::MdTree, "random-width:1", None);
+    assert_eq!(e.n_test, 634);
+    assert_eq!(e.n_train, vec![127, 127, 127, 128, 127]);
+    assert_eq!(correct(&e), vec![485, 484, 484, 492, 485]);
+    let v = run(Question::Data, Method::ValidDt, "random-width:1", None);
+    assert_eq!(correct(&v), vec![451, 431, 430, 430, 451]);
+    let h = run(Question::Data, Method::HyperDt, "random-width:1", None);
+    assert_eq!(correct(&h), vec![388; 5]);
+    let e = run(Question::Data, Method::MdTree, "width-limit:45", None);
+    assert_eq!((e.n_train[0], correct(&e)[0]), (254, 485));
+    // The CKA variant of the temperature tree, 8 random cells.
+    let e = run(Question::Temp, Method::MdTreeCka, "random:8", None);
+    assert_eq!(correct(&e), vec![1397, 1329, 1300, 1409, 1398]);
+}
