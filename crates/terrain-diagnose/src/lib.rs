@@ -13,7 +13,7 @@
 //! - [`cart`]: the CART baselines with scikit-learn's semantics, split order included;
 //! - [`sample`]: the paper's samplings of the training configurations, drawn with numpy's
 //!   legacy stream ([`numpy_rng`]) so they pick what the authors' code picks;
-//! - [`evaluate`]: the evaluation protocol (fit on one table, test on another, mean over seeds);
+//! - [`evaluate`](mod@evaluate): the evaluation protocol (fit on one table, test on another, mean over seeds);
 //! - [`diagnosis`]: fitted trees with their provenance, and the diagnosis of one model from its
 //!   feature row, with the evidence (each decision, the leaf's label and what to change).
 //!

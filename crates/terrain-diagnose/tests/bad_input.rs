@@ -244,3 +244,25 @@ fn bad_settings_are_invalid_config_naming_the_field() {
     let e = MetricTable::read(&junk).unwrap_err();
     assert!(e.to_string().contains("junk.parquet"), "{e}");
 }
+
+#[test]
+fn a_parquet_table_reads_as_its_csv() {
+    use polars::prelude::*;
+    let (clean, _) = clean_csv();
+    let noisy = clean.with_file_name(PAPER_TABLES.1);
+    let dir = tempfile::tempdir().unwrap();
+    let pq = dir.path().join("clean.parquet");
+    let mut df = CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(None)
+        .try_into_reader_with_file_path(Some(clean.clone()))
+        .unwrap()
+        .finish()
+        .unwrap();
+    ParquetWriter::new(std::fs::File::create(&pq).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let from_pq = eval(&pq, &noisy, Question::Temp, Method::MdTree, "random:8").unwrap();
+    let from_csv = eval(&clean, &noisy, Question::Temp, Method::MdTree, "random:8").unwrap();
+    assert_eq!(from_pq, from_csv);
+}
