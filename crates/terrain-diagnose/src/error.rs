@@ -30,12 +30,14 @@ pub enum Error {
     },
 
     /// A column the job needs is absent from a table.
-    #[error("{path}: column `{column}` is missing (the table has: {available})")]
+    #[error("{path}: column `{column}` is missing{note} (the table has: {available})")]
     MissingColumn {
         /// The table at fault.
         path: PathBuf,
         /// The column looked for.
         column: String,
+        /// What else was looked for, if anything (starts with a space or is empty).
+        note: String,
         /// The columns the table does have.
         available: String,
     },

@@ -153,6 +153,12 @@ impl Question {
                 })
                 .collect();
         }
+        if !table.has("rfi_inc_temp") {
+            return Err(table.missing_column(
+                column,
+                ", and so are the `rfi_inc_temp` and `rfi_dec_temp` columns it can be derived from",
+            ));
+        }
         let inc = table.numbers("rfi_inc_temp")?;
         let dec = table.numbers("rfi_dec_temp")?;
         let other = match self.rfi_column() {

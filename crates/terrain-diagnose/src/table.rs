@@ -90,16 +90,29 @@ impl MetricTable {
     }
 
     fn column(&self, name: &str) -> Result<&Column> {
-        self.frame.column(name).map_err(|_| Error::MissingColumn {
+        self.frame
+            .column(name)
+            .map_err(|_| self.missing_column(name, ""))
+    }
+
+    /// The error for a missing `column`, listing the columns there are (and saying so when the
+    /// file looks like it is not comma-separated); `note` follows "is missing".
+    pub(crate) fn missing_column(&self, column: &str, note: &str) -> Error {
+        let names = self.column_names();
+        let mut available = names
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if names.len() == 1 && names[0].contains([';', '\t', '|']) {
+            available.push_str("; one column only: is the file comma-separated?");
+        }
+        Error::MissingColumn {
             path: self.path.clone(),
-            column: name.to_string(),
-            available: self
-                .column_names()
-                .iter()
-                .map(|c| format!("`{c}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+            column: column.to_string(),
+            note: note.to_string(),
+            available,
+        }
     }
 
     fn non_finite(&self, column: &str, row: usize, value: impl ToString) -> Error {

@@ -266,3 +266,20 @@ fn a_parquet_table_reads_as_its_csv() {
     let from_csv = eval(&clean, &noisy, Question::Temp, Method::MdTree, "random:8").unwrap();
     assert_eq!(from_pq, from_csv);
 }
+
+#[test]
+fn a_table_without_labels_or_rfi_columns_and_a_semicolon_file_are_explained() {
+    let (clean, text) = clean_csv();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("semicolons.csv");
+    std::fs::write(&p, text.replace(',', ";")).unwrap();
+    let msg = eval(&p, &clean, Question::Width, Method::MdTree, "all")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("`width_vs_batch` is missing")
+            && msg.contains("`rfi_inc_temp`")
+            && msg.contains("comma-separated"),
+        "{msg}"
+    );
+}
