@@ -21,8 +21,9 @@
 //! let x = vec![vec![0.0, 5.0], vec![1.0, 5.0], vec![2.0, 5.0], vec![3.0, 5.0]];
 //! let y = vec![0, 0, 1, 1];
 //! let tree = Cart::fit(&x, &y, 2, &CartConfig::default()).unwrap();
-//! assert_eq!(tree.predict(&[0.4, 5.0]), 0);
-//! assert_eq!(tree.predict(&[2.6, 5.0]), 1);
+//! assert_eq!(tree.predict(&[0.4, 5.0]).unwrap(), 0);
+//! assert_eq!(tree.predict(&[2.6, 5.0]).unwrap(), 1);
+//! assert!(tree.predict(&[0.4]).is_err());
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -382,12 +383,23 @@ impl Cart {
         })
     }
 
-    /// The class predicted for one row (rounded to `f32` as scikit-learn does).
-    pub fn predict(&self, row: &[f64]) -> usize {
+    /// The class predicted for one row (rounded to `f32` as scikit-learn does); a row of
+    /// another length than the tree was fitted on is an error.
+    pub fn predict(&self, row: &[f64]) -> Result<usize> {
+        if row.len() != self.n_features {
+            return Err(Error::Invalid {
+                what: "decision tree".into(),
+                reason: format!(
+                    "the row has {} features, the tree was fitted on {}",
+                    row.len(),
+                    self.n_features
+                ),
+            });
+        }
         let mut node = &self.root;
         loop {
             match node {
-                CartNode::Leaf { class, .. } => return *class,
+                CartNode::Leaf { class, .. } => return Ok(*class),
                 CartNode::Split {
                     feature,
                     threshold,

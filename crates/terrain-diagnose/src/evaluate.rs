@@ -357,16 +357,14 @@ pub fn evaluate(
                     random_state: config.dt_random_state.unwrap_or(seed),
                 },
             )?;
-            let correct =
-                te.x.iter()
-                    .zip(&te.y)
-                    .filter(|(r, c)| cart.predict(r) == **c)
-                    .count();
-            let train_correct = x
-                .iter()
-                .zip(&y)
-                .filter(|(r, c)| cart.predict(r) == **c)
-                .count();
+            let count = |rows: &[Vec<f64>], labels: &[usize]| {
+                rows.iter()
+                    .zip(labels)
+                    .map(|(r, c)| cart.predict(r).map(|p| usize::from(p == *c)))
+                    .sum::<Result<usize>>()
+            };
+            let correct = count(&te.x, &te.y)?;
+            let train_correct = count(&x, &y)?;
             (correct, train_correct as f64 / y.len() as f64, Vec::new())
         };
         out.per_seed
