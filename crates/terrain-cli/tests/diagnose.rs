@@ -409,3 +409,39 @@ fn tree_files_for_other_features_and_bad_rows_are_refused() {
     ]);
     assert!(err.contains("/nonexistent"), "{err}");
 }
+
+#[test]
+fn numeric_flags_at_their_extremes_fail_cleanly() {
+    let (clean, noisy) = tables();
+    let base = [
+        "diagnose",
+        "evaluate",
+        "--train-table",
+        clean.as_str(),
+        "--test-table",
+        noisy.as_str(),
+        "--question",
+        "temp",
+        "--format",
+        "json",
+    ];
+    let bad: [(&[&str], &str); 7] = [
+        (&["--max-depth", "0"], "--max-depth"),
+        (&["--max-depth", "100000"], "--max-depth"),
+        (&["--seeds", "4294967296"], "--seeds"),
+        (&["--min-width", "nan"], "--min-width"),
+        (&["--sample", "random:1000000000"], "random:1000000000"),
+        (&["--sample", "data-limit:-inf"], "--sample"),
+        (&["--seeds", ","], "--seeds"),
+    ];
+    for (extra, needle) in bad {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        let err = fails(&args);
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+    // A negative width is a number, not a flag; no model is that narrow, so every row stays.
+    let mut args = base.to_vec();
+    args.extend(["--min-width", "-5", "--sample", "width-limit:2"]);
+    assert_eq!(ok(&args)["n_test"], 1560);
+}

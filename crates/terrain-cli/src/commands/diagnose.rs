@@ -74,7 +74,7 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 42)]
     seed: u32,
     /// Only models at least this wide [default: 32 for --question data, else all].
-    #[arg(long, value_name = "W")]
+    #[arg(long, value_name = "W", allow_negative_numbers = true)]
     min_width: Option<f64>,
     /// Where to write the tree (JSON).
     #[arg(long, value_name = "TREE.json")]
@@ -136,7 +136,7 @@ pub struct EvaluateArgs {
     #[arg(long, value_delimiter = ',', default_values_t = PAPER_SEEDS.to_vec())]
     seeds: Vec<u32>,
     /// Only models at least this wide, in both tables [default: 32 for --question data, else all].
-    #[arg(long, value_name = "W")]
+    #[arg(long, value_name = "W", allow_negative_numbers = true)]
     min_width: Option<f64>,
     /// CART random_state for every tree [default: each sampling seed].
     #[arg(long, value_name = "N")]
