@@ -37,6 +37,9 @@ enum Command {
     Hessian(commands::hessian::HessianArgs),
     /// Show a checkpoint's architecture, parameter count, tensors and metadata.
     Info(commands::info::InfoArgs),
+    /// Fitness-landscape metrics of a hyperparameter table (CSV or parquet), similarities between
+    /// tables or slices, heat maps and a landscape-graph picture.
+    Landscape(commands::landscape::LandscapeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +71,7 @@ fn main() -> std::process::ExitCode {
                 Command::Eval(a) => commands::eval::run(&ctx, a),
                 Command::Info(a) => commands::info::run(&ctx, a),
                 Command::Hessian(a) => commands::hessian::run(&ctx, a),
+                Command::Landscape(a) => commands::landscape::run(&ctx, a),
             }
         });
     match result {
@@ -84,6 +88,9 @@ fn main() -> std::process::ExitCode {
 
 /// What to do about an error, where the libraries' typed errors leave the command to the binary.
 fn hint(e: &anyhow::Error) -> Option<String> {
+    if let Some(h) = commands::landscape::hint(e) {
+        return Some(h);
+    }
     e.chain().find_map(
         |cause| match cause.downcast_ref::<terrain_model::Error>()? {
             terrain_model::Error::NotFetched { name, .. } => Some(format!(

@@ -2,9 +2,8 @@
 //! others at the global optimum's values) and a 2-D embedding of the configurations.
 //!
 //! The embedding is deliberately simple (the paper uses HOPE + UMAP, whose settings it does not
-//! report): principal component analysis of the grid-index vectors, each hyperparameter scaled
-//! to [0, 1] by its number of levels. With two hyperparameters it is the grid itself, turned; with
-//! more, the plane that spreads the grid most. It is deterministic and needs no seed.
+//! report): dimensional stacking of the grid indices (see [`stacked_embedding`]). It is exact
+//! (no two configurations share a place), deterministic and needs no seed.
 
 use serde::{Deserialize, Serialize};
 
@@ -50,108 +49,61 @@ pub fn slices_through(l: &Landscape, at: usize) -> Vec<Slice> {
     out
 }
 
-/// 2-D coordinates of every row: the first two principal components of the scaled grid-index
-/// vectors (a single hyperparameter gives y = 0).
-pub fn pca_embedding(l: &Landscape) -> Vec<(f64, f64)> {
+/// 2-D coordinates of every row by dimensional stacking (LeBlanc, Ward & Wittels 1990): the
+/// first hyperparameter's level runs along x and the second's along y inside a block; the third
+/// shifts the block along x, the fourth along y, and so on, with a gap of one level between
+/// blocks. Every configuration gets its own place, and neighbours in the first two hyperparameters
+/// are adjacent. Returns the coordinates and, per axis, the hyperparameters stacked on it
+/// (innermost first).
+pub fn stacked_embedding(l: &Landscape) -> (Vec<(f64, f64)>, [Vec<usize>; 2]) {
     let d = l.names.len();
-    let n = l.len();
-    let scaled: Vec<Vec<f64>> = l
-        .index
-        .iter()
-        .map(|ix| {
-            (0..d)
-                .map(|j| {
-                    let m = l.levels[j].len().saturating_sub(1).max(1);
-                    ix[j] as f64 / m as f64
-                })
-                .collect()
-        })
-        .collect();
-    let mean: Vec<f64> = (0..d)
-        .map(|j| scaled.iter().map(|v| v[j]).sum::<f64>() / n as f64)
-        .collect();
-    let mut cov = vec![vec![0.0; d]; d];
-    for v in &scaled {
-        for a in 0..d {
-            for b in 0..d {
-                cov[a][b] += (v[a] - mean[a]) * (v[b] - mean[b]);
-            }
+    let axes: [Vec<usize>; 2] = [(0..d).step_by(2).collect(), (1..d).step_by(2).collect()];
+    let coord = |r: usize, hps: &[usize]| -> f64 {
+        let (mut x, mut scale) = (0.0, 1.0);
+        for &j in hps {
+            x += scale * l.index[r][j] as f64;
+            scale *= l.levels[j].len() as f64 + 1.0;
         }
-    }
-    let (vals, vecs) = jacobi_eigen(cov);
-    let mut order: Vec<usize> = (0..d).collect();
-    order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]).then(a.cmp(&b)));
-    let axis = |k: usize| -> Option<Vec<f64>> {
-        order.get(k).map(|&c| (0..d).map(|r| vecs[r][c]).collect())
+        x
     };
-    let (a1, a2) = (axis(0), axis(1));
-    let proj = |v: &[f64], a: &Option<Vec<f64>>| -> f64 {
-        a.as_ref()
-            .map_or(0.0, |a| (0..d).map(|j| (v[j] - mean[j]) * a[j]).sum())
-    };
-    scaled
-        .iter()
-        .map(|v| (proj(v, &a1), proj(v, &a2)))
-        .collect()
-}
-
-/// Eigenvalues and eigenvectors (columns) of a small symmetric matrix by cyclic Jacobi rotations.
-fn jacobi_eigen(mut a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
-    let d = a.len();
-    let mut v = vec![vec![0.0; d]; d];
-    for (i, row) in v.iter_mut().enumerate() {
-        row[i] = 1.0;
-    }
-    for _sweep in 0..100 {
-        let off: f64 = (0..d)
-            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i][j] * a[i][j])
-            .sum();
-        if off < 1e-30 {
-            break;
-        }
-        for p in 0..d {
-            for q in p + 1..d {
-                if a[p][q].abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..d {
-                    let (akp, akq) = (a[k][p], a[k][q]);
-                    a[k][p] = c * akp - s * akq;
-                    a[k][q] = s * akp + c * akq;
-                }
-                for k in 0..d {
-                    let (apk, aqk) = (a[p][k], a[q][k]);
-                    a[p][k] = c * apk - s * aqk;
-                    a[q][k] = s * apk + c * aqk;
-                }
-                for row in v.iter_mut() {
-                    let (vkp, vkq) = (row[p], row[q]);
-                    row[p] = c * vkp - s * vkq;
-                    row[q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    ((0..d).map(|i| a[i][i]).collect(), v)
+    let xy = (0..l.len())
+        .map(|r| (coord(r, &axes[0]), coord(r, &axes[1])))
+        .collect();
+    (xy, axes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::Value;
 
     #[test]
-    fn jacobi_diagonalises_a_known_matrix() {
-        // [[2,1],[1,2]] has eigenvalues 1 and 3.
-        let (mut vals, vecs) = jacobi_eigen(vec![vec![2.0, 1.0], vec![1.0, 2.0]]);
-        let v0 = (vecs[0][0], vecs[1][0]);
-        assert!((2.0 * v0.0 + v0.1 - vals[0] * v0.0).abs() < 1e-12);
-        vals.sort_by(f64::total_cmp);
-        assert!((vals[0] - 1.0).abs() < 1e-12 && (vals[1] - 3.0).abs() < 1e-12);
+    fn stacking_places_every_configuration_apart() {
+        // 3 × 2 × 2 grid: x = i0 + 4·i2, y = i1.
+        let mut cols = vec![Vec::new(); 3];
+        let mut err = Vec::new();
+        for a in 0..3 {
+            for b in 0..2 {
+                for c in 0..2 {
+                    for (j, v) in [a, b, c].into_iter().enumerate() {
+                        cols[j].push(Value::Num(v as f64));
+                    }
+                    err.push((a + b + c) as f64);
+                }
+            }
+        }
+        let names = vec!["a".into(), "b".into(), "c".into()];
+        let l = Landscape::new("t", names, cols, err, None).unwrap();
+        let (xy, axes) = stacked_embedding(&l);
+        assert_eq!(axes, [vec![0, 2], vec![1]]);
+        // Row of (a, b, c) = (2, 1, 1) is 4·2 + 2·1 + 1 = 11.
+        assert_eq!(xy[11], (2.0 + 4.0, 1.0));
+        let mut seen = xy.clone();
+        seen.sort_by(|p, q| p.partial_cmp(q).unwrap());
+        seen.dedup();
+        assert_eq!(seen.len(), 12);
+        // The slice through row 0 over (a, b) holds the errors a + b.
+        let s = slice(&l, 0, 1, 0);
+        assert_eq!(s.z, vec![vec![0.0, 1.0, 2.0], vec![1.0, 2.0, 3.0]]);
     }
 }

@@ -247,15 +247,6 @@ impl Landscape {
             let f: Vec<String> = sel.filters.iter().map(Filter::to_string).collect();
             format!("{} [{}]", table.source, f.join(", "))
         };
-        if names.is_empty() {
-            return Err(Error::Empty {
-                source_name: source,
-                reason: format!(
-                    "no hyperparameter columns besides the objective `{}`",
-                    sel.objective
-                ),
-            });
-        }
         if rows.is_empty() {
             return Err(Error::Empty {
                 source_name: source,
@@ -266,10 +257,23 @@ impl Landscape {
                 },
             });
         }
+        if names.is_empty() {
+            return Err(Error::Empty {
+                source_name: source,
+                reason: format!(
+                    "no hyperparameter columns besides the objective `{}`",
+                    sel.objective
+                ),
+            });
+        }
         let mut error = Vec::with_capacity(rows.len());
         for &r in &rows {
             match &table.cells[obj][r] {
                 Value::Num(x) if x.is_finite() => error.push(*x),
+                // A text column (some other cell is not a number): this cell may still be one.
+                Value::Text(t) if t.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
+                    error.push(t.trim().parse().expect("checked"))
+                }
                 v => {
                     return Err(Error::BadCell {
                         source_name: table.source.clone(),
@@ -279,6 +283,7 @@ impl Landscape {
                         reason: match v {
                             Value::Num(_) => "the objective must be a finite number (NaN or infinite found; drop or filter failed configurations)",
                             Value::Null => "the objective is empty (drop or filter failed configurations)",
+                            Value::Text(t) if t.trim().parse::<f64>().is_ok() => "the objective must be a finite number (NaN or infinite found; drop or filter failed configurations)",
                             Value::Text(_) => "the objective must be a number",
                         }
                         .into(),

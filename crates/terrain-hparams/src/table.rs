@@ -22,6 +22,9 @@ impl Value {
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Value::Null => serde_json::Value::Null,
+            Value::Num(x) if x.fract() == 0.0 && x.abs() < 9.0e15 => {
+                serde_json::Value::Number((*x as i64).into())
+            }
             Value::Num(x) => serde_json::Number::from_f64(*x)
                 .map(serde_json::Value::Number)
                 .unwrap_or_else(|| serde_json::Value::String(x.to_string())),

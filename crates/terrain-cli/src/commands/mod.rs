@@ -3,6 +3,7 @@
 pub mod eval;
 pub mod hessian;
 pub mod info;
+pub mod landscape;
 pub mod train;
 
 use std::path::{Path, PathBuf};
