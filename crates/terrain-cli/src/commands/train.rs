@@ -115,11 +115,11 @@ fn curves(arch: &str, loss_label: &str, epochs: &[terrain_model::train::EpochRep
         y_label: loss_label.into(),
         series: vec![
             series("train (mean over batches)", &|e| Some(e.train_loss)),
-            series("test", &|e| e.validation.map(|v| v.loss)),
+            series("test", &|e| e.test.map(|v| v.loss)),
         ],
         ..Panel::default()
     }];
-    let errors = series("test", &|e| e.validation.and_then(|v| v.error));
+    let errors = series("test", &|e| e.test.and_then(|v| v.error));
     if !errors.points.is_empty() {
         panels.push(Panel {
             title: "Test error".into(),
@@ -177,6 +177,8 @@ impl TrainArgs {
                     (_, true) => Standardize::Off,
                     _ => Standardize::Auto,
                 },
+                validation_source: None,
+                validation: 0.0,
             },
             training: TrainConfig {
                 epochs: self.epochs,
@@ -190,6 +192,7 @@ impl TrainArgs {
                 mixup_alpha: self.mixup,
             },
             seeds: Seeds::derive(self.seed),
+            init: None,
         };
         flags(
             spec.check(),
@@ -262,8 +265,18 @@ pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
                 "epoch": e.epoch,
                 "lr": e.lr,
                 "train_loss": e.train_loss,
-                "test_loss": e.validation.map(|v| v.loss),
-                "test_error": e.validation.and_then(|v| v.error),
+                "test_loss": e.test.map(|v| v.loss),
+                "test_error": e.test.and_then(|v| v.error),
+                "train_eval_loss": e.train.map(|v| v.loss),
+                "train_error": e.train.and_then(|v| v.error),
+                "validation_loss": e.validation.map(|v| v.loss),
+                "validation_error": e.validation.and_then(|v| v.error),
+                "param_norm": e.param_norm,
+                "grad_norm": e.grad_norm,
+                "loss_sd": e.concentration.map(|c| c.sd),
+                "loss_p90": e.concentration.map(|c| c.p90),
+                "loss_p99": e.concentration.map(|c| c.p99),
+                "above_threshold": e.concentration.and_then(|c| c.above_threshold),
                 "seconds": e.seconds,
             })
         })
