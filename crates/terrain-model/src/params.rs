@@ -7,6 +7,20 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::{Error, Model, Result, rng};
 
+/// Euclidean norm of a list of tensors taken as one vector (accumulated in f64): the global L2
+/// norm of a model's parameters or of a gradient.
+pub fn tensors_norm(tensors: &[Tensor]) -> Result<f64> {
+    let mut s = 0.0;
+    for t in tensors {
+        s += t
+            .to_dtype(DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?;
+    }
+    Ok(s.sqrt())
+}
+
 /// Named tensors with the shapes of a model's parameters, in the model's parameter order.
 #[derive(Debug, Clone)]
 pub struct ParamVec {

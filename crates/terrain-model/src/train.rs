@@ -352,6 +352,11 @@ pub trait Objective {
     fn name(&self) -> String;
     /// Computes the batch loss and the gradient (model in training mode).
     fn step(&mut self, model: &Model, batch: &Batch, loss: LossKind) -> Result<StepOutput>;
+    /// The per-example loss level the objective aims at (θ of flooding, iFlood, SoftAD), if it
+    /// has one: the per-epoch [`LossConcentration`] reports the fraction of training rows above it.
+    fn threshold(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Forward pass in training mode, per-sample losses, a reduction to a scalar, and its gradient.
@@ -406,19 +411,105 @@ impl Objective for Erm {
     }
 }
 
-/// Per-epoch summary.
+/// How concentrated the per-example losses of a data set are (the SoftAD papers' "loss
+/// concentration"): their mean, population standard deviation, 90th and 99th percentiles
+/// (linear interpolation between order statistics, NumPy's default), maximum, and the fraction
+/// strictly above the objective's threshold when it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossConcentration {
+    /// Mean per-example loss.
+    pub mean: f64,
+    /// Population standard deviation (divisor n) of the per-example losses.
+    pub sd: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest per-example loss.
+    pub max: f64,
+    /// The objective's threshold θ, if it has one.
+    pub threshold: Option<f64>,
+    /// Fraction of examples whose loss is strictly above `threshold`.
+    pub above_threshold: Option<f64>,
+}
+
+impl LossConcentration {
+    /// The concentration of `losses` (`None` when there are none or any is not finite).
+    pub fn of(losses: &[f64], threshold: Option<f64>) -> Option<Self> {
+        if losses.is_empty() || losses.iter().any(|l| !l.is_finite()) {
+            return None;
+        }
+        let n = losses.len() as f64;
+        let mean = losses.iter().sum::<f64>() / n;
+        let sd = (losses.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let mut sorted = losses.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Some(LossConcentration {
+            mean,
+            sd,
+            p90: percentile(&sorted, 0.9),
+            p99: percentile(&sorted, 0.99),
+            max: sorted[sorted.len() - 1],
+            threshold,
+            above_threshold: threshold
+                .map(|t| losses.iter().filter(|&&l| l > t).count() as f64 / n),
+        })
+    }
+}
+
+/// The `q`-quantile of ascending `sorted` values, interpolating linearly between order statistics
+/// (NumPy's `linear` method). `sorted` must not be empty.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (pos - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+/// Per-epoch summary. Besides the running mean of the batch losses, every epoch ends with a full
+/// pass in evaluation mode over the training rows and over the validation and test rows given to
+/// [`Trainer::fit_eval`] (the metrics the SoftAD code logs every epoch), plus the parameter and
+/// gradient norms and the training rows' loss concentration. Records written before these fields
+/// existed read them as absent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochReport {
     /// Epoch (1-based).
     pub epoch: usize,
-    /// Mean of the batch losses over the epoch.
+    /// Mean of the batch losses over the epoch (training mode, weights changing during the epoch).
     pub train_loss: f64,
     /// Learning rate used.
     pub lr: f64,
-    /// Validation loss/error, when validation data was given.
+    /// Validation loss/error after the epoch, when validation data was given.
     pub validation: Option<loss::Evaluation>,
-    /// Wall time of the epoch in seconds.
+    /// Wall time of the epoch in seconds (training and the end-of-epoch evaluations; 0 when read
+    /// from a checkpoint, which leaves it out).
+    #[serde(default)]
     pub seconds: f64,
+    /// Loss and error on all training rows after the epoch (evaluation mode).
+    #[serde(default)]
+    pub train: Option<loss::Evaluation>,
+    /// Loss and error on the test rows after the epoch, when test data was given.
+    #[serde(default)]
+    pub test: Option<loss::Evaluation>,
+    /// Euclidean norm of all parameters after the epoch (BatchNorm running statistics excluded).
+    #[serde(default)]
+    pub param_norm: f64,
+    /// Mean over the epoch's steps of the Euclidean norm of the gradient the optimiser stepped
+    /// on (the objective's gradient, before weight decay).
+    #[serde(default)]
+    pub grad_norm: f64,
+    /// Concentration of the training rows' per-example losses after the epoch.
+    #[serde(default)]
+    pub concentration: Option<LossConcentration>,
+}
+
+/// The data evaluated after every epoch (see [`EpochReport`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalSets<'a> {
+    /// Validation rows (model selection).
+    pub validation: Option<&'a Dataset>,
+    /// Test rows.
+    pub test: Option<&'a Dataset>,
 }
 
 /// Training events, for progress bars and logs.
@@ -551,9 +642,26 @@ impl Trainer {
         state_path: Option<&Path>,
         on_event: &mut dyn FnMut(TrainEvent<'_>),
     ) -> Result<TrainReport> {
+        let sets = EvalSets {
+            validation,
+            test: None,
+        };
+        self.fit_eval(model, train, sets, state_path, on_event)
+    }
+
+    /// [`fit_resumable`](Self::fit_resumable) evaluating validation and test rows after every
+    /// epoch (into [`EpochReport::validation`] and [`EpochReport::test`]).
+    pub fn fit_eval(
+        &mut self,
+        model: &Model,
+        train: &Dataset,
+        sets: EvalSets<'_>,
+        state_path: Option<&Path>,
+        on_event: &mut dyn FnMut(TrainEvent<'_>),
+    ) -> Result<TrainReport> {
         loss::check_fits(model, train)?;
-        if let Some(v) = validation {
-            loss::check_fits(model, v)?;
+        for d in [sets.validation, sets.test].into_iter().flatten() {
+            loss::check_fits(model, d)?;
         }
         let cfg = self.config.clone();
         let loss_kind = cfg.loss.unwrap_or_else(|| LossKind::for_task(train.task));
@@ -602,6 +710,7 @@ impl Trainer {
             let lr = cfg.lr_decay.lr_at(cfg.lr, epoch);
             let shuffle_seed = crate::rng::stream_seed(cfg.seed, epoch as u64);
             let mut loss_sum = 0.0;
+            let mut grad_norm_sum = 0.0;
             for (i, batch) in train
                 .batches(cfg.batch_size, Some(shuffle_seed), cfg.drop_last)?
                 .enumerate()
@@ -622,6 +731,7 @@ impl Trainer {
                         step: i + 1,
                     });
                 }
+                grad_norm_sum += crate::params::tensors_norm(&out.grads)?;
                 apply_update(model, &cfg.optimizer, lr, &out.grads, &mut state)?;
                 loss_sum += out.loss;
                 on_event(TrainEvent::Step {
@@ -643,9 +753,23 @@ impl Trainer {
                     epoch,
                 });
             }
-            let validation = validation
-                .map(|v| loss::evaluate_with(model, v, cfg.batch_size.max(256), loss_kind))
-                .transpose()?;
+            let eval_batch = cfg.batch_size.max(256);
+            let evaluate = |d: Option<&Dataset>| {
+                d.map(|d| loss::evaluate_with(model, d, eval_batch, loss_kind))
+                    .transpose()
+            };
+            let validation = evaluate(sets.validation)?;
+            let test = evaluate(sets.test)?;
+            let (train_eval, losses) =
+                loss::evaluate_per_sample(model, train, eval_batch, loss_kind)?;
+            let concentration = LossConcentration::of(&losses, self.objective.threshold());
+            let param_norm = crate::params::tensors_norm(
+                &model
+                    .params()
+                    .iter()
+                    .map(|p| p.var.as_tensor().clone())
+                    .collect::<Vec<_>>(),
+            )?;
             state.epochs_done = epoch;
             if let Some(p) = state_path {
                 self.save_state(model, &state, p)?;
@@ -656,6 +780,11 @@ impl Trainer {
                 lr,
                 validation,
                 seconds: started.elapsed().as_secs_f64(),
+                train: Some(train_eval),
+                test,
+                param_norm,
+                grad_norm: grad_norm_sum / steps_per_epoch as f64,
+                concentration,
             };
             tracing::debug!(epoch, train_loss, lr, "epoch done");
             on_event(TrainEvent::Epoch(&report));
