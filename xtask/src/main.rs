@@ -6,6 +6,7 @@
 mod alloc;
 mod bench;
 mod datasets;
+mod sweep;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -35,6 +36,9 @@ enum Command {
     Datasets(datasets::Args),
     /// Benchmarks reported as ratios to a plain gradient in the same run (`bench curvature`).
     Bench(bench::Args),
+    /// Hyperparameter sweeps: train every configuration of a TOML search space (resumable,
+    /// parallel, sharded for SLURM arrays and Kubernetes indexed jobs); `sweep merge DIR`.
+    Sweep(sweep::Args),
     // Room for sweeps, model zoos and paper reproductions.
 }
 
@@ -44,6 +48,12 @@ fn main() -> anyhow::Result<()> {
     init_logging();
     terrain_model::device::tune_cpu_allocator();
     let cli = Cli::parse();
+    // A sweep trains one configuration per worker, each single-threaded (small models waste a
+    // thread pool), unless --threads says otherwise.
+    let mut cli = cli;
+    if matches!(cli.command, Command::Sweep(_)) && cli.threads.is_none() {
+        cli.threads = Some(1);
+    }
     // Before anything touches candle: size candle's and rayon's worker threads once.
     if !cli.candle_threads {
         let plan = terrain_model::threads::configure(cli.threads)?;
@@ -52,6 +62,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Datasets(args) => datasets::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Sweep(args) => sweep::run(args),
     }
 }
 

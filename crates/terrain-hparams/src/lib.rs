@@ -39,7 +39,9 @@ pub mod landscape;
 pub mod metrics;
 pub mod problems;
 pub mod similarity;
+pub mod space;
 pub mod stats;
+pub mod sweep;
 pub mod table;
 
 pub use error::{Error, Result};
