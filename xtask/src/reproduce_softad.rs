@@ -552,7 +552,8 @@ fn summarise(results: &[RunResult]) -> Vec<Row> {
 /// Training curves of the selected runs (mean over trials) per task and noise level.
 fn curves(results: &[RunResult], out: &Path) -> Result<Vec<PathBuf>> {
     let selected = select(results);
-    let mut by_task: BTreeMap<(TaskName, u64), Vec<(Method, Vec<&RunResult>)>> = BTreeMap::new();
+    type Selected<'a> = Vec<(Method, Vec<&'a RunResult>)>;
+    let mut by_task: BTreeMap<(TaskName, u64), Selected<'_>> = BTreeMap::new();
     for ((t, n, m), runs) in selected {
         by_task.entry((t, n)).or_default().push((m, runs));
     }
