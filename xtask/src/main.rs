@@ -5,7 +5,9 @@
 
 mod alloc;
 mod bench;
+mod bench_objectives;
 mod datasets;
+mod reproduce_softad;
 mod sweep;
 
 #[global_allocator]
@@ -40,6 +42,19 @@ enum Command {
     /// parallel, sharded for SLURM arrays and Kubernetes indexed jobs); `sweep merge DIR`.
     Sweep(sweep::Args),
     // Room for sweeps, model zoos and paper reproductions.
+    /// Paper reproductions: `reproduce softad`.
+    Reproduce {
+        /// Which paper's experiment.
+        #[command(subcommand)]
+        target: Reproduce,
+    },
+}
+
+/// The experiments `cargo xtask reproduce` knows.
+#[derive(Debug, Subcommand)]
+enum Reproduce {
+    /// SoftAD's synthetic experiment (Holland & Nakatani 2024) and its digits variant.
+    Softad(reproduce_softad::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +77,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Datasets(args) => datasets::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Reproduce { target } => match target {
+            Reproduce::Softad(args) => reproduce_softad::run(args),
+        },
         Command::Sweep(args) => sweep::run(args),
     }
 }

@@ -200,7 +200,7 @@ fn by_hand(objective: &str) -> Vec<f64> {
         let (l, g) = per_example(&wb);
         let grad = match objective {
             "sam" | "asam" => {
-                let mean_g = weighted(&vec![1.0 / N as f64; N], &g);
+                let mean_g = weighted(&[1.0 / N as f64; N], &g);
                 let rho = if objective == "sam" { 0.1 } else { 0.5 };
                 let eps: Vec<f64> = if objective == "sam" {
                     let norm = mean_g.iter().map(|v| v * v).sum::<f64>().sqrt();
@@ -215,7 +215,7 @@ fn by_hand(objective: &str) -> Vec<f64> {
                 };
                 let shifted: Vec<f64> = wb.iter().zip(&eps).map(|(a, e)| a + e).collect();
                 let (_, g2) = per_example(&shifted);
-                weighted(&vec![1.0 / N as f64; N], &g2)
+                weighted(&[1.0 / N as f64; N], &g2)
             }
             _ => weighted(&loss_weights(objective, &l), &g),
         };

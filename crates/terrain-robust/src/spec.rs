@@ -15,10 +15,11 @@ pub const NAMES: &[&str] = &[
 ];
 
 /// A training objective and its hyperparameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ObjectiveSpec {
     /// Mean loss.
+    #[default]
     Erm,
     /// |mean ℓ − level| + level.
     Flood {
@@ -72,12 +73,6 @@ pub enum ObjectiveSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         theta_c: Option<f64>,
     },
-}
-
-impl Default for ObjectiveSpec {
-    fn default() -> Self {
-        ObjectiveSpec::Erm
-    }
 }
 
 /// Default SAM radius.

@@ -14,6 +14,9 @@ use terrain_robust::{
     Coce, Cvar, Dro, Erm, Flood, IFlood, LossTransform, PerExample, Sam, SoftAd, Tilted,
 };
 
+/// A hand definition of an objective's value.
+type Hand = Box<dyn Fn(&[f64]) -> f64>;
+
 const LOSSES: [f64; 8] = [0.05, 0.9, 0.31, 2.4, 0.62, 1.35, 0.11, 0.48];
 
 fn mean(x: &[f64]) -> f64 {
@@ -95,7 +98,7 @@ fn hand_dro(r: f64) -> impl Fn(&[f64]) -> f64 {
 fn values_and_weights_match_the_definitions() {
     let l = &LOSSES;
     let n = l.len() as f64;
-    let cases: Vec<(Box<dyn LossTransform>, Box<dyn Fn(&[f64]) -> f64>)> = vec![
+    let cases: Vec<(Box<dyn LossTransform>, Hand)> = vec![
         (Box::new(Erm), Box::new(|l: &[f64]| mean(l))),
         (
             Box::new(Flood::new(0.5).unwrap()),
@@ -341,12 +344,10 @@ fn hand_per_example(
         let r: Vec<f64> = (0..k)
             .map(|c| p[c] - if c == y as usize { 1.0 } else { 0.0 })
             .collect();
-        let mut g = Vec::new();
-        for c in 0..k {
-            for j in 0..d {
-                g.push(r[c] * x[j]);
-            }
-        }
+        let mut g: Vec<f64> = r
+            .iter()
+            .flat_map(|rc| x.iter().map(move |xj| rc * xj))
+            .collect();
         g.extend(&r);
         grads.push(g);
     }
@@ -376,7 +377,7 @@ fn model_gradients_are_the_weighted_per_example_gradients() {
     let (w, b) = weights_of(&model);
     let (losses, grads) = hand_per_example(&w, &b, &xs, &ys);
     let l = &losses;
-    let objectives: Vec<(Box<dyn Objective>, Box<dyn Fn(&[f64]) -> f64>)> = vec![
+    let objectives: Vec<(Box<dyn Objective>, Hand)> = vec![
         (
             Box::new(PerExample::new(Erm)),
             Box::new(|l: &[f64]| mean(l)),

@@ -18,18 +18,10 @@ use terrain_robust::ObjectiveSpec;
 
 use super::{Context, DataArgs, check_plot_path, flags};
 
-/// Arguments of `terrain train`.
+/// The objective flags of `terrain train` (boxed: they would make every subcommand's
+/// arguments as large as train's).
 #[derive(Debug, clap::Args)]
-pub struct TrainArgs {
-    /// Architecture: mlp:IN-H1-...-OUT:ACT[:bn][:nobias], cnn:CxHxW-C1-...-OUT:ACT or
-    /// resnet18:CxHxW:wK:OUT (e.g. mlp:64-32-16-10:tanh). Optional with --init when the
-    /// checkpoint records its architecture.
-    #[arg(long)]
-    arch: Option<ArchSpec>,
-    /// Start from this checkpoint's weights (and BatchNorm statistics) instead of a random
-    /// initialisation: terrain's own, or a PyTorch state dict with --arch.
-    #[arg(long, value_name = "CKPT")]
-    init: Option<PathBuf>,
+pub struct ObjectiveArgs {
     /// Training objective: erm, flood, iflood, softad, sam, asam, tilted, cvar, dro or coce, with
     /// its settings as flags below, or in compact form (softad:theta=0.5,sigma=1).
     #[arg(long, default_value = "erm")]
@@ -56,6 +48,22 @@ pub struct TrainArgs {
     /// dro: the radius r of the χ² ball.
     #[arg(long, allow_negative_numbers = true)]
     dro_radius: Option<f64>,
+}
+
+/// Arguments of `terrain train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Architecture: mlp:IN-H1-...-OUT:ACT[:bn][:nobias], cnn:CxHxW-C1-...-OUT:ACT or
+    /// resnet18:CxHxW:wK:OUT (e.g. mlp:64-32-16-10:tanh). Optional with --init when the
+    /// checkpoint records its architecture.
+    #[arg(long)]
+    arch: Option<ArchSpec>,
+    /// Start from this checkpoint's weights (and BatchNorm statistics) instead of a random
+    /// initialisation: terrain's own, or a PyTorch state dict with --arch.
+    #[arg(long, value_name = "CKPT")]
+    init: Option<PathBuf>,
+    #[command(flatten)]
+    obj: Box<ObjectiveArgs>,
     #[command(flatten)]
     data: DataArgs,
     /// Held-out test data (same kinds of source as --data); without it, --holdout of --data is
@@ -222,13 +230,13 @@ fn curves(
 /// The objective flags, `(flag, value, setting name in the compact form)`.
 fn objective_flags(a: &TrainArgs) -> [(&'static str, Option<f64>); 7] {
     [
-        ("--flood-level", a.flood_level),
-        ("--theta", a.theta),
-        ("--sigma", a.sigma),
-        ("--rho", a.rho),
-        ("--tilt", a.tilt),
-        ("--cvar-alpha", a.cvar_alpha),
-        ("--dro-radius", a.dro_radius),
+        ("--flood-level", a.obj.flood_level),
+        ("--theta", a.obj.theta),
+        ("--sigma", a.obj.sigma),
+        ("--rho", a.obj.rho),
+        ("--tilt", a.obj.tilt),
+        ("--cvar-alpha", a.obj.cvar_alpha),
+        ("--dro-radius", a.obj.dro_radius),
     ]
 }
 
@@ -266,22 +274,25 @@ impl TrainArgs {
             .into_iter()
             .filter_map(|(f, v)| v.map(|v| (f, v)))
             .collect();
-        if self.objective.contains(':') {
+        if self.obj.objective.contains(':') {
             if let Some((flag, v)) = given.first() {
                 anyhow::bail!(
                     "{flag} {v} given with the compact form --objective {}; give the settings \
                      either in the compact form or as flags",
-                    self.objective
+                    self.obj.objective
                 );
             }
-            return flags(self.objective.parse::<ObjectiveSpec>(), OBJECTIVE_FIELDS)
-                .context("invalid --objective");
+            return flags(
+                self.obj.objective.parse::<ObjectiveSpec>(),
+                OBJECTIVE_FIELDS,
+            )
+            .context("invalid --objective");
         }
-        let kind = self.objective.trim().to_ascii_lowercase();
+        let kind = self.obj.objective.trim().to_ascii_lowercase();
         anyhow::ensure!(
             terrain_robust::spec::NAMES.contains(&kind.as_str()),
             "--objective {}: unknown objective; expected one of {}",
-            self.objective,
+            self.obj.objective,
             terrain_robust::spec::NAMES.join(", ")
         );
         let accepted = takes(&kind);
