@@ -271,7 +271,7 @@ fn bad_space_files_and_settings_are_named() {
         ];
         args.extend(extra);
         let e = fails(&args);
-        assert!(e.contains(name) || extra.len() > 0, "{name}: {e}");
+        assert!(e.contains(name) || !extra.is_empty(), "{name}: {e}");
         e
     };
     let e = case(

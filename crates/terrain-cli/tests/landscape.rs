@@ -150,9 +150,9 @@ fn an_optuna_export_with_a_filter() {
     // trials_dataframe() columns; a failed trial has no value and is filtered out by state.
     let mut s = String::from("number,value,datetime_start,params_lr,params_n_units,state\n");
     let mut n = 0;
-    for lr in [0.001, 0.01, 0.1] {
+    for lr in [0.001f64, 0.01, 0.1] {
         for u in [8, 16, 32] {
-            let v = (lr as f64 - 0.01).abs() * 10.0 + (u as f64 - 16.0).abs() / 100.0;
+            let v = (lr - 0.01).abs() * 10.0 + (u as f64 - 16.0).abs() / 100.0;
             s += &format!("{n},{v},2024-05-01 10:00:0{},{lr},{u},COMPLETE\n", n % 10);
             n += 1;
         }

@@ -267,10 +267,7 @@ pub fn analyze(l: &Landscape, config: &MetricsConfig) -> terrain_model::Result<M
     let max_basin_size = size.iter().copied().max().unwrap_or(0);
     let mean_basin_size = n as f64 / n_local_optima as f64;
     let mut ffi = Vec::new();
-    for u in 0..n {
-        if end[u] != g {
-            continue;
-        }
+    for (u, _) in end.iter().enumerate().filter(|&(_, &o)| o == g) {
         let p = climb_path(&steps, u);
         if p.len() < 3 {
             continue;

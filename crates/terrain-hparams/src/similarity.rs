@@ -146,7 +146,7 @@ pub fn slices(
         h.retain(|n| n != column);
     }
     let mut values = table.cells[c].clone();
-    values.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+    values.sort_by_key(ToString::to_string);
     values.dedup();
     if let Some(v) = values.first()
         && matches!(v, crate::table::Value::Num(_))
