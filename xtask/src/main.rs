@@ -7,6 +7,7 @@ mod alloc;
 mod bench;
 mod bench_objectives;
 mod datasets;
+mod reproduce_hp;
 mod reproduce_softad;
 mod sweep;
 
@@ -55,6 +56,8 @@ enum Command {
 enum Reproduce {
     /// SoftAD's synthetic experiment (Holland & Nakatani 2024) and its digits variant.
     Softad(reproduce_softad::Args),
+    /// Huang & Li's hyperparameter-landscape findings on MLP sweeps of digits and breast cancer.
+    HpLandscapes(reproduce_hp::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,7 +69,14 @@ fn main() -> anyhow::Result<()> {
     // A sweep trains one configuration per worker, each single-threaded (small models waste a
     // thread pool), unless --threads says otherwise.
     let mut cli = cli;
-    if matches!(cli.command, Command::Sweep(_)) && cli.threads.is_none() {
+    let sweeps = matches!(
+        cli.command,
+        Command::Sweep(_)
+            | Command::Reproduce {
+                target: Reproduce::HpLandscapes(_)
+            }
+    );
+    if sweeps && cli.threads.is_none() {
         cli.threads = Some(1);
     }
     // Before anything touches candle: size candle's and rayon's worker threads once.
@@ -79,6 +89,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Reproduce { target } => match target {
             Reproduce::Softad(args) => reproduce_softad::run(args),
+            Reproduce::HpLandscapes(args) => reproduce_hp::run(args),
         },
         Command::Sweep(args) => sweep::run(args),
     }
