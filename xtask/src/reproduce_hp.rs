@@ -283,15 +283,12 @@ fn forest_landscapes(data: &str, workers: usize) -> Result<Vec<(f64, Landscape)>
             anyhow::bail!("{data}: {f}");
         }
         let errors = errors.into_inner().expect("no poisoned lock");
-        let col = |f: &dyn Fn(&(u16, u16, usize, usize)) -> f64| -> Vec<Cell> {
-            grid.iter().map(|g| Cell::Num(f(g))).collect()
+        let col = |k: usize| -> Vec<Cell> {
+            grid.iter()
+                .map(|g| Cell::Num([f64::from(g.0), f64::from(g.1), g.2 as f64, g.3 as f64][k]))
+                .collect()
         };
-        let columns = vec![
-            col(&|g| f64::from(g.0)),
-            col(&|g| f64::from(g.1)),
-            col(&|g| g.2 as f64),
-            col(&|g| g.3 as f64),
-        ];
+        let columns = (0..4).map(col).collect();
         let names = [
             "n_trees",
             "max_depth",
