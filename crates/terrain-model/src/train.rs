@@ -553,6 +553,8 @@ pub struct Trainer {
     /// Settings beyond the training configuration that shape the run (architecture, data and
     /// their preparation, content hashes), compared on resume.
     fingerprint: BTreeMap<String, String>,
+    /// Evaluate the training rows after every epoch (loss, error, loss concentration).
+    train_evaluation: bool,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -585,6 +587,7 @@ impl Trainer {
             config,
             objective: Box::new(Erm),
             fingerprint: BTreeMap::new(),
+            train_evaluation: true,
         })
     }
 
@@ -606,6 +609,14 @@ impl Trainer {
         out.remove("training.epochs");
         out.insert("objective".into(), self.objective.name());
         out
+    }
+
+    /// Whether every epoch ends with a pass over the training rows in evaluation mode (on by
+    /// default; it fills [`EpochReport::train`] and [`EpochReport::concentration`] and costs one
+    /// forward pass over the training rows per epoch). It does not change the weights.
+    pub fn with_train_evaluation(mut self, on: bool) -> Self {
+        self.train_evaluation = on;
+        self
     }
 
     /// Replaces the objective.
@@ -760,9 +771,15 @@ impl Trainer {
             };
             let validation = evaluate(sets.validation)?;
             let test = evaluate(sets.test)?;
-            let (train_eval, losses) =
-                loss::evaluate_per_sample(model, train, eval_batch, loss_kind)?;
-            let concentration = LossConcentration::of(&losses, self.objective.threshold());
+            let (train_eval, concentration) = if self.train_evaluation {
+                let (e, losses) = loss::evaluate_per_sample(model, train, eval_batch, loss_kind)?;
+                (
+                    Some(e),
+                    LossConcentration::of(&losses, self.objective.threshold()),
+                )
+            } else {
+                (None, None)
+            };
             let param_norm = crate::params::tensors_norm(
                 &model
                     .params()
@@ -780,7 +797,7 @@ impl Trainer {
                 lr,
                 validation,
                 seconds: started.elapsed().as_secs_f64(),
-                train: Some(train_eval),
+                train: train_eval,
                 test,
                 param_norm,
                 grad_norm: grad_norm_sum / steps_per_epoch as f64,

@@ -65,7 +65,7 @@ fn epoch_report_holds_evaluations_and_norms() {
         },
         ..TrainConfig::default()
     };
-    let report = Trainer::new(cfg)
+    let report = Trainer::new(cfg.clone())
         .unwrap()
         .fit_eval(
             &model,
@@ -103,6 +103,22 @@ fn epoch_report_holds_evaluations_and_norms() {
     assert!((c.mean - e.train.unwrap().loss).abs() < 1e-12);
     assert!(c.p90 <= c.p99 && c.p99 <= c.max && c.sd > 0.0);
     assert_eq!(c.threshold, None, "ERM has no threshold");
+
+    // Without the training-rows pass: the same weights, no training evaluation.
+    let again = Model::new(
+        "mlp:4-8-3:tanh".parse().unwrap(),
+        DType::F64,
+        &Device::Cpu,
+        1,
+    )
+    .unwrap();
+    let r = Trainer::new(cfg)
+        .unwrap()
+        .with_train_evaluation(false)
+        .fit(&again, &train, None, &mut |_| {})
+        .unwrap();
+    assert_eq!(flat(&again), after);
+    assert!(r.epochs[0].train.is_none() && r.epochs[0].concentration.is_none());
 }
 
 #[test]

@@ -437,6 +437,7 @@ pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
         checkpoint: Some(a.out.clone()),
         state: state.clone(),
         progress: terrain_report::progress::terminal(),
+        skip_epoch_train_evaluation: false,
     };
     if let Some(path) = &a.plot {
         // Before the work: a plot path that cannot be written should not cost a training run.
