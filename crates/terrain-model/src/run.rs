@@ -479,7 +479,7 @@ impl RunOutcome {
             validation: self.validation,
             validation_rows: self.validation_rows,
             objective: Some(self.report.objective.clone()),
-            epochs: self.report.epochs.clone(),
+            epochs: self.report.history.clone(),
         }
     }
 }

@@ -173,3 +173,46 @@ fn init_starts_from_a_checkpoint() {
     spec.arch = "mlp:4-6-3:tanh".parse().unwrap();
     assert!(spec.initial_model(&Device::Cpu).is_err());
 }
+
+#[test]
+fn a_resumed_run_reports_the_whole_history() {
+    let (train, test) = data::builtin::load("iris").unwrap().split(0.7, 3).unwrap();
+    let arch: terrain_model::ArchSpec = "mlp:4-8-3:tanh".parse().unwrap();
+    let cfg = |epochs| TrainConfig {
+        epochs,
+        lr: 0.05,
+        batch_size: 16,
+        ..TrainConfig::default()
+    };
+    let sets = EvalSets {
+        validation: None,
+        test: Some(&test),
+    };
+    let whole = Model::new(arch.clone(), DType::F32, &Device::Cpu, 1).unwrap();
+    let full = Trainer::new(cfg(4))
+        .unwrap()
+        .fit_eval(&whole, &train, sets, None, &mut |_| {})
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.safetensors");
+    let parts = Model::new(arch, DType::F32, &Device::Cpu, 1).unwrap();
+    Trainer::new(cfg(2))
+        .unwrap()
+        .fit_eval(&parts, &train, sets, Some(&state), &mut |_| {})
+        .unwrap();
+    let resumed = Trainer::new(cfg(4))
+        .unwrap()
+        .fit_eval(&parts, &train, sets, Some(&state), &mut |_| {})
+        .unwrap();
+    assert_eq!(resumed.epochs.len(), 2, "only the epochs run in this call");
+    let strip = |h: &[terrain_model::train::EpochReport]| -> Vec<_> {
+        h.iter()
+            .cloned()
+            .map(|mut e| {
+                e.seconds = 0.0;
+                e
+            })
+            .collect()
+    };
+    assert_eq!(strip(&resumed.history), strip(&full.history));
+}
