@@ -282,11 +282,11 @@ impl TrainArgs {
                     self.obj.objective
                 );
             }
-            return flags(
-                self.obj.objective.parse::<ObjectiveSpec>(),
-                OBJECTIVE_FIELDS,
-            )
-            .context("invalid --objective");
+            return self
+                .obj
+                .objective
+                .parse::<ObjectiveSpec>()
+                .with_context(|| format!("invalid --objective {}", self.obj.objective));
         }
         let kind = self.obj.objective.trim().to_ascii_lowercase();
         anyhow::ensure!(
