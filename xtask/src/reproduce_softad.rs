@@ -82,6 +82,10 @@ pub struct Args {
     /// Base seed of the data, the initialisations and the shuffling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Train nothing: report the finished runs (only trials whose every setting of a method is
+    /// done, so a selection is never made from part of the grid).
+    #[arg(long)]
+    report_only: bool,
 }
 
 /// A task of the comparison.
@@ -191,6 +195,7 @@ struct Settings {
     trials_digits: usize,
     epochs: usize,
     grid: Option<usize>,
+    #[serde(default)]
     grid_max: Option<f64>,
     test_rows: usize,
     seed: u64,
@@ -749,6 +754,14 @@ pub fn run(a: Args) -> Result<()> {
         s.epochs,
         out.display()
     );
+    if a.report_only {
+        // Only complete (task, noise, trial, method) groups.
+        let key = |j: &Job| (j.task, j.noise.to_bits(), j.trial, j.method);
+        let missing: std::collections::BTreeSet<_> = todo.iter().map(key).collect();
+        results.retain(|r| !missing.contains(&key(&r.job)));
+        todo.clear();
+        eprintln!("reporting {} runs of complete groups", results.len());
+    }
     let progress = terrain_report::progress::terminal();
     progress.start(
         "reproduce softad",
@@ -805,6 +818,7 @@ mod tests {
             grid_max: None,
             test_rows: Some(64),
             seed: 3,
+            report_only: false,
         }
     }
 
