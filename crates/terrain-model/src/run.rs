@@ -172,6 +172,13 @@ impl DataSpec {
         }
         config::unit_interval("holdout", self.holdout)?;
         config::unit_interval("validation", self.validation)?;
+        if self.validation > 0.0 && self.validation_source.is_some() {
+            return Err(Error::config(
+                "validation",
+                self.validation,
+                "a validation fraction and a separate validation source exclude each other",
+            ));
+        }
         config::fraction("subset", self.subset)?;
         config::probability("label_noise", self.label_noise)
     }
