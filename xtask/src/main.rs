@@ -37,16 +37,13 @@ enum Command {
     Datasets(datasets::Args),
     /// Benchmarks reported as ratios to a plain gradient in the same run (`bench curvature`).
     Bench(bench::Args),
+    /// Paper reproductions: terrain's numbers beside the published ones.
+    #[command(subcommand)]
+    Reproduce(Reproduce),
     // Room for sweeps, model zoos and paper reproductions.
-    /// Paper reproductions: `reproduce softad`.
-    Reproduce {
-        /// Which paper's experiment.
-        #[command(subcommand)]
-        target: Reproduce,
-    },
 }
 
-/// The experiments `cargo xtask reproduce` knows.
+/// The papers `cargo xtask reproduce` knows.
 #[derive(Debug, Subcommand)]
 enum Reproduce {
     /// SoftAD's synthetic experiment (Holland & Nakatani 2024) and its digits variant.
@@ -67,9 +64,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Datasets(args) => datasets::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Reproduce { target } => match target {
-            Reproduce::Softad(args) => reproduce_softad::run(args),
-        },
+        Command::Reproduce(Reproduce::Softad(args)) => reproduce_softad::run(args),
     }
 }
 
