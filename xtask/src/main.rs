@@ -39,19 +39,16 @@ enum Command {
     Datasets(datasets::Args),
     /// Benchmarks reported as ratios to a plain gradient in the same run (`bench curvature`).
     Bench(bench::Args),
+    /// Paper reproductions: terrain's numbers beside the published ones.
+    #[command(subcommand)]
+    Reproduce(Reproduce),
     /// Hyperparameter sweeps: train every configuration of a TOML search space (resumable,
     /// parallel, sharded for SLURM arrays and Kubernetes indexed jobs); `sweep merge DIR`.
     Sweep(sweep::Args),
     // Room for sweeps, model zoos and paper reproductions.
-    /// Paper reproductions: `reproduce softad`.
-    Reproduce {
-        /// Which paper's experiment.
-        #[command(subcommand)]
-        target: Reproduce,
-    },
 }
 
-/// The experiments `cargo xtask reproduce` knows.
+/// The papers `cargo xtask reproduce` knows.
 #[derive(Debug, Subcommand)]
 enum Reproduce {
     /// SoftAD's synthetic experiment (Holland & Nakatani 2024) and its digits variant.
@@ -72,9 +69,7 @@ fn main() -> anyhow::Result<()> {
     let sweeps = matches!(
         cli.command,
         Command::Sweep(_)
-            | Command::Reproduce {
-                target: Reproduce::HpLandscapes(_)
-            }
+            | Command::Reproduce(Reproduce::HpLandscapes(_))
     );
     if sweeps && cli.threads.is_none() {
         cli.threads = Some(1);
@@ -87,10 +82,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Datasets(args) => datasets::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Reproduce { target } => match target {
-            Reproduce::Softad(args) => reproduce_softad::run(args),
-            Reproduce::HpLandscapes(args) => reproduce_hp::run(args),
-        },
+        Command::Reproduce(Reproduce::Softad(args)) => reproduce_softad::run(args),
+        Command::Reproduce(Reproduce::HpLandscapes(args)) => reproduce_hp::run(args),
         Command::Sweep(args) => sweep::run(args),
     }
 }

@@ -400,6 +400,11 @@ fn bad_objective_settings_name_the_flag_and_the_value() {
             &["--objective", "softad", "--theta", "0.3", "--mixup", "0.2"],
             &["--mixup", "0.2", "per-example"],
         ),
+        (&["--validation", "1.5"], &["--validation", "1.5"]),
+        (
+            &["--validation", "0.2", "--validation-data", "iris"],
+            &["--validation", "exclude"],
+        ),
         (
             &["--objective", "softad:theta=0.3", "--theta", "0.3"],
             &["--theta 0.3", "compact"],

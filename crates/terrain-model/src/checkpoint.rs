@@ -54,6 +54,8 @@ pub mod keys {
     pub const OBJECTIVE: &str = "terrain.train.objective";
     /// Per-epoch diagnostics of the training run (JSON array of `EpochReport`).
     pub const EPOCHS: &str = "terrain.train.epochs";
+    /// Training-state files: the reports of the epochs done (JSON, without wall times).
+    pub const STATE_HISTORY: &str = "terrain.train.history";
     /// Training-state files: epochs done.
     pub const STATE_EPOCHS: &str = "terrain.train.epochs_done";
     /// Training-state files: optimiser steps done.
@@ -151,14 +153,10 @@ impl TrainingRecord {
         }
         if !self.epochs.is_empty() {
             // Without the wall times, so the same run writes the same bytes.
-            let mut epochs = serde_json::to_value(&self.epochs)
-                .map_err(|e| Error::config("metadata", "epochs", e.to_string()))?;
-            if let Some(list) = epochs.as_array_mut() {
-                for e in list.iter_mut().filter_map(|e| e.as_object_mut()) {
-                    e.remove("seconds");
-                }
-            }
-            m.insert(keys::EPOCHS.into(), json(&epochs)?);
+            m.insert(
+                keys::EPOCHS.into(),
+                crate::train::history_json(&self.epochs),
+            );
         }
         Ok(m)
     }

@@ -7,15 +7,16 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::{Error, Model, Result, rng};
 
-/// Euclidean norm of a list of tensors taken as one vector (accumulated in f64): the global L2
-/// norm of a model's parameters or of a gradient.
+/// Euclidean norm of a list of tensors taken as one vector: the global L2 norm of a model's
+/// parameters or of a gradient. Each tensor's sum of squares is taken in its own dtype (no
+/// copy), the sum over tensors in f64.
 pub fn tensors_norm(tensors: &[Tensor]) -> Result<f64> {
     let mut s = 0.0;
     for t in tensors {
         s += t
-            .to_dtype(DType::F64)?
             .sqr()?
             .sum_all()?
+            .to_dtype(DType::F64)?
             .to_scalar::<f64>()?;
     }
     Ok(s.sqrt())

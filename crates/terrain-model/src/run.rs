@@ -172,6 +172,13 @@ impl DataSpec {
         }
         config::unit_interval("holdout", self.holdout)?;
         config::unit_interval("validation", self.validation)?;
+        if self.validation > 0.0 && self.validation_source.is_some() {
+            return Err(Error::config(
+                "validation",
+                self.validation,
+                "a validation fraction and a separate validation source exclude each other",
+            ));
+        }
         config::fraction("subset", self.subset)?;
         config::probability("label_noise", self.label_noise)
     }
@@ -226,6 +233,10 @@ pub struct RunOptions {
     pub state: Option<PathBuf>,
     /// Where training progress goes.
     pub progress: Progress,
+    /// Skip the end-of-epoch pass over the training rows (their loss, error and loss
+    /// concentration in each [`crate::train::EpochReport`]), saving one forward pass over the
+    /// training rows per epoch; validation and test rows are still evaluated.
+    pub skip_epoch_train_evaluation: bool,
 }
 
 /// What a run produced.
@@ -387,7 +398,8 @@ impl RunSpec {
         for d in [test, validation].into_iter().flatten() {
             loss::check_fits(&model, d)?;
         }
-        let mut trainer = Trainer::new(self.training.clone())?;
+        let mut trainer = Trainer::new(self.training.clone())?
+            .with_train_evaluation(!options.skip_epoch_train_evaluation);
         if options.state.is_some() {
             // Only a state file compares fingerprints: hash the data only then.
             trainer = trainer.with_fingerprint(self.fingerprint(&prepared)?);
@@ -474,7 +486,7 @@ impl RunOutcome {
             validation: self.validation,
             validation_rows: self.validation_rows,
             objective: Some(self.report.objective.clone()),
-            epochs: self.report.epochs.clone(),
+            epochs: self.report.history.clone(),
         }
     }
 }

@@ -544,6 +544,8 @@ struct OptState {
     m: Vec<Tensor>,
     /// Adam: second moments (empty for SGD).
     v: Vec<Tensor>,
+    /// Reports of every epoch done (restored ones without wall times).
+    history: Vec<EpochReport>,
 }
 
 /// Trains models with a [`TrainConfig`] and an [`Objective`].
@@ -553,6 +555,8 @@ pub struct Trainer {
     /// Settings beyond the training configuration that shape the run (architecture, data and
     /// their preparation, content hashes), compared on resume.
     fingerprint: BTreeMap<String, String>,
+    /// Evaluate the training rows after every epoch (loss, error, loss concentration).
+    train_evaluation: bool,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -569,13 +573,70 @@ impl std::fmt::Debug for Trainer {
 pub struct TrainReport {
     /// One entry per epoch run in this call (resumed epochs are not repeated).
     pub epochs: Vec<EpochReport>,
+    /// Every epoch of the run, the ones done before a resume included (restored from the state
+    /// file, without wall times).
+    pub history: Vec<EpochReport>,
     /// Total optimiser steps, including resumed ones.
     pub steps: usize,
     /// The objective's name.
     pub objective: String,
 }
 
-use checkpoint::keys::{STATE_EPOCHS, STATE_STEPS};
+use checkpoint::keys::{STATE_EPOCHS, STATE_HISTORY, STATE_STEPS};
+
+/// `epochs` as JSON with every float as a string of its shortest exact decimal form (serde_json
+/// parses float text to within an ulp only, and a resumed run must report the same bits).
+fn exact_history_json(epochs: &[EpochReport]) -> String {
+    fn encode(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let x = n.as_f64().unwrap_or_default();
+                *v = serde_json::Value::String(format!("f64:{x}"));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(encode),
+            serde_json::Value::Object(o) => o.values_mut().for_each(encode),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(epochs).expect("reports serialise");
+    encode(&mut v);
+    v.to_string()
+}
+
+/// Reads [`exact_history_json`]'s text back, bit for bit.
+fn parse_exact_history(text: &str) -> std::result::Result<Vec<EpochReport>, String> {
+    fn decode(v: &mut serde_json::Value) -> std::result::Result<(), String> {
+        match v {
+            serde_json::Value::String(s) if s.starts_with("f64:") => {
+                let x: f64 = s[4..]
+                    .parse()
+                    .map_err(|_| format!("`{s}` is not a number"))?;
+                *v = serde_json::Number::from_f64(x)
+                    .map(serde_json::Value::Number)
+                    .ok_or_else(|| format!("`{s}` is not finite"))?;
+            }
+            serde_json::Value::Array(a) => a.iter_mut().try_for_each(decode)?,
+            serde_json::Value::Object(o) => o.values_mut().try_for_each(decode)?,
+            _ => {}
+        }
+        Ok(())
+    }
+    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    decode(&mut v)?;
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
+/// `epochs` as JSON without their wall times (`seconds`), so that the same run writes the same
+/// bytes whether or not it was interrupted.
+pub(crate) fn history_json(epochs: &[EpochReport]) -> String {
+    let mut v = serde_json::to_value(epochs).expect("reports serialise");
+    if let Some(list) = v.as_array_mut() {
+        for e in list.iter_mut().filter_map(|e| e.as_object_mut()) {
+            e.remove("seconds");
+        }
+    }
+    v.to_string()
+}
 
 impl Trainer {
     /// A trainer with the ERM objective; the configuration is checked.
@@ -585,6 +646,7 @@ impl Trainer {
             config,
             objective: Box::new(Erm),
             fingerprint: BTreeMap::new(),
+            train_evaluation: true,
         })
     }
 
@@ -606,6 +668,14 @@ impl Trainer {
         out.remove("training.epochs");
         out.insert("objective".into(), self.objective.name());
         out
+    }
+
+    /// Whether every epoch ends with a pass over the training rows in evaluation mode (on by
+    /// default; it fills [`EpochReport::train`] and [`EpochReport::concentration`] and costs one
+    /// forward pass over the training rows per epoch). It does not change the weights.
+    pub fn with_train_evaluation(mut self, on: bool) -> Self {
+        self.train_evaluation = on;
+        self
     }
 
     /// Replaces the objective.
@@ -674,6 +744,7 @@ impl Trainer {
                 state
             }
             None => OptState {
+                history: Vec::new(),
                 epochs_done: 0,
                 steps: 0,
                 m: model
@@ -760,9 +831,15 @@ impl Trainer {
             };
             let validation = evaluate(sets.validation)?;
             let test = evaluate(sets.test)?;
-            let (train_eval, losses) =
-                loss::evaluate_per_sample(model, train, eval_batch, loss_kind)?;
-            let concentration = LossConcentration::of(&losses, self.objective.threshold());
+            let (train_eval, concentration) = if self.train_evaluation {
+                let (e, losses) = loss::evaluate_per_sample(model, train, eval_batch, loss_kind)?;
+                (
+                    Some(e),
+                    LossConcentration::of(&losses, self.objective.threshold()),
+                )
+            } else {
+                (None, None)
+            };
             let param_norm = crate::params::tensors_norm(
                 &model
                     .params()
@@ -771,26 +848,28 @@ impl Trainer {
                     .collect::<Vec<_>>(),
             )?;
             state.epochs_done = epoch;
-            if let Some(p) = state_path {
-                self.save_state(model, &state, p)?;
-            }
             let report = EpochReport {
                 epoch,
                 train_loss,
                 lr,
                 validation,
                 seconds: started.elapsed().as_secs_f64(),
-                train: Some(train_eval),
+                train: train_eval,
                 test,
                 param_norm,
                 grad_norm: grad_norm_sum / steps_per_epoch as f64,
                 concentration,
             };
+            state.history.push(report.clone());
+            if let Some(p) = state_path {
+                self.save_state(model, &state, p)?;
+            }
             tracing::debug!(epoch, train_loss, lr, "epoch done");
             on_event(TrainEvent::Epoch(&report));
             reports.push(report);
         }
         Ok(TrainReport {
+            history: state.history,
             epochs: reports,
             steps: state.steps,
             objective: self.objective.name(),
@@ -813,6 +892,7 @@ impl Trainer {
         let mut meta = BTreeMap::new();
         meta.insert(STATE_EPOCHS.into(), state.epochs_done.to_string());
         meta.insert(STATE_STEPS.into(), state.steps.to_string());
+        meta.insert(STATE_HISTORY.into(), exact_history_json(&state.history));
         meta.insert(
             checkpoint::keys::STATE_FINGERPRINT.into(),
             serde_json::to_string(&self.full_fingerprint()).expect("maps serialise"),
@@ -910,7 +990,13 @@ impl Trainer {
                 ),
             });
         }
+        let history: Vec<EpochReport> = match raw.metadata.get(STATE_HISTORY) {
+            Some(h) => parse_exact_history(h)
+                .map_err(|e| bad(format!("metadata `{STATE_HISTORY}` is malformed: {e}")))?,
+            None => Vec::new(),
+        };
         let state = OptState {
+            history,
             epochs_done,
             steps: number(STATE_STEPS)?,
             m: load("opt.m.")?,

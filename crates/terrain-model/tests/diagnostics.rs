@@ -65,7 +65,7 @@ fn epoch_report_holds_evaluations_and_norms() {
         },
         ..TrainConfig::default()
     };
-    let report = Trainer::new(cfg)
+    let report = Trainer::new(cfg.clone())
         .unwrap()
         .fit_eval(
             &model,
@@ -103,6 +103,22 @@ fn epoch_report_holds_evaluations_and_norms() {
     assert!((c.mean - e.train.unwrap().loss).abs() < 1e-12);
     assert!(c.p90 <= c.p99 && c.p99 <= c.max && c.sd > 0.0);
     assert_eq!(c.threshold, None, "ERM has no threshold");
+
+    // Without the training-rows pass: the same weights, no training evaluation.
+    let again = Model::new(
+        "mlp:4-8-3:tanh".parse().unwrap(),
+        DType::F64,
+        &Device::Cpu,
+        1,
+    )
+    .unwrap();
+    let r = Trainer::new(cfg)
+        .unwrap()
+        .with_train_evaluation(false)
+        .fit(&again, &train, None, &mut |_| {})
+        .unwrap();
+    assert_eq!(flat(&again), after);
+    assert!(r.epochs[0].train.is_none() && r.epochs[0].concentration.is_none());
 }
 
 #[test]
@@ -156,4 +172,47 @@ fn init_starts_from_a_checkpoint() {
     assert_eq!(flat(&start), flat(&m));
     spec.arch = "mlp:4-6-3:tanh".parse().unwrap();
     assert!(spec.initial_model(&Device::Cpu).is_err());
+}
+
+#[test]
+fn a_resumed_run_reports_the_whole_history() {
+    let (train, test) = data::builtin::load("iris").unwrap().split(0.7, 3).unwrap();
+    let arch: terrain_model::ArchSpec = "mlp:4-8-3:tanh".parse().unwrap();
+    let cfg = |epochs| TrainConfig {
+        epochs,
+        lr: 0.05,
+        batch_size: 16,
+        ..TrainConfig::default()
+    };
+    let sets = EvalSets {
+        validation: None,
+        test: Some(&test),
+    };
+    let whole = Model::new(arch.clone(), DType::F32, &Device::Cpu, 1).unwrap();
+    let full = Trainer::new(cfg(4))
+        .unwrap()
+        .fit_eval(&whole, &train, sets, None, &mut |_| {})
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.safetensors");
+    let parts = Model::new(arch, DType::F32, &Device::Cpu, 1).unwrap();
+    Trainer::new(cfg(2))
+        .unwrap()
+        .fit_eval(&parts, &train, sets, Some(&state), &mut |_| {})
+        .unwrap();
+    let resumed = Trainer::new(cfg(4))
+        .unwrap()
+        .fit_eval(&parts, &train, sets, Some(&state), &mut |_| {})
+        .unwrap();
+    assert_eq!(resumed.epochs.len(), 2, "only the epochs run in this call");
+    let strip = |h: &[terrain_model::train::EpochReport]| -> Vec<_> {
+        h.iter()
+            .cloned()
+            .map(|mut e| {
+                e.seconds = 0.0;
+                e
+            })
+            .collect()
+    };
+    assert_eq!(strip(&resumed.history), strip(&full.history));
 }

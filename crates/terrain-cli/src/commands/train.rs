@@ -282,11 +282,11 @@ impl TrainArgs {
                     self.obj.objective
                 );
             }
-            return flags(
-                self.obj.objective.parse::<ObjectiveSpec>(),
-                OBJECTIVE_FIELDS,
-            )
-            .context("invalid --objective");
+            return self
+                .obj
+                .objective
+                .parse::<ObjectiveSpec>()
+                .with_context(|| format!("invalid --objective {}", self.obj.objective));
         }
         let kind = self.obj.objective.trim().to_ascii_lowercase();
         anyhow::ensure!(
@@ -437,6 +437,7 @@ pub fn run(ctx: &Context, a: TrainArgs) -> Result<()> {
         checkpoint: Some(a.out.clone()),
         state: state.clone(),
         progress: terrain_report::progress::terminal(),
+        skip_epoch_train_evaluation: false,
     };
     if let Some(path) = &a.plot {
         // Before the work: a plot path that cannot be written should not cost a training run.
