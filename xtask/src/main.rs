@@ -68,8 +68,7 @@ fn main() -> anyhow::Result<()> {
     let mut cli = cli;
     let sweeps = matches!(
         cli.command,
-        Command::Sweep(_)
-            | Command::Reproduce(Reproduce::HpLandscapes(_))
+        Command::Sweep(_) | Command::Reproduce(Reproduce::HpLandscapes(_))
     );
     if sweeps && cli.threads.is_none() {
         cli.threads = Some(1);
