@@ -1,5 +1,6 @@
 //! terrain's metrics against GraphFLA 0.4.0 (the landscape library of Huang & Li's lab) on three
-//! NK landscapes (n = 8; K = 0, 2, 7). `tests/data/graphfla_nk.py` wrote the CSV files and
+//! NK landscapes (n = 8; K = 0, 2, 7): local optima, global optimum, FDC, FFI, greedy basins and
+//! neutrality. `tests/data/graphfla_nk.py` wrote the CSV files and
 //! computed GraphFLA's numbers below (`BooleanLandscape(maximize=True)` on −error, since its
 //! minimising climb moves to the worst improving neighbour; so its FDC is ours negated).
 
@@ -32,6 +33,38 @@ const GRAPHFLA: [(&str, usize, usize, f64, f64, f64); 3] = [
         0.49999999999999994,
     ),
 ];
+
+/// (file, GraphFLA greedy basin of the optimum, largest basin, neutrality at 0.01 and 0.05).
+const GRAPHFLA_BASINS: [(&str, usize, usize, f64, f64); 3] = [
+    ("nk-n8-k0-s1.csv", 256, 256, 0.0, 0.375),
+    ("nk-n8-k2-s2.csv", 73, 73, 0.1015625, 0.5546875),
+    ("nk-n8-k7-s3.csv", 13, 17, 0.046875, 0.2763671875),
+];
+
+#[test]
+fn nk_basins_and_neutrality_equal_graphfla() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for (file, basin, max_basin, n01, n05) in GRAPHFLA_BASINS {
+        let t = RawTable::read(&dir.join(file)).unwrap();
+        let l = Landscape::from_table(&t, &Selection::new("error")).unwrap();
+        for (eps, want) in [(0.01, n01), (0.05, n05)] {
+            let m = analyze(
+                &l,
+                &MetricsConfig {
+                    neutrality_eps: eps,
+                    ..MetricsConfig::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(m.basin_size_global_optimum, basin, "{file}");
+            assert_eq!(m.max_basin_size, max_basin, "{file}");
+            assert!(
+                (m.neutrality_pairs.unwrap() - want).abs() < 1e-12,
+                "{file} ε={eps}"
+            );
+        }
+    }
+}
 
 #[test]
 fn nk_metrics_equal_graphfla() {

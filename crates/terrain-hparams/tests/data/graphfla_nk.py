@@ -30,3 +30,18 @@ for (n, k, seed) in [(8, 0, 1), (8, 2, 2), (8, 7, 3)]:
     out[name] = {"n_lo": int(d["n_lo"]), "fdc_spearman": float(fdc(L)), "fdc_pearson": float(fdc(L, method="pearson")),
                  "ffi": float(fitness_flattening_index(L)), "describe": {k2: (v if isinstance(v, (int, float, str, type(None))) else str(v)) for k2, v in d.items()}}
 print(json.dumps(out, indent=1, default=str))
+
+# Basins and neutrality (the second half of the comparison):
+import numpy as np, json, warnings, pandas as pd
+warnings.filterwarnings("ignore")
+from graphfla.landscape import BooleanLandscape
+from graphfla.analysis.robustness import neutrality
+for name in ["nk-n8-k0-s1.csv", "nk-n8-k2-s2.csv", "nk-n8-k7-s3.csv"]:
+    df = pd.read_csv(name)
+    X = ["".join(str(int(v)) for v in r) for r in df.drop(columns="error").values]
+    f = list(-df["error"].values)
+    L = BooleanLandscape(maximize=True).build_from_data(X, f, verbose=False)
+    b = L.basins
+    go = L.go_index
+    print(json.dumps({"file": name, "basin_go": int(b[go]), "max_basin": int(b.max()),
+        "neutrality_0.01": float(neutrality(L, 0.01)), "neutrality_0.05": float(neutrality(L, 0.05))}))
