@@ -69,6 +69,10 @@ enum Suite {
     /// Gradient, Hessian-vector and Gauss–Newton products, curvature-propagation diagonal
     /// samples, on an MLP 784-256-256-10 and the CNN 1x28x28-16-32-10.
     Curvature,
+    /// One training step's gradient under each terrain-robust objective over ERM's (SAM,
+    /// SoftAD and the other per-example objectives), on an MLP 784-256-256-10 and the SoftAD
+    /// paper's MLP.
+    Objectives,
 }
 
 /// One measured operation.
@@ -89,7 +93,16 @@ pub fn run(args: Args) -> Result<()> {
     let dtype = args.dtype.dtype();
     anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
-    let Suite::Curvature = args.suite;
+    if let Suite::Objectives = args.suite {
+        return crate::bench_objectives::run(
+            args.reps,
+            args.warmup,
+            args.batch,
+            dtype,
+            &args.models,
+            args.out.as_deref(),
+        );
+    }
     eprintln!(
         "{}profile: {}, threads: {} (rayon pool {}), dtype: {:?}, batch: {}, reps: {} (+{} warm-up)",
         if args.child { "child: " } else { "" },

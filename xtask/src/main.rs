@@ -5,8 +5,12 @@
 
 mod alloc;
 mod bench;
+mod bench_objectives;
 mod datasets;
 mod reproduce_mdtree;
+mod reproduce_hp;
+mod reproduce_softad;
+mod sweep;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -39,6 +43,9 @@ enum Command {
     /// Paper reproductions: terrain's numbers beside the published ones.
     #[command(subcommand)]
     Reproduce(Reproduce),
+    /// Hyperparameter sweeps: train every configuration of a TOML search space (resumable,
+    /// parallel, sharded for SLURM arrays and Kubernetes indexed jobs); `sweep merge DIR`.
+    Sweep(sweep::Args),
     // Room for sweeps, model zoos and paper reproductions.
 }
 
@@ -47,6 +54,10 @@ enum Command {
 enum Reproduce {
     /// MD tree (Zhou et al., ICML 2024): Table B from the authors' public metric tables.
     Mdtree(reproduce_mdtree::Args),
+    /// SoftAD's synthetic experiment (Holland & Nakatani 2024) and its digits variant.
+    Softad(reproduce_softad::Args),
+    /// Huang & Li's hyperparameter-landscape findings on MLP sweeps of digits and breast cancer.
+    HpLandscapes(reproduce_hp::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +66,16 @@ fn main() -> anyhow::Result<()> {
     init_logging();
     terrain_model::device::tune_cpu_allocator();
     let cli = Cli::parse();
+    // A sweep trains one configuration per worker, each single-threaded (small models waste a
+    // thread pool), unless --threads says otherwise.
+    let mut cli = cli;
+    let sweeps = matches!(
+        cli.command,
+        Command::Sweep(_) | Command::Reproduce(Reproduce::HpLandscapes(_))
+    );
+    if sweeps && cli.threads.is_none() {
+        cli.threads = Some(1);
+    }
     // Before anything touches candle: size candle's and rayon's worker threads once.
     if !cli.candle_threads {
         let plan = terrain_model::threads::configure(cli.threads)?;
@@ -64,6 +85,9 @@ fn main() -> anyhow::Result<()> {
         Command::Datasets(args) => datasets::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Reproduce(Reproduce::Mdtree(args)) => reproduce_mdtree::run(args),
+        Command::Reproduce(Reproduce::Softad(args)) => reproduce_softad::run(args),
+        Command::Reproduce(Reproduce::HpLandscapes(args)) => reproduce_hp::run(args),
+        Command::Sweep(args) => sweep::run(args),
     }
 }
 

@@ -39,6 +39,9 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// Model diagnosis with the MD tree: why a trained model fails, from its loss landscape.
     Diagnose(commands::diagnose::DiagnoseArgs),
+    /// Fitness-landscape metrics of a hyperparameter table (CSV or parquet), similarities between
+    /// tables or slices, heat maps and a landscape-graph picture.
+    Landscape(commands::landscape::LandscapeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +74,7 @@ fn main() -> std::process::ExitCode {
                 Command::Info(a) => commands::info::run(&ctx, a),
                 Command::Hessian(a) => commands::hessian::run(&ctx, a),
                 Command::Diagnose(a) => commands::diagnose::run(&ctx, a),
+                Command::Landscape(a) => commands::landscape::run(&ctx, a),
             }
         });
     match result {
@@ -87,6 +91,9 @@ fn main() -> std::process::ExitCode {
 
 /// What to do about an error, where the libraries' typed errors leave the command to the binary.
 fn hint(e: &anyhow::Error) -> Option<String> {
+    if let Some(h) = commands::landscape::hint(e) {
+        return Some(h);
+    }
     e.chain().find_map(
         |cause| match cause.downcast_ref::<terrain_model::Error>()? {
             terrain_model::Error::NotFetched { name, .. } => Some(format!(

@@ -4,6 +4,7 @@ pub mod diagnose;
 pub mod eval;
 pub mod hessian;
 pub mod info;
+pub mod landscape;
 pub mod train;
 
 use std::path::{Path, PathBuf};
