@@ -5,8 +5,9 @@
 //!
 //! A step here is `Objective::step` — forward, per-example losses, the objective's weights and
 //! backward (SAM: both passes and the weight restore) — without the optimiser update, which is the
-//! same for every objective. Times are medians over `--reps` after `--warmup` untimed ones; the
-//! objectives are measured in interleaved rounds so that load from other processes spreads evenly.
+//! same for every objective. Times are medians (and minima, the estimate least disturbed by other
+//! processes) over `--reps` after `--warmup` untimed ones; the objectives are measured in
+//! interleaved rounds so that load from other processes spreads evenly.
 
 use std::time::Instant;
 
@@ -29,7 +30,9 @@ struct Row {
     batch: usize,
     objective: String,
     median_ms: f64,
+    min_ms: f64,
     ratio_to_erm: f64,
+    min_ratio_to_erm: f64,
     goal: Option<f64>,
 }
 
@@ -112,7 +115,11 @@ pub fn run(
             }
         }
         let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
-        for ((name, goal), m) in objectives.iter().zip(&medians) {
+        let mins: Vec<f64> = times
+            .iter()
+            .map(|t| t.iter().copied().fold(f64::INFINITY, f64::min))
+            .collect();
+        for (((name, goal), m), lo) in objectives.iter().zip(&medians).zip(&mins) {
             rows.push(Row {
                 model: spec.clone(),
                 batch,
@@ -122,7 +129,9 @@ pub fn run(
                     Some(n) => n.to_string(),
                 },
                 median_ms: *m,
+                min_ms: *lo,
                 ratio_to_erm: m / medians[0],
+                min_ratio_to_erm: lo / mins[0],
                 goal: *goal,
             });
         }
