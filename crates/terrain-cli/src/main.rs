@@ -37,6 +37,8 @@ enum Command {
     Hessian(commands::hessian::HessianArgs),
     /// Show a checkpoint's architecture, parameter count, tensors and metadata.
     Info(commands::info::InfoArgs),
+    /// Loss surface of a checkpoint: a 1-D line or 2-D plane of losses (resumable), with a plot.
+    Surface(commands::surface::SurfaceArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +70,7 @@ fn main() -> std::process::ExitCode {
                 Command::Eval(a) => commands::eval::run(&ctx, a),
                 Command::Info(a) => commands::info::run(&ctx, a),
                 Command::Hessian(a) => commands::hessian::run(&ctx, a),
+                Command::Surface(a) => commands::surface::run(&ctx, a),
             }
         });
     match result {

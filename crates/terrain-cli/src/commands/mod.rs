@@ -3,6 +3,7 @@
 pub mod eval;
 pub mod hessian;
 pub mod info;
+pub mod surface;
 pub mod train;
 
 use std::path::{Path, PathBuf};
