@@ -132,6 +132,17 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
         let mut dirs = Vec::new();
         for (k, p) in a.to.iter().enumerate() {
             let other = load_checkpoint(p, a.input.arch.as_ref(), Some(model.dtype()), &ctx.device)?;
+            if !same_standardization(&ckpt, &other)? {
+                eprintln!(
+                    "warning: {} was trained on inputs standardised differently from {}; every \
+                     point is evaluated with {}'s standardisation, so the point at {} is not \
+                     exactly its own loss (train with --no-standardize for exact ends)",
+                    p.display(),
+                    a.input.checkpoint.display(),
+                    a.input.checkpoint.display(),
+                    p.display()
+                );
+            }
             dirs.push(direction::towards(
                 model,
                 &other.model,
@@ -234,6 +245,24 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
     }
     terrain_report::table::print_value(ctx.format, &v);
     Ok(())
+}
+
+/// Whether two checkpoints standardise their inputs alike.
+pub(crate) fn same_standardization(
+    a: &terrain_model::checkpoint::Checkpoint,
+    b: &terrain_model::checkpoint::Checkpoint,
+) -> Result<bool> {
+    let values = |c: &terrain_model::checkpoint::Checkpoint| -> Result<Option<Vec<f32>>> {
+        Ok(match c.standardizer()? {
+            None => None,
+            Some(s) => {
+                let m = s.mean.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+                let d = s.std.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+                Some(m.into_iter().chain(d).collect())
+            }
+        })
+    };
+    Ok(values(a)? == values(b)?)
 }
 
 fn finite(v: f64) -> Value {
