@@ -69,6 +69,9 @@ enum Suite {
     /// Gradient, Hessian-vector and Gauss–Newton products, curvature-propagation diagonal
     /// samples, on an MLP 784-256-256-10 and the CNN 1x28x28-16-32-10.
     Curvature,
+    /// A 51×51 loss surface against 2601 plain loss evaluations over the same data, on the
+    /// digits MLP 64-32-10 and the CNN 1x8x8-16-32-10 (`bench_surface.rs`).
+    Surface,
 }
 
 /// One measured operation.
@@ -89,7 +92,9 @@ pub fn run(args: Args) -> Result<()> {
     let dtype = args.dtype.dtype();
     anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
-    let Suite::Curvature = args.suite;
+    if let Suite::Surface = args.suite {
+        return crate::bench_surface::run(&args.models, args.batch, args.dtype, args.out.as_deref());
+    }
     eprintln!(
         "{}profile: {}, threads: {} (rayon pool {}), dtype: {:?}, batch: {}, reps: {} (+{} warm-up)",
         if args.child { "child: " } else { "" },

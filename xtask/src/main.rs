@@ -5,6 +5,7 @@
 
 mod alloc;
 mod bench;
+mod bench_surface;
 mod datasets;
 
 #[global_allocator]

@@ -39,6 +39,10 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// Loss surface of a checkpoint: a 1-D line or 2-D plane of losses (resumable), with a plot.
     Surface(commands::surface::SurfaceArgs),
+    /// Mode connectivity between two checkpoints: loss and error along a line or Bezier curve.
+    Connect(commands::connect::ConnectArgs),
+    /// Linear CKA between the outputs of two or more checkpoints (mixup inputs, MD tree style).
+    Cka(commands::cka::CkaArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +75,8 @@ fn main() -> std::process::ExitCode {
                 Command::Info(a) => commands::info::run(&ctx, a),
                 Command::Hessian(a) => commands::hessian::run(&ctx, a),
                 Command::Surface(a) => commands::surface::run(&ctx, a),
+                Command::Connect(a) => commands::connect::run(&ctx, a),
+                Command::Cka(a) => commands::cka::run(&ctx, a),
             }
         });
     match result {

@@ -1,5 +1,7 @@
 //! The subcommands, and what they share: run context, data-set options, checkpoint loading.
 
+pub mod cka;
+pub mod connect;
 pub mod eval;
 pub mod hessian;
 pub mod info;

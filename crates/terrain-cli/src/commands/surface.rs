@@ -247,7 +247,7 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
     Ok(())
 }
 
-/// Whether two checkpoints standardise their inputs alike.
+/// Whether two checkpoints standardise their inputs alike (to 1% of a standard deviation).
 pub(crate) fn same_standardization(
     a: &terrain_model::checkpoint::Checkpoint,
     b: &terrain_model::checkpoint::Checkpoint,
@@ -262,7 +262,19 @@ pub(crate) fn same_standardization(
             }
         })
     };
-    Ok(values(a)? == values(b)?)
+    // Different splits of one data set give nearly the same statistics: only a visible
+    // difference (1% of a standard deviation or more) counts.
+    Ok(match (values(a)?, values(b)?) {
+        (None, None) => true,
+        (Some(u), Some(v)) if u.len() == v.len() => {
+            let n = u.len() / 2;
+            (0..n).all(|k| {
+                let scale = u[n + k].abs().max(v[n + k].abs()).max(1e-12);
+                (u[k] - v[k]).abs() <= 0.01 * scale && (u[n + k] - v[n + k]).abs() <= 0.01 * scale
+            })
+        }
+        _ => false,
+    })
 }
 
 fn finite(v: f64) -> Value {
