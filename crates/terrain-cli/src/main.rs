@@ -43,6 +43,11 @@ enum Command {
     Connect(commands::connect::ConnectArgs),
     /// Linear CKA between the outputs of two or more checkpoints (mixup inputs, MD tree style).
     Cka(commands::cka::CkaArgs),
+    /// The MD tree's feature row of several seeds of one configuration (loss, error, Hessian,
+    /// mode connectivity, CKA), with per-model norms and ε-sharpness.
+    Metrics(commands::metrics::MetricsArgs),
+    /// Input-feature sensitivity (Faroz 2024): input derivatives of the loss vs Spearman ρ.
+    Sensitivity(commands::sensitivity::SensitivityArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +82,8 @@ fn main() -> std::process::ExitCode {
                 Command::Surface(a) => commands::surface::run(&ctx, a),
                 Command::Connect(a) => commands::connect::run(&ctx, a),
                 Command::Cka(a) => commands::cka::run(&ctx, a),
+                Command::Metrics(a) => commands::metrics::run(&ctx, a),
+                Command::Sensitivity(a) => commands::sensitivity::run(&ctx, a),
             }
         });
     match result {

@@ -5,6 +5,8 @@ pub mod connect;
 pub mod eval;
 pub mod hessian;
 pub mod info;
+pub mod metrics;
+pub mod sensitivity;
 pub mod surface;
 pub mod train;
 
