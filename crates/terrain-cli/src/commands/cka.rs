@@ -8,7 +8,7 @@ use serde_json::json;
 use terrain_metrics::cka::{self, CkaConfig, Outputs};
 use terrain_model::{ArchSpec, device::FloatType};
 
-use super::{Context, DataArgs, flags, load_checkpoint};
+use super::{Context, DataArgs, metrics_flags, load_checkpoint};
 use super::surface::same_standardization;
 
 /// Arguments of `terrain cka`.
@@ -49,7 +49,7 @@ pub fn run(ctx: &Context, a: CkaArgs) -> Result<()> {
         ..CkaConfig::default()
     };
     let names = [("mixup_alpha", "--mixup-alpha"), ("samples", "--samples")];
-    flags(config.check(), &names)?;
+    metrics_flags(config.check(), &names)?;
     if a.checkpoints.len() < 2 {
         // The library's error, before any checkpoint is loaded.
         return Err(terrain_metrics::Error::TooFewModels {
@@ -84,13 +84,14 @@ pub fn run(ctx: &Context, a: CkaArgs) -> Result<()> {
     }
     let record = ckpts[0].record()?;
     let raw = a.data.load(a.seed)?;
+    terrain_model::loss::check_fits(&ckpts[0].model, &raw)?;
     let data = match &record.standardizer {
         Some(s) => s.apply(&raw)?,
         None => raw,
     };
     let models: Vec<&terrain_model::Model> = ckpts.iter().map(|c| &c.model).collect();
     let labels: Vec<String> = a.checkpoints.iter().map(|p| p.display().to_string()).collect();
-    let r = flags(cka::cka_models(&models, &labels, &data, &config), &names)?;
+    let r = metrics_flags(cka::cka_models(&models, &labels, &data, &config), &names)?;
     let pairs: Vec<_> = r
         .pairs
         .iter()

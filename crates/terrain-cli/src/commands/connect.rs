@@ -9,7 +9,7 @@ use serde_json::json;
 use terrain_metrics::connect::{self, ConnectConfig, CurveTraining, Method};
 use terrain_report::chart::{Chart, LineChart, Panel, Series};
 
-use super::{CheckpointData, CheckpointDataArgs, Context, check_plot_path, flags, load_checkpoint};
+use super::{CheckpointData, CheckpointDataArgs, Context, check_plot_path, metrics_flags, load_checkpoint};
 use super::surface::{default_path, loss_label, same_standardization};
 
 /// Arguments of `terrain connect`.
@@ -98,7 +98,7 @@ pub fn run(ctx: &Context, a: ConnectArgs) -> Result<()> {
         ("weight_decay", "--weight-decay"),
         ("batch_size", "--batch-size"),
     ];
-    flags(config.check(), &names)?;
+    metrics_flags(config.check(), &names)?;
     let c = connect::connect(&ckpt.model, &other.model, &data, &config)?;
 
     let name_a = a.input.checkpoint.display().to_string();

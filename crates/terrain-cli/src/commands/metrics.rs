@@ -16,7 +16,7 @@ use terrain_metrics::{
 use terrain_model::{ArchSpec, checkpoint::Checkpoint, data::Dataset, device::FloatType, loss::LossKind};
 use terrain_report::{Cell, Format, Table};
 
-use super::{Context, DataArgs, flags, load_checkpoint};
+use super::{Context, DataArgs, metrics_flags, load_checkpoint};
 
 /// Arguments of `terrain metrics`.
 #[derive(Debug, clap::Args)]
@@ -72,6 +72,7 @@ pub struct MetricsArgs {
 fn datasets(a: &MetricsArgs, first: &Checkpoint) -> Result<(Dataset, Option<Dataset>, String)> {
     let record = first.record()?;
     let standardize = |d: Dataset| -> Result<Dataset> {
+        terrain_model::loss::check_fits(&first.model, &d)?;
         let d = match &record.standardizer {
             Some(s) => s.apply(&d)?,
             None => d,
@@ -165,9 +166,9 @@ pub fn run(ctx: &Context, a: MetricsArgs) -> Result<()> {
         ("rho", "--rho"),
         ("steps", "--rho-steps"),
     ];
-    flags(sharp.check(), &names_map)?;
+    metrics_flags(sharp.check(), &names_map)?;
     let models: Vec<&terrain_model::Model> = ckpts.iter().map(|c| &c.model).collect();
-    let report = flags(mdtree::feature_row(&models, &names, &train, test.as_ref(), &config), &names_map)?;
+    let report = metrics_flags(mdtree::feature_row(&models, &names, &train, test.as_ref(), &config), &names_map)?;
     let sharpness = models
         .iter()
         .map(|m| sharpness::epsilon_sharpness(m, &train, loss, &sharp))

@@ -165,6 +165,19 @@ pub fn check_plot_path(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`flags`] for terrain-metrics results: its errors wrap terrain-model's and
+/// terrain-curvature's transparently, so they are unwrapped first.
+pub fn metrics_flags<T>(result: terrain_metrics::Result<T>, names: &[(&str, &str)]) -> Result<T> {
+    flags(
+        result.map_err(|e| match e {
+            terrain_metrics::Error::Model(m) => anyhow::Error::from(m),
+            terrain_metrics::Error::Curvature(c) => anyhow::Error::from(c),
+            other => anyhow::Error::from(other),
+        }),
+        names,
+    )
+}
+
 /// Names the flag behind an invalid setting: the libraries name their settings (`max_samples`),
 /// the user typed a flag (`--trace-matvecs`). `names` maps setting names to flags.
 pub fn flags<T, E>(result: std::result::Result<T, E>, names: &[(&str, &str)]) -> Result<T>

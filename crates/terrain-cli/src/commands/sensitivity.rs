@@ -19,7 +19,7 @@ use terrain_model::{
 };
 use terrain_report::chart::{AnyChart, BarChart, BarSeries, Chart, ChartGrid, Heatmap};
 
-use super::{Context, DataArgs, flags, load_checkpoint};
+use super::{Context, DataArgs, metrics_flags, load_checkpoint};
 use super::surface::default_path;
 
 /// Arguments of `terrain sensitivity`.
@@ -107,7 +107,7 @@ pub fn run(ctx: &Context, a: SensitivityArgs) -> Result<()> {
                 spec.training.optimizer = Optimizer::adam();
                 spec.training.loss = Some(a.loss.unwrap_or(LossKind::Mse));
                 loss = spec.training.loss.expect("set above");
-                let (model, prepared) = flags(
+                let (model, prepared) = metrics_flags(
                     sensitivity::train_xavier(&spec, &ctx.device, a.data.data_dir.as_deref()),
                     &[("epochs", "--epochs"), ("lr", "--lr"), ("batch_size", "--train-batch-size")],
                 )?;
@@ -124,6 +124,7 @@ pub fn run(ctx: &Context, a: SensitivityArgs) -> Result<()> {
             let ckpt = load_checkpoint(path, a.arch.as_ref(), None, &ctx.device)?;
             let record = ckpt.record()?;
             let raw = a.data.load(0)?;
+            terrain_model::loss::check_fits(&ckpt.model, &raw)?;
             let data = match &record.standardizer {
                 Some(s) => s.apply(&raw)?,
                 None => raw,
@@ -133,7 +134,7 @@ pub fn run(ctx: &Context, a: SensitivityArgs) -> Result<()> {
                 _ => data,
             };
             let loss = a.loss.unwrap_or_else(|| LossKind::for_task(data.task));
-            let s = flags(
+            let s = metrics_flags(
                 sensitivity::sensitivity(&ckpt.model, &data, loss, a.batch_size),
                 &[("batch_size", "--batch-size")],
             )?;

@@ -17,7 +17,7 @@ use terrain_report::{
     chart::{Chart, Heatmap, LineChart, Mark, Panel, Series},
 };
 
-use super::{CheckpointData, CheckpointDataArgs, Context, check_plot_path, flags, load_checkpoint};
+use super::{CheckpointData, CheckpointDataArgs, Context, check_plot_path, metrics_flags, load_checkpoint};
 
 /// Arguments of `terrain surface`.
 #[derive(Debug, clap::Args)]
@@ -163,7 +163,7 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
         recompute_bn,
         progress: terrain_report::progress::terminal(),
     };
-    flags(config.check(), &[("x", "--x"), ("y", "--y"), ("batch_size", "--batch-size")])?;
+    metrics_flags(config.check(), &[("x", "--x"), ("y", "--y"), ("batch_size", "--batch-size")])?;
     let plane = Plane { origin, directions };
     let mut settings = surface::settings(model, &data, &plane, &config)?;
     settings.insert("directions".into(), described.join("; "));
