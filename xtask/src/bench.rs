@@ -93,7 +93,12 @@ pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
     if let Suite::Surface = args.suite {
-        return crate::bench_surface::run(&args.models, args.batch, args.dtype, args.out.as_deref());
+        return crate::bench_surface::run(
+            &args.models,
+            args.batch,
+            args.dtype,
+            args.out.as_deref(),
+        );
     }
     eprintln!(
         "{}profile: {}, threads: {} (rayon pool {}), dtype: {:?}, batch: {}, reps: {} (+{} warm-up)",

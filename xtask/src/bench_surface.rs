@@ -29,7 +29,11 @@ pub fn run(models: &[String], batch: usize, dtype: FloatType, out: Option<&Path>
     };
     eprintln!(
         "profile: {}, threads: {}, dtype: {:?}, batch: {batch}, grid {SIDE}×{SIDE} on the digits",
-        if cfg!(debug_assertions) { "dev" } else { "release" },
+        if cfg!(debug_assertions) {
+            "dev"
+        } else {
+            "release"
+        },
         candle_core::utils::get_num_threads(),
         dtype.dtype()
     );
@@ -50,7 +54,12 @@ pub fn run(models: &[String], batch: usize, dtype: FloatType, out: Option<&Path>
         let dirs = (0..2)
             .map(|i| {
                 let d = direction::random(&model, i)?;
-                direction::normalize(&d, &theta, direction::Normalize::Filter, direction::Ignore::Biasbn)
+                direction::normalize(
+                    &d,
+                    &theta,
+                    direction::Normalize::Filter,
+                    direction::Ignore::Biasbn,
+                )
             })
             .collect::<terrain_metrics::Result<Vec<_>>>()?;
         let plane = Plane {
@@ -67,7 +76,10 @@ pub fn run(models: &[String], batch: usize, dtype: FloatType, out: Option<&Path>
             let started = Instant::now();
             for &y in rows {
                 for &x in &xs.values() {
-                    theta.axpy(x, &dirs[0])?.axpy(y, &dirs[1])?.assign_to(&probe)?;
+                    theta
+                        .axpy(x, &dirs[0])?
+                        .axpy(y, &dirs[1])?
+                        .assign_to(&probe)?;
                     std::hint::black_box(loss::evaluate(&probe, &digits, batch)?);
                 }
             }

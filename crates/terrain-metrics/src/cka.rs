@@ -89,7 +89,7 @@ impl CkaConfig {
 /// assert!((linear_cka(&x, 2, &x, 2) - 1.0).abs() < 1e-12);
 /// ```
 pub fn linear_cka(x: &[f64], p: usize, y: &[f64], q: usize) -> f64 {
-    let n = if p == 0 { 0 } else { x.len() / p };
+    let n = x.len().checked_div(p).unwrap_or(0);
     if n == 0 || q == 0 || y.len() != n * q {
         return f64::NAN;
     }
@@ -173,7 +173,10 @@ pub fn outputs(model: &Model, x: &Tensor, which: Outputs) -> Result<(Vec<f64>, u
         Outputs::Softmax => candle_nn_softmax(&out)?,
     };
     let q = out.dim(1)?;
-    Ok((out.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?, q))
+    Ok((
+        out.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?,
+        q,
+    ))
 }
 
 fn candle_nn_softmax(t: &Tensor) -> Result<Tensor> {
@@ -184,7 +187,12 @@ fn candle_nn_softmax(t: &Tensor) -> Result<Tensor> {
 
 /// Linear CKA between the outputs of every ordered pair of `models` (at least two, one
 /// architecture; `names` name them in errors) on the same inputs from `data`.
-pub fn cka_models(models: &[&Model], names: &[String], data: &Dataset, config: &CkaConfig) -> Result<CkaResult> {
+pub fn cka_models(
+    models: &[&Model],
+    names: &[String],
+    data: &Dataset,
+    config: &CkaConfig,
+) -> Result<CkaResult> {
     config.check()?;
     if models.len() < 2 {
         return Err(Error::TooFewModels {
@@ -200,7 +208,9 @@ pub fn cka_models(models: &[&Model], names: &[String], data: &Dataset, config: &
         return Err(Error::NotClassification {
             what: "CKA on softmax outputs".into(),
             data: data.name.clone(),
-            reason: "a regression model has no class probabilities; compare its raw outputs (logits)".into(),
+            reason:
+                "a regression model has no class probabilities; compare its raw outputs (logits)"
+                    .into(),
         });
     }
     terrain_model::loss::check_fits(models[0], data)?;

@@ -192,7 +192,10 @@ pub fn mc_peak(e: &[f64]) -> f64 {
     if e.len() < 3 {
         return f64::NAN;
     }
-    -e[1..e.len() - 1].iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    -e[1..e.len() - 1]
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max)
 }
 
 /// The point of a path at `t`: linear `(1−t)a + tb`, or Bezier with middle `mid`.
@@ -245,7 +248,9 @@ pub fn train_bezier(
                 .iter()
                 .map(|v| v.as_tensor().sqr()?.sum_all())
                 .collect::<candle_core::Result<Vec<Tensor>>>()?;
-            let reg = Tensor::stack(&l2, 0)?.sum_all()?.affine(0.5 * cfg.weight_decay, 0.0)?;
+            let reg = Tensor::stack(&l2, 0)?
+                .sum_all()?
+                .affine(0.5 * cfg.weight_decay, 0.0)?;
             let total = (&l + reg.to_dtype(l.dtype())?)?;
             let value = l.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
@@ -282,9 +287,20 @@ pub fn train_bezier(
 /// Loss and error along the path from `a` to `b` on `train` (the training data: errors are
 /// training errors, as in Yang et al. and the MD tree). BatchNorm statistics are recomputed on
 /// `train` at every interior `t` (the endpoints keep their own). Neither model is changed.
-pub fn connect(a: &Model, b: &Model, train: &Dataset, config: &ConnectConfig) -> Result<Connectivity> {
+pub fn connect(
+    a: &Model,
+    b: &Model,
+    train: &Dataset,
+    config: &ConnectConfig,
+) -> Result<Connectivity> {
     config.check()?;
-    direction::same_architecture("mode connectivity", a, b, "the first checkpoint", "the second checkpoint")?;
+    direction::same_architecture(
+        "mode connectivity",
+        a,
+        b,
+        "the first checkpoint",
+        "the second checkpoint",
+    )?;
     let work = a.deep_clone()?;
     let pa = ParamVec::from_model(a)?;
     let pb = ParamVec::from_model(b)?.map(|t| t.to_dtype(a.dtype())?.to_device(a.device()))?;
@@ -316,7 +332,8 @@ pub fn connect(a: &Model, b: &Model, train: &Dataset, config: &ConnectConfig) ->
         errors.push(e.map(|e| 100.0 * e));
     }
     let classification = matches!(train.task, Task::Classification { .. });
-    let error: Option<Vec<f64>> = classification.then(|| errors.iter().map(|e| e.unwrap_or(f64::NAN)).collect());
+    let error: Option<Vec<f64>> =
+        classification.then(|| errors.iter().map(|e| e.unwrap_or(f64::NAN)).collect());
     let summarised = error.as_ref().unwrap_or(&losses);
     Ok(Connectivity {
         method: config.method,

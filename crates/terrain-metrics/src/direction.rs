@@ -57,11 +57,22 @@ macro_rules! names {
         }
     };
 }
-names!(Normalize, "normalize", Filter = "filter", Layer = "layer", None = "none");
+names!(
+    Normalize,
+    "normalize",
+    Filter = "filter",
+    Layer = "layer",
+    None = "none"
+);
 names!(Ignore, "ignore", Biasbn = "biasbn", None = "none");
 
 /// Rescales direction `d` against `weights` as Li et al.'s `normalize_directions_for_weights`.
-pub fn normalize(d: &ParamVec, weights: &ParamVec, how: Normalize, ignore: Ignore) -> Result<ParamVec> {
+pub fn normalize(
+    d: &ParamVec,
+    weights: &ParamVec,
+    how: Normalize,
+    ignore: Ignore,
+) -> Result<ParamVec> {
     let scaled = match how {
         Normalize::Filter => d.normalize_like(weights, Normalization::FilterKeepBias)?,
         Normalize::Layer => d.normalize_like(weights, Normalization::Layer)?,
@@ -139,7 +150,8 @@ pub fn from_file(path: &Path, model: &Model) -> Result<ParamVec> {
     for (name, t) in &raw.tensors {
         let Some(i) = d.names.iter().position(|n| n == name) else {
             let reason = if model.buffers().iter().any(|b| &b.name == name) {
-                "is a BatchNorm buffer, not a parameter: directions move parameters only".to_string()
+                "is a BatchNorm buffer, not a parameter: directions move parameters only"
+                    .to_string()
             } else {
                 format!(
                     "the model ({}) has no parameter of that name; it has {}",
@@ -158,7 +170,11 @@ pub fn from_file(path: &Path, model: &Model) -> Result<ParamVec> {
             return Err(Error::Direction {
                 path: path.to_path_buf(),
                 name: name.clone(),
-                reason: format!("has shape {:?}, the model's parameter has {:?}", t.dims(), want),
+                reason: format!(
+                    "has shape {:?}, the model's parameter has {:?}",
+                    t.dims(),
+                    want
+                ),
             });
         }
         let t = t.to_dtype(model.dtype())?.to_device(model.device())?;
@@ -183,7 +199,13 @@ pub fn from_file(path: &Path, model: &Model) -> Result<ParamVec> {
 /// `other − origin`: the direction from one model to another of the same architecture
 /// (`what_a`/`what_b` name them in errors).
 pub fn towards(origin: &Model, other: &Model, what_a: &str, what_b: &str) -> Result<ParamVec> {
-    same_architecture("a direction between checkpoints", origin, other, what_a, what_b)?;
+    same_architecture(
+        "a direction between checkpoints",
+        origin,
+        other,
+        what_a,
+        what_b,
+    )?;
     let a = ParamVec::from_model(origin)?;
     let b = ParamVec::from_model(other)?;
     let b = b.map(|t| t.to_dtype(origin.dtype())?.to_device(origin.device()))?;
@@ -191,14 +213,19 @@ pub fn towards(origin: &Model, other: &Model, what_a: &str, what_b: &str) -> Res
 }
 
 /// Fails unless `a` and `b` have the same architecture.
-pub fn same_architecture(what: &str, a: &Model, b: &Model, name_a: &str, name_b: &str) -> Result<()> {
+pub fn same_architecture(
+    what: &str,
+    a: &Model,
+    b: &Model,
+    name_a: &str,
+    name_b: &str,
+) -> Result<()> {
     if a.spec() != b.spec() {
         return Err(Error::ArchitectureMismatch {
             what: what.to_string(),
             a: name_a.to_string(),
-            arch_a: a.spec().to_string(),
             b: name_b.to_string(),
-            arch_b: b.spec().to_string(),
+            archs: Box::new([a.spec().to_string(), b.spec().to_string()]),
         });
     }
     Ok(())
@@ -212,7 +239,10 @@ pub fn fingerprint(d: &ParamVec) -> Result<u64> {
         for b in name.bytes() {
             h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
         }
-        let v = t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+        let v = t
+            .to_dtype(candle_core::DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
         for x in v {
             for b in x.to_bits().to_le_bytes() {
                 h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);

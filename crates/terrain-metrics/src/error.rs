@@ -7,11 +7,11 @@ use std::path::PathBuf;
 pub enum Error {
     /// An error from terrain-model (checkpoint, data, shapes, invalid settings...).
     #[error(transparent)]
-    Model(#[from] terrain_model::Error),
+    Model(Box<terrain_model::Error>),
 
     /// An error from terrain-curvature (Hessian products, eigenvalues, traces, input derivatives).
     #[error(transparent)]
-    Curvature(#[from] terrain_curvature::Error),
+    Curvature(Box<terrain_curvature::Error>),
 
     /// A tensor operation failed inside candle.
     #[error("tensor operation failed: {0}")]
@@ -60,18 +60,16 @@ pub enum Error {
     },
 
     /// Two models that must share an architecture do not.
-    #[error("{what}: {a} has architecture {arch_a}, but {b} has {arch_b}")]
+    #[error("{what}: {a} has architecture {}, but {b} has {}", archs[0], archs[1])]
     ArchitectureMismatch {
         /// What needs them to agree.
         what: String,
         /// The first model.
         a: String,
-        /// Its architecture.
-        arch_a: String,
         /// The other model.
         b: String,
-        /// Its architecture.
-        arch_b: String,
+        /// Their architectures, in that order.
+        archs: Box<[String; 2]>,
     },
 
     /// A metric needs more models than it was given.
@@ -106,10 +104,30 @@ pub enum Error {
     },
 }
 
+impl From<terrain_model::Error> for Error {
+    fn from(e: terrain_model::Error) -> Self {
+        Error::Model(Box::new(e))
+    }
+}
+
+impl From<terrain_curvature::Error> for Error {
+    fn from(e: terrain_curvature::Error) -> Self {
+        match e {
+            // One way to hold a terrain-model error, however it arrived.
+            terrain_curvature::Error::Model(m) => Error::Model(Box::new(m)),
+            other => Error::Curvature(Box::new(other)),
+        }
+    }
+}
+
 impl Error {
     /// An invalid setting: terrain-model's one invalid-configuration error.
-    pub fn config(field: impl Into<String>, value: impl ToString, reason: impl Into<String>) -> Self {
-        Error::Model(terrain_model::Error::config(field, value, reason))
+    pub fn config(
+        field: impl Into<String>,
+        value: impl ToString,
+        reason: impl Into<String>,
+    ) -> Self {
+        terrain_model::Error::config(field, value, reason).into()
     }
 
     /// An I/O error on `path`.

@@ -80,7 +80,9 @@ pub struct FeatureReport {
 }
 
 fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
-    let (s, n) = v.into_iter().fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    let (s, n) = v
+        .into_iter()
+        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     s / n as f64
 }
 
@@ -118,7 +120,12 @@ pub fn feature_row(
         None => Vec::new(),
     };
     let connectivity = if models.len() >= 2 {
-        Some(connect::connect(models[0], models[1], train, &config.connect)?)
+        Some(connect::connect(
+            models[0],
+            models[1],
+            train,
+            &config.connect,
+        )?)
     } else {
         None
     };
@@ -127,7 +134,9 @@ pub fn feature_row(
     } else {
         None
     };
-    let opt_mean = |v: Vec<Option<f64>>| -> Option<f64> { v.into_iter().collect::<Option<Vec<f64>>>().map(mean) };
+    let opt_mean = |v: Vec<Option<f64>>| -> Option<f64> {
+        v.into_iter().collect::<Option<Vec<f64>>>().map(mean)
+    };
     let row = FeatureRow {
         train_error: opt_mean(basics.iter().map(|b| b.error).collect()),
         train_loss: mean(basics.iter().map(|b| b.loss)),

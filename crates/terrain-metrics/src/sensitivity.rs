@@ -34,11 +34,19 @@ pub struct FeatureSensitivity {
 
 fn column_means(t: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     let t = t.to_dtype(DType::F64)?;
-    Ok((t.mean(0)?.to_vec1::<f64>()?, t.abs()?.mean(0)?.to_vec1::<f64>()?))
+    Ok((
+        t.mean(0)?.to_vec1::<f64>()?,
+        t.abs()?.mean(0)?.to_vec1::<f64>()?,
+    ))
 }
 
 /// The per-feature derivative summaries of `model` on every row of `data`.
-pub fn sensitivity(model: &Model, data: &Dataset, loss: LossKind, batch_size: usize) -> Result<FeatureSensitivity> {
+pub fn sensitivity(
+    model: &Model,
+    data: &Dataset,
+    loss: LossKind,
+    batch_size: usize,
+) -> Result<FeatureSensitivity> {
     let d = input_derivatives(
         model,
         data,
@@ -48,7 +56,13 @@ pub fn sensitivity(model: &Model, data: &Dataset, loss: LossKind, batch_size: us
         },
     )?;
     let (mean_d1, mean_abs_d1) = column_means(&d.d1)?;
-    let missing = || Error::config("order", 3, "the input derivatives came back without orders 2 and 3");
+    let missing = || {
+        Error::config(
+            "order",
+            3,
+            "the input derivatives came back without orders 2 and 3",
+        )
+    };
     let (mean_d2, mean_abs_d2) = column_means(d.d2.as_ref().ok_or_else(missing)?)?;
     let (mean_d3, mean_abs_d3) = column_means(d.d3.as_ref().ok_or_else(missing)?)?;
     Ok(FeatureSensitivity {
@@ -157,7 +171,11 @@ pub fn target_correlations(data: &Dataset) -> Result<Vec<f64>> {
     let n = data.len();
     let x = data.x.to_dtype(DType::F64)?.reshape((n, ()))?;
     let y = match &data.y {
-        Targets::Values(t) | Targets::Soft(t) => t.to_dtype(DType::F64)?.reshape((n, ()))?.narrow(1, 0, 1)?.flatten_all()?,
+        Targets::Values(t) | Targets::Soft(t) => t
+            .to_dtype(DType::F64)?
+            .reshape((n, ()))?
+            .narrow(1, 0, 1)?
+            .flatten_all()?,
         Targets::Classes(t) => t.to_dtype(DType::F64)?,
     };
     let y = y.to_vec1::<f64>()?;
@@ -187,7 +205,9 @@ pub struct Agreement {
 pub fn mean_sd_over_runs(rows: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
     let m = rows.len() as f64;
     let d = rows.first().map_or(0, Vec::len);
-    let mean: Vec<f64> = (0..d).map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / m).collect();
+    let mean: Vec<f64> = (0..d)
+        .map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / m)
+        .collect();
     let sd = (0..d)
         .map(|j| (rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / (m - 1.0)).sqrt())
         .collect();
@@ -197,7 +217,10 @@ pub fn mean_sd_over_runs(rows: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
 /// The agreement between the runs' `|mean d2|` and `|rho|` (the features' target correlations).
 pub fn agreement(runs: &[FeatureSensitivity], rho: &[f64]) -> Agreement {
     let abs_rho: Vec<f64> = rho.iter().map(|r| r.abs()).collect();
-    let d2: Vec<Vec<f64>> = runs.iter().map(|r| r.mean_d2.iter().map(|v| v.abs()).collect()).collect();
+    let d2: Vec<Vec<f64>> = runs
+        .iter()
+        .map(|r| r.mean_d2.iter().map(|v| v.abs()).collect())
+        .collect();
     let per_run: Vec<f64> = d2.iter().map(|r| spearman(r, &abs_rho)).collect();
     let (m, sd) = mean_sd_over_runs(&per_run.iter().map(|v| vec![*v]).collect::<Vec<_>>());
     let (mean_d2, _) = mean_sd_over_runs(&d2);
@@ -207,7 +230,11 @@ pub fn agreement(runs: &[FeatureSensitivity], rho: &[f64]) -> Agreement {
         sd: if multi { sd[0] } else { f64::NAN },
         of_mean: spearman(&mean_d2, &abs_rho),
         kendall_w: if multi { kendall_w(&d2) } else { f64::NAN },
-        mean_pairwise_spearman: if multi { mean_pairwise_spearman(&d2) } else { f64::NAN },
+        mean_pairwise_spearman: if multi {
+            mean_pairwise_spearman(&d2)
+        } else {
+            f64::NAN
+        },
         per_run,
     }
 }
@@ -224,25 +251,44 @@ pub fn xavier_init(model: &Model, seed: u64) -> Result<()> {
             let (fan_out, fan_in) = (dims[0] * receptive, dims[1] * receptive);
             let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
             let mut r = terrain_model::rng::rng_stream(seed, k as u64);
-            let v: Vec<f64> = (0..p.var.elem_count()).map(|_| r.random_range(-bound..bound)).collect();
+            let v: Vec<f64> = (0..p.var.elem_count())
+                .map(|_| r.random_range(-bound..bound))
+                .collect();
             Tensor::from_vec(v, dims.as_slice(), &candle_core::Device::Cpu)?
-        } else if p.var.to_dtype(DType::F64)?.flatten_all()?.min(0)?.to_scalar::<f64>()? == 1.0 {
+        } else if p
+            .var
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .min(0)?
+            .to_scalar::<f64>()?
+            == 1.0
+        {
             // A BatchNorm scale (initialised to ones) keeps its initialisation.
             continue;
         } else {
             Tensor::zeros(dims.as_slice(), DType::F64, &candle_core::Device::Cpu)?
         };
-        p.var.set(&t.to_dtype(model.dtype())?.to_device(model.device())?)?;
+        p.var
+            .set(&t.to_dtype(model.dtype())?.to_device(model.device())?)?;
     }
     Ok(())
 }
 
 /// Trains one model of `spec`'s recipe with Xavier/Glorot initialisation from `spec.seeds.init`
 /// (instead of PyTorch's default), through the recipe's data preparation and the shared trainer.
-pub fn train_xavier(spec: &RunSpec, device: &candle_core::Device, data_dir: Option<&std::path::Path>) -> Result<(Model, PreparedData)> {
+pub fn train_xavier(
+    spec: &RunSpec,
+    device: &candle_core::Device,
+    data_dir: Option<&std::path::Path>,
+) -> Result<(Model, PreparedData)> {
     spec.check()?;
     let prepared = spec.prepare_data(data_dir)?;
-    let model = Model::new(spec.arch.clone(), spec.dtype.dtype(), device, spec.seeds.init)?;
+    let model = Model::new(
+        spec.arch.clone(),
+        spec.dtype.dtype(),
+        device,
+        spec.seeds.init,
+    )?;
     xavier_init(&model, spec.seeds.init)?;
     let mut trainer = Trainer::new(spec.training.clone())?;
     trainer.fit(&model, &prepared.train, None, &mut |_| {})?;

@@ -60,7 +60,12 @@ pub struct Sharpness {
     pub multi_step_radius: f64,
 }
 
-fn op<'m>(model: &'m Model, data: &Dataset, loss: LossKind, batch_size: usize) -> Result<HessianOperator<'m>> {
+fn op<'m>(
+    model: &'m Model,
+    data: &Dataset,
+    loss: LossKind,
+    batch_size: usize,
+) -> Result<HessianOperator<'m>> {
     Ok(HessianOperator::new(
         model,
         data,
@@ -81,7 +86,12 @@ fn gradient(op: &HessianOperator<'_>, like: &ParamVec) -> Result<ParamVec> {
 }
 
 /// ε-sharpness of `model` on `data` (BatchNorm in eval mode). The model is left as it was.
-pub fn epsilon_sharpness(model: &Model, data: &Dataset, loss: LossKind, config: &SharpnessConfig) -> Result<Sharpness> {
+pub fn epsilon_sharpness(
+    model: &Model,
+    data: &Dataset,
+    loss: LossKind,
+    config: &SharpnessConfig,
+) -> Result<Sharpness> {
     config.check()?;
     let eval = Evaluator::new(model, data, loss, config.batch_size)?;
     let hop = op(model, data, loss, config.batch_size)?;
@@ -185,7 +195,12 @@ pub struct Basics {
 }
 
 /// Loss, error, norms, and the Hessian's top eigenvalue and trace of `model` on `train`.
-pub fn basics(model: &Model, train: &Dataset, loss: LossKind, config: &BasicsConfig) -> Result<Basics> {
+pub fn basics(
+    model: &Model,
+    train: &Dataset,
+    loss: LossKind,
+    config: &BasicsConfig,
+) -> Result<Basics> {
     config.check()?;
     terrain_model::autodiff::ensure_second_order()?;
     let eval = Evaluator::new(model, train, loss, config.batch_size)?;

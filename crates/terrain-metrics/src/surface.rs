@@ -86,7 +86,11 @@ impl Evaluator {
             }
         }
         let n = self.rows as f64;
-        let loss = loss_sum.map(|s| s.to_scalar::<f64>()).transpose()?.unwrap_or(f64::NAN) / n;
+        let loss = loss_sum
+            .map(|s| s.to_scalar::<f64>())
+            .transpose()?
+            .unwrap_or(f64::NAN)
+            / n;
         let error = wrong
             .map(|w| w.to_scalar::<f64>())
             .transpose()?
@@ -138,13 +142,23 @@ impl Plane {
                 "a surface needs one direction (a line) or two (a plane)",
             ));
         }
-        for (i, d) in std::iter::once(&self.origin).chain(&self.directions).enumerate() {
-            let what = if i == 0 { "origin".to_string() } else { format!("direction {i}") };
+        for (i, d) in std::iter::once(&self.origin)
+            .chain(&self.directions)
+            .enumerate()
+        {
+            let what = if i == 0 {
+                "origin".to_string()
+            } else {
+                format!("direction {i}")
+            };
             if d.names.len() != model.params().len() {
                 return Err(Error::config(
                     what,
                     d.names.len(),
-                    format!("has that many tensors, the model has {}", model.params().len()),
+                    format!(
+                        "has that many tensors, the model has {}",
+                        model.params().len()
+                    ),
                 ));
             }
             for ((n, t), p) in d.names.iter().zip(&d.tensors).zip(model.params()) {
@@ -152,7 +166,12 @@ impl Plane {
                     return Err(Error::config(
                         what,
                         n,
-                        format!("tensor {n} {:?} does not match parameter {} {:?}", t.dims(), p.name, p.var.dims()),
+                        format!(
+                            "tensor {n} {:?} does not match parameter {} {:?}",
+                            t.dims(),
+                            p.name,
+                            p.var.dims()
+                        ),
                     ));
                 }
             }
@@ -251,14 +270,22 @@ fn point_line(i: usize, j: usize, v: &PointValue) -> String {
 fn parse_point(line: &str) -> std::result::Result<(usize, usize, PointValue), String> {
     let parts: Vec<&str> = line.split('\t').collect();
     if parts.len() != 4 {
-        return Err(format!("expected 4 tab-separated fields, found {}", parts.len()));
+        return Err(format!(
+            "expected 4 tab-separated fields, found {}",
+            parts.len()
+        ));
     }
-    let index = |p: &str| p.parse::<usize>().map_err(|_| format!("`{p}` is not a grid index"));
+    let index = |p: &str| {
+        p.parse::<usize>()
+            .map_err(|_| format!("`{p}` is not a grid index"))
+    };
     let value = |p: &str| -> std::result::Result<Option<f64>, String> {
         if p == "-" {
             Ok(None)
         } else {
-            p.parse::<f64>().map(Some).map_err(|_| format!("`{p}` is not a number"))
+            p.parse::<f64>()
+                .map(Some)
+                .map_err(|_| format!("`{p}` is not a number"))
         }
     };
     Ok((
@@ -298,11 +325,12 @@ impl ResultsLog {
             .open(path)
             .map_err(io)?;
         let mut text = String::new();
-        file.read_to_string(&mut text).map_err(|e| Error::ResultsFile {
-            path: path.to_path_buf(),
-            line: 0,
-            reason: format!("not a results file (not UTF-8 text: {e})"),
-        })?;
+        file.read_to_string(&mut text)
+            .map_err(|e| Error::ResultsFile {
+                path: path.to_path_buf(),
+                line: 0,
+                reason: format!("not a results file (not UTF-8 text: {e})"),
+            })?;
         // Only complete lines count; a tail without its newline was cut short by a crash.
         let complete = text.rfind('\n').map_or(0, |i| i + 1);
         let mut done = BTreeMap::new();
@@ -333,7 +361,10 @@ impl ResultsLog {
                     return Err(Error::ResultsFile {
                         path: path.to_path_buf(),
                         line: 1,
-                        reason: format!("format version {}, this terrain reads {VERSION}", header.version),
+                        reason: format!(
+                            "format version {}, this terrain reads {VERSION}",
+                            header.version
+                        ),
                     });
                 }
                 let diff = settings_diff(&header.settings, settings);
@@ -397,7 +428,10 @@ impl ResultsLog {
 }
 
 /// The settings that differ between a saved and a current map, as `name: saved A, now B`.
-pub fn settings_diff(saved: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+pub fn settings_diff(
+    saved: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
     let mut keys: Vec<&String> = saved.keys().chain(now.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -417,20 +451,39 @@ pub fn settings_diff(saved: &BTreeMap<String, String>, now: &BTreeMap<String, St
 
 /// Everything that determines a surface's values, for its results file: the architecture, dtype,
 /// data (name, rows, content hash), fingerprints of the origin and directions, and the settings.
-pub fn settings(model: &Model, data: &Dataset, plane: &Plane, config: &SurfaceConfig) -> Result<BTreeMap<String, String>> {
+pub fn settings(
+    model: &Model,
+    data: &Dataset,
+    plane: &Plane,
+    config: &SurfaceConfig,
+) -> Result<BTreeMap<String, String>> {
     let mut s = BTreeMap::new();
     s.insert("arch".into(), model.spec().to_string());
     s.insert("dtype".into(), format!("{:?}", model.dtype()));
     s.insert(
         "data".into(),
-        format!("{} ({} rows, hash {:016x})", data.name, data.len(), data.content_hash()?),
+        format!(
+            "{} ({} rows, hash {:016x})",
+            data.name,
+            data.len(),
+            data.content_hash()?
+        ),
     );
-    s.insert("origin".into(), format!("{:016x}", direction::fingerprint(&plane.origin)?));
+    s.insert(
+        "origin".into(),
+        format!("{:016x}", direction::fingerprint(&plane.origin)?),
+    );
     for (i, d) in plane.directions.iter().enumerate() {
-        s.insert(format!("direction {}", i + 1), format!("{:016x}", direction::fingerprint(d)?));
+        s.insert(
+            format!("direction {}", i + 1),
+            format!("{:016x}", direction::fingerprint(d)?),
+        );
     }
     s.insert("x".into(), config.x.to_string());
-    s.insert("y".into(), config.y.map_or("(none)".into(), |y| y.to_string()));
+    s.insert(
+        "y".into(),
+        config.y.map_or("(none)".into(), |y| y.to_string()),
+    );
     s.insert("loss".into(), config.loss.to_string());
     s.insert("batch_size".into(), config.batch_size.to_string());
     s.insert("recompute_bn".into(), config.recompute_bn.to_string());
@@ -469,10 +522,8 @@ pub fn compute(
         .iter()
         .map(|b| b.var.as_tensor().copy())
         .collect::<candle_core::Result<_>>()?;
-    let mut values: BTreeMap<(usize, usize), PointValue> = log
-        .as_ref()
-        .map(|l| l.done().clone())
-        .unwrap_or_default();
+    let mut values: BTreeMap<(usize, usize), PointValue> =
+        log.as_ref().map(|l| l.done().clone()).unwrap_or_default();
     values.retain(|&(i, j), _| i < xs.len() && j < ny);
     let resumed = values.len();
     config.progress.start("surface", Some(total as u64));

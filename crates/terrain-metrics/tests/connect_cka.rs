@@ -31,7 +31,13 @@ fn relu_net(w1: [f64; 2], w2: [[f64; 2]; 2]) -> Model {
 fn line_data() -> Dataset {
     let x = Tensor::from_vec(vec![-2.0f64, -1.0, 1.0, 2.0], (4, 1), &Device::Cpu).unwrap();
     let y = Tensor::from_vec(vec![0u32, 0, 1, 1], 4, &Device::Cpu).unwrap();
-    Dataset::new("line", x, Targets::Classes(y), Task::Classification { classes: 2 }).unwrap()
+    Dataset::new(
+        "line",
+        x,
+        Targets::Classes(y),
+        Task::Classification { classes: 2 },
+    )
+    .unwrap()
 }
 
 #[test]
@@ -51,8 +57,16 @@ fn a_permuted_pair_has_the_barrier_computed_by_hand() {
     assert_eq!(c.t, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
     for (k, &t) in c.t.iter().enumerate() {
         let m = 5.0 * (1.0f64 - 2.0 * t).powi(2);
-        let want = [1.0, 2.0].iter().map(|x| (1.0 + (-m * x).exp()).ln()).sum::<f64>() / 2.0;
-        assert!((c.loss[k] - want).abs() < 1e-12, "t = {t}: {} vs {want}", c.loss[k]);
+        let want = [1.0, 2.0]
+            .iter()
+            .map(|x| (1.0 + (-m * x).exp()).ln())
+            .sum::<f64>()
+            / 2.0;
+        assert!(
+            (c.loss[k] - want).abs() < 1e-12,
+            "t = {t}: {} vs {want}",
+            c.loss[k]
+        );
     }
     assert_eq!(c.error.as_ref().unwrap(), &vec![0.0, 0.0, 50.0, 0.0, 0.0]);
     assert_eq!((c.mc, c.mc_peak), (-50.0, -50.0));
@@ -64,14 +78,21 @@ fn a_permuted_pair_has_the_barrier_computed_by_hand() {
 #[test]
 fn a_trained_bezier_curve_lowers_the_barrier_of_two_seeds() {
     let train = |seed: u64| {
-        let mut spec = terrain_model::run::RunSpec::new("mlp:64-16-10:tanh".parse().unwrap(), "digits", seed);
+        let mut spec =
+            terrain_model::run::RunSpec::new("mlp:64-16-10:tanh".parse().unwrap(), "digits", seed);
         spec.training.epochs = 8;
         spec.data.standardize = terrain_model::run::Standardize::Off;
         spec.run(&Default::default()).unwrap()
     };
     let (a, b) = (train(1), train(2));
     let data = terrain_model::data::builtin::load("digits").unwrap();
-    let linear = connect::connect(&a.model, &b.model, &data, &ConnectConfig::new(Method::Linear, LossKind::Ce)).unwrap();
+    let linear = connect::connect(
+        &a.model,
+        &b.model,
+        &data,
+        &ConnectConfig::new(Method::Linear, LossKind::Ce),
+    )
+    .unwrap();
     let config = ConnectConfig {
         training: CurveTraining {
             epochs: 20,
@@ -81,14 +102,38 @@ fn a_trained_bezier_curve_lowers_the_barrier_of_two_seeds() {
         ..ConnectConfig::new(Method::Bezier, LossKind::Ce)
     };
     let curve = connect::connect(&a.model, &b.model, &data, &config).unwrap();
-    assert_eq!((curve.loss[0], curve.loss[4]), (linear.loss[0], linear.loss[4]));
-    assert!(linear.mc < -1.0, "the seeds should have a barrier: mc = {}", linear.mc);
-    assert!(curve.loss[2] < 0.5 * linear.loss[2], "{} vs {}", curve.loss[2], linear.loss[2]);
-    assert!(curve.mc_peak > linear.mc_peak, "{} vs {}", curve.mc_peak, linear.mc_peak);
+    assert_eq!(
+        (curve.loss[0], curve.loss[4]),
+        (linear.loss[0], linear.loss[4])
+    );
+    assert!(
+        linear.mc < -1.0,
+        "the seeds should have a barrier: mc = {}",
+        linear.mc
+    );
+    assert!(
+        curve.loss[2] < 0.5 * linear.loss[2],
+        "{} vs {}",
+        curve.loss[2],
+        linear.loss[2]
+    );
+    assert!(
+        curve.mc_peak > linear.mc_peak,
+        "{} vs {}",
+        curve.mc_peak,
+        linear.mc_peak
+    );
     // Different architectures are refused, naming both.
-    let other = terrain_testkit::model("mlp:64-8-10:tanh", 0).to(DType::F32, &Device::Cpu).unwrap();
-    let e = connect::connect(&a.model, &other, &data, &config).unwrap_err().to_string();
-    assert!(e.contains("mlp:64-8-10:tanh") && e.contains("mlp:64-16-10:tanh"), "{e}");
+    let other = terrain_testkit::model("mlp:64-8-10:tanh", 0)
+        .to(DType::F32, &Device::Cpu)
+        .unwrap();
+    let e = connect::connect(&a.model, &other, &data, &config)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mlp:64-8-10:tanh") && e.contains("mlp:64-16-10:tanh"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -124,7 +169,13 @@ fn dense_cka(x: &[f64], p: usize, y: &[f64], q: usize) -> f64 {
     };
     let centre = |g: &[f64]| -> Vec<f64> {
         // HGH
-        let h = |i: usize, j: usize| if i == j { 1.0 - 1.0 / n as f64 } else { -1.0 / n as f64 };
+        let h = |i: usize, j: usize| {
+            if i == j {
+                1.0 - 1.0 / n as f64
+            } else {
+                -1.0 / n as f64
+            }
+        };
         let mut t = vec![0.0; n * n];
         for i in 0..n {
             for j in 0..n {
@@ -150,7 +201,9 @@ fn linear_cka_matches_the_dense_formula_and_its_invariances() {
     let x = gaussian(n, p, 1);
     // y depends on x partly.
     let noise = gaussian(n, q, 2);
-    let y: Vec<f64> = (0..n * q).map(|i| x[(i / q) * p + i % q] + 0.7 * noise[i]).collect();
+    let y: Vec<f64> = (0..n * q)
+        .map(|i| x[(i / q) * p + i % q] + 0.7 * noise[i])
+        .collect();
     let fast = linear_cka(&x, p, &y, q);
     let dense = dense_cka(&x, p, &y, q);
     assert!((fast - dense).abs() < 1e-12, "{fast} vs {dense}");
@@ -197,7 +250,14 @@ fn model_cka_is_one_for_identical_and_scaled_models_and_checks_its_input() {
     // Three models: every ordered pair, symmetric, and the mean.
     let three = cka::cka_models(&[&a, &b, &b2], &names, &data, &cfg).unwrap();
     assert_eq!(three.pairs.len(), 6);
-    let get = |i: usize, j: usize| three.pairs.iter().find(|p| p.a == i && p.b == j).unwrap().cka;
+    let get = |i: usize, j: usize| {
+        three
+            .pairs
+            .iter()
+            .find(|p| p.a == i && p.b == j)
+            .unwrap()
+            .cka
+    };
     assert!((get(0, 1) - get(1, 0)).abs() < 1e-12);
     let mean = three.pairs.iter().map(|p| p.cka).sum::<f64>() / 6.0;
     assert!((three.cka - mean).abs() < 1e-15);
@@ -212,11 +272,18 @@ fn model_cka_is_one_for_identical_and_scaled_models_and_checks_its_input() {
     let e = cka::cka_models(&[&a], &names[..1], &data, &cfg).unwrap_err();
     assert!(matches!(e, Error::TooFewModels { given: 1, .. }), "{e}");
     let other = terrain_testkit::model("mlp:64-8-10:tanh", 1);
-    let e = cka::cka_models(&[&a, &other], &names[..2], &data, &cfg).unwrap_err().to_string();
+    let e = cka::cka_models(&[&a, &other], &names[..2], &data, &cfg)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("mlp:64-8-10:tanh") && e.contains("b has"), "{e}");
     let boston = terrain_model::data::builtin::load("boston").unwrap();
     let reg = terrain_testkit::model("mlp:13-8-1:tanh", 1);
-    let e = cka::cka_models(&[&reg, &reg], &names[..2], &boston, &cfg).unwrap_err().to_string();
-    assert!(e.contains("boston") && e.contains("regression") && e.contains("softmax"), "{e}");
+    let e = cka::cka_models(&[&reg, &reg], &names[..2], &boston, &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("boston") && e.contains("regression") && e.contains("softmax"),
+        "{e}"
+    );
     assert!(cka::cka_models(&[&reg, &reg], &names[..2], &boston, &logits).is_ok());
 }

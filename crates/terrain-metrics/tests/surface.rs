@@ -12,7 +12,12 @@ use terrain_metrics::{
 use terrain_model::{ParamVec, loss};
 
 fn values(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 #[test]
@@ -23,10 +28,18 @@ fn filter_normalisation_matches_a_hand_computation() {
     for ignore in [Ignore::Biasbn, Ignore::None] {
         let n = direction::normalize(&d, &theta, Normalize::Filter, ignore).unwrap();
         for k in 0..d.tensors.len() {
-            let (dv, wv, nv) = (values(&d.tensors[k]), values(&theta.tensors[k]), values(&n.tensors[k]));
+            let (dv, wv, nv) = (
+                values(&d.tensors[k]),
+                values(&theta.tensors[k]),
+                values(&n.tensors[k]),
+            );
             let dims = d.tensors[k].dims();
             if dims.len() == 1 {
-                let want = if ignore == Ignore::Biasbn { vec![0.0; dv.len()] } else { wv.clone() };
+                let want = if ignore == Ignore::Biasbn {
+                    vec![0.0; dv.len()]
+                } else {
+                    wv.clone()
+                };
                 assert_eq!(nv, want, "{}", d.names[k]);
                 continue;
             }
@@ -37,7 +50,12 @@ fn filter_normalisation_matches_a_hand_computation() {
                 let wn = wv[row.clone()].iter().map(|v| v * v).sum::<f64>().sqrt();
                 for c in row {
                     let want = dv[c] * wn / (dn + 1e-10);
-                    assert!((nv[c] - want).abs() < 1e-14, "{}[{c}]: {} vs {want}", d.names[k], nv[c]);
+                    assert!(
+                        (nv[c] - want).abs() < 1e-14,
+                        "{}[{c}]: {} vs {want}",
+                        d.names[k],
+                        nv[c]
+                    );
                 }
             }
         }
@@ -50,7 +68,11 @@ fn filter_normalisation_matches_a_hand_computation() {
             let (a, b) = (norm(values(&n.tensors[k])), norm(values(&theta.tensors[k])));
             let dn = norm(values(&d.tensors[k]));
             let want = b * dn / (dn + 1e-10);
-            assert!((a - want).abs() < 1e-12 * b, "{}: {a} vs {want}", d.names[k]);
+            assert!(
+                (a - want).abs() < 1e-12 * b,
+                "{}: {a} vs {want}",
+                d.names[k]
+            );
         }
     }
 }
@@ -60,8 +82,20 @@ fn surface_values_equal_direct_evaluations_at_each_point() {
     let data = terrain_testkit::iris(60);
     let model = terrain_testkit::model("mlp:4-6-3:tanh", 2);
     let theta = ParamVec::from_model(&model).unwrap();
-    let d = direction::normalize(&direction::random(&model, 1).unwrap(), &theta, Normalize::Filter, Ignore::Biasbn).unwrap();
-    let e = direction::normalize(&direction::random(&model, 2).unwrap(), &theta, Normalize::Filter, Ignore::None).unwrap();
+    let d = direction::normalize(
+        &direction::random(&model, 1).unwrap(),
+        &theta,
+        Normalize::Filter,
+        Ignore::Biasbn,
+    )
+    .unwrap();
+    let e = direction::normalize(
+        &direction::random(&model, 2).unwrap(),
+        &theta,
+        Normalize::Filter,
+        Ignore::None,
+    )
+    .unwrap();
     let plane = Plane {
         origin: theta.clone(),
         directions: vec![d.clone(), e.clone()],
@@ -88,7 +122,15 @@ fn surface_values_equal_direct_evaluations_at_each_point() {
     }
     assert!(worst < 1e-12, "relative loss error {worst}");
     // The model is back at θ.
-    assert_eq!(ParamVec::from_model(&model).unwrap().sub(&theta).unwrap().norm().unwrap(), 0.0);
+    assert_eq!(
+        ParamVec::from_model(&model)
+            .unwrap()
+            .sub(&theta)
+            .unwrap()
+            .norm()
+            .unwrap(),
+        0.0
+    );
 }
 
 #[test]
@@ -130,12 +172,21 @@ fn the_results_file_resumes_and_refuses_other_settings() {
     let err = ResultsLog::open(&path, &other).unwrap_err().to_string();
     assert!(err.contains("x: saved -2:2:9, now -1:1:9"), "{err}");
     // Garbage is refused, naming the line.
-    std::fs::write(&path, format!("{}\nnot json\n{{}}\n", text.lines().next().unwrap())).unwrap();
+    std::fs::write(
+        &path,
+        format!("{}\nnot json\n{{}}\n", text.lines().next().unwrap()),
+    )
+    .unwrap();
     let err = ResultsLog::open(&path, &settings).unwrap_err().to_string();
     assert!(err.contains("line 2"), "{err}");
     let empty: BTreeMap<String, String> = BTreeMap::new();
     std::fs::write(&path, "hello\n").unwrap();
-    assert!(ResultsLog::open(&path, &empty).unwrap_err().to_string().contains("not a terrain surface results file"));
+    assert!(
+        ResultsLog::open(&path, &empty)
+            .unwrap_err()
+            .to_string()
+            .contains("not a terrain surface results file")
+    );
 }
 
 #[test]
@@ -167,7 +218,10 @@ fn direction_files_are_checked_by_name_and_shape() {
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, tensors: Vec<(&str, Tensor)>| {
         let p = dir.path().join(name);
-        let list: Vec<(String, Tensor)> = tensors.into_iter().map(|(n, t)| (n.to_string(), t)).collect();
+        let list: Vec<(String, Tensor)> = tensors
+            .into_iter()
+            .map(|(n, t)| (n.to_string(), t))
+            .collect();
         terrain_model::checkpoint::write_file(&p, &list, &BTreeMap::new()).unwrap();
         p
     };
@@ -179,10 +233,30 @@ fn direction_files_are_checked_by_name_and_shape() {
     assert!(values(&d.tensors[1]).iter().all(|&v| v == 0.0));
     let p = write("name.safetensors", vec![("9.weight", w.clone())]);
     let e = direction::from_file(&p, &model).unwrap_err().to_string();
-    assert!(e.contains("name.safetensors") && e.contains("`9.weight`") && e.contains("no parameter"), "{e}");
-    let p = write("shape.safetensors", vec![("0.weight", Tensor::ones((4, 5), DType::F32, &Device::Cpu).unwrap())]);
+    assert!(
+        e.contains("name.safetensors") && e.contains("`9.weight`") && e.contains("no parameter"),
+        "{e}"
+    );
+    let p = write(
+        "shape.safetensors",
+        vec![(
+            "0.weight",
+            Tensor::ones((4, 5), DType::F32, &Device::Cpu).unwrap(),
+        )],
+    );
     let e = direction::from_file(&p, &model).unwrap_err().to_string();
-    assert!(e.contains("`0.weight`") && e.contains("[4, 5]") && e.contains("[5, 4]"), "{e}");
-    let p = write("nan.safetensors", vec![("0.weight", (w * f64::NAN).unwrap())]);
-    assert!(direction::from_file(&p, &model).unwrap_err().to_string().contains("non-finite"));
+    assert!(
+        e.contains("`0.weight`") && e.contains("[4, 5]") && e.contains("[5, 4]"),
+        "{e}"
+    );
+    let p = write(
+        "nan.safetensors",
+        vec![("0.weight", (w * f64::NAN).unwrap())],
+    );
+    assert!(
+        direction::from_file(&p, &model)
+            .unwrap_err()
+            .to_string()
+            .contains("non-finite")
+    );
 }

@@ -8,8 +8,8 @@ use serde_json::json;
 use terrain_metrics::cka::{self, CkaConfig, Outputs};
 use terrain_model::{ArchSpec, device::FloatType};
 
-use super::{Context, DataArgs, metrics_flags, load_checkpoint};
 use super::surface::same_standardization;
+use super::{Context, DataArgs, load_checkpoint, metrics_flags};
 
 /// Arguments of `terrain cka`.
 #[derive(Debug, clap::Args)]
@@ -62,7 +62,11 @@ pub fn run(ctx: &Context, a: CkaArgs) -> Result<()> {
     let dtype = a.dtype.map(FloatType::dtype);
     let mut ckpts = Vec::new();
     for p in &a.checkpoints {
-        let dt = dtype.or_else(|| ckpts.first().map(|c: &terrain_model::checkpoint::Checkpoint| c.model.dtype()));
+        let dt = dtype.or_else(|| {
+            ckpts
+                .first()
+                .map(|c: &terrain_model::checkpoint::Checkpoint| c.model.dtype())
+        });
         ckpts.push(load_checkpoint(p, a.arch.as_ref(), dt, &ctx.device)?);
     }
     for (c, p) in ckpts.iter().zip(&a.checkpoints).skip(1) {
@@ -90,7 +94,11 @@ pub fn run(ctx: &Context, a: CkaArgs) -> Result<()> {
         None => raw,
     };
     let models: Vec<&terrain_model::Model> = ckpts.iter().map(|c| &c.model).collect();
-    let labels: Vec<String> = a.checkpoints.iter().map(|p| p.display().to_string()).collect();
+    let labels: Vec<String> = a
+        .checkpoints
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let r = metrics_flags(cka::cka_models(&models, &labels, &data, &config), &names)?;
     let pairs: Vec<_> = r
         .pairs

@@ -9,8 +9,10 @@ use serde_json::json;
 use terrain_metrics::connect::{self, ConnectConfig, CurveTraining, Method};
 use terrain_report::chart::{Chart, LineChart, Panel, Series};
 
-use super::{CheckpointData, CheckpointDataArgs, Context, check_plot_path, metrics_flags, load_checkpoint};
 use super::surface::{default_path, loss_label, same_standardization};
+use super::{
+    CheckpointData, CheckpointDataArgs, Context, check_plot_path, load_checkpoint, metrics_flags,
+};
 
 /// Arguments of `terrain connect`.
 #[derive(Debug, clap::Args)]
@@ -56,10 +58,20 @@ pub struct ConnectArgs {
 
 /// Runs `terrain connect`.
 pub fn run(ctx: &Context, a: ConnectArgs) -> Result<()> {
-    let plot = a.plot.clone().unwrap_or_else(|| default_path(&a.input.checkpoint, "connect.png"));
+    let plot = a
+        .plot
+        .clone()
+        .unwrap_or_else(|| default_path(&a.input.checkpoint, "connect.png"));
     check_plot_path(&plot)?;
-    let CheckpointData { ckpt, data, loss, .. } = a.input.load(&ctx.device, a.seed)?;
-    let other = load_checkpoint(&a.other, a.input.arch.as_ref(), Some(ckpt.model.dtype()), &ctx.device)?;
+    let CheckpointData {
+        ckpt, data, loss, ..
+    } = a.input.load(&ctx.device, a.seed)?;
+    let other = load_checkpoint(
+        &a.other,
+        a.input.arch.as_ref(),
+        Some(ckpt.model.dtype()),
+        &ctx.device,
+    )?;
     terrain_metrics::direction::same_architecture(
         "mode connectivity",
         &ckpt.model,
@@ -107,15 +119,24 @@ pub fn run(ctx: &Context, a: ConnectArgs) -> Result<()> {
         title: format!("Loss along the {} path", a.method),
         x_label: format!("t (0 = {name_a}, 1 = {name_b})"),
         y_label: loss_label(loss).into(),
-        series: vec![Series::new("loss", c.t.iter().copied().zip(c.loss.iter().copied()).collect())],
+        series: vec![Series::new(
+            "loss",
+            c.t.iter().copied().zip(c.loss.iter().copied()).collect(),
+        )],
         ..Panel::default()
     }];
     if let Some(e) = &c.error {
         panels.push(Panel {
-            title: format!("Training error (mc = {:.2}, mc_peak = {:.2})", c.mc, c.mc_peak),
+            title: format!(
+                "Training error (mc = {:.2}, mc_peak = {:.2})",
+                c.mc, c.mc_peak
+            ),
             x_label: format!("t (0 = {name_a}, 1 = {name_b})"),
             y_label: "training error (%)".into(),
-            series: vec![Series::new("error", c.t.iter().copied().zip(e.iter().copied()).collect())],
+            series: vec![Series::new(
+                "error",
+                c.t.iter().copied().zip(e.iter().copied()).collect(),
+            )],
             ..Panel::default()
         });
     }

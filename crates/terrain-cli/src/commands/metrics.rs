@@ -13,10 +13,12 @@ use terrain_metrics::{
     mdtree::{self, FeatureConfig},
     sharpness::{self, BasicsConfig, SharpnessConfig},
 };
-use terrain_model::{ArchSpec, checkpoint::Checkpoint, data::Dataset, device::FloatType, loss::LossKind};
+use terrain_model::{
+    ArchSpec, checkpoint::Checkpoint, data::Dataset, device::FloatType, loss::LossKind,
+};
 use terrain_report::{Cell, Format, Table};
 
-use super::{Context, DataArgs, metrics_flags, load_checkpoint};
+use super::{Context, DataArgs, load_checkpoint, metrics_flags};
 
 /// Arguments of `terrain metrics`.
 #[derive(Debug, clap::Args)]
@@ -83,7 +85,8 @@ fn datasets(a: &MetricsArgs, first: &Checkpoint) -> Result<(Dataset, Option<Data
         })
     };
     let recipe = record.run.as_ref().filter(|r| {
-        r.data.test_source.is_none() && terrain_model::data::same_source(&r.data.source, &a.data.data)
+        r.data.test_source.is_none()
+            && terrain_model::data::same_source(&r.data.source, &a.data.data)
     });
     let test = match &a.test_data {
         Some(t) => Some(standardize(terrain_model::data::load(
@@ -100,7 +103,11 @@ fn datasets(a: &MetricsArgs, first: &Checkpoint) -> Result<(Dataset, Option<Data
             let p = r.prepare_data(a.data.data_dir.as_deref())?;
             let n = p.train.len();
             let test = test.or(p.test);
-            Ok((p.train, test, format!("the {n} training rows of the first checkpoint's recipe")))
+            Ok((
+                p.train,
+                test,
+                format!("the {n} training rows of the first checkpoint's recipe"),
+            ))
         }
         None => {
             let d = standardize(a.data.load(a.seed)?)?;
@@ -119,9 +126,19 @@ pub fn run(ctx: &Context, a: MetricsArgs) -> Result<()> {
         let dt = dtype.or_else(|| ckpts.first().map(|c| c.model.dtype()));
         ckpts.push(load_checkpoint(p, a.arch.as_ref(), dt, &ctx.device)?);
     }
-    let names: Vec<String> = a.checkpoints.iter().map(|p| p.display().to_string()).collect();
+    let names: Vec<String> = a
+        .checkpoints
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     for (c, n) in ckpts.iter().zip(&names).skip(1) {
-        terrain_metrics::direction::same_architecture("a feature row", &ckpts[0].model, &c.model, &names[0], n)?;
+        terrain_metrics::direction::same_architecture(
+            "a feature row",
+            &ckpts[0].model,
+            &c.model,
+            &names[0],
+            n,
+        )?;
     }
     let (train, test, rows) = datasets(&a, &ckpts[0])?;
     let loss = a.loss.unwrap_or_else(|| LossKind::for_task(train.task));
@@ -168,14 +185,23 @@ pub fn run(ctx: &Context, a: MetricsArgs) -> Result<()> {
     ];
     metrics_flags(sharp.check(), &names_map)?;
     let models: Vec<&terrain_model::Model> = ckpts.iter().map(|c| &c.model).collect();
-    let report = metrics_flags(mdtree::feature_row(&models, &names, &train, test.as_ref(), &config), &names_map)?;
+    let report = metrics_flags(
+        mdtree::feature_row(&models, &names, &train, test.as_ref(), &config),
+        &names_map,
+    )?;
     let sharpness = models
         .iter()
         .map(|m| sharpness::epsilon_sharpness(m, &train, loss, &sharp))
         .collect::<terrain_metrics::Result<Vec<_>>>()?;
 
     let row = serde_json::to_value(&report.row)?;
-    let mut table = Table::new(row.as_object().expect("an object").keys().cloned().collect::<Vec<_>>());
+    let mut table = Table::new(
+        row.as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     table.push(
         row.as_object()
             .expect("an object")
@@ -184,7 +210,9 @@ pub fn run(ctx: &Context, a: MetricsArgs) -> Result<()> {
             .collect(),
     )?;
     if let Some(p) = &a.out {
-        table.save(p).with_context(|| format!("writing {}", p.display()))?;
+        table
+            .save(p)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     match ctx.format {
         Format::Json => {

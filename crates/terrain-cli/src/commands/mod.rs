@@ -170,8 +170,8 @@ pub fn check_plot_path(path: &Path) -> Result<()> {
 pub fn metrics_flags<T>(result: terrain_metrics::Result<T>, names: &[(&str, &str)]) -> Result<T> {
     flags(
         result.map_err(|e| match e {
-            terrain_metrics::Error::Model(m) => anyhow::Error::from(m),
-            terrain_metrics::Error::Curvature(c) => anyhow::Error::from(c),
+            terrain_metrics::Error::Model(m) => anyhow::Error::from(*m),
+            terrain_metrics::Error::Curvature(c) => anyhow::Error::from(*c),
             other => anyhow::Error::from(other),
         }),
         names,

@@ -10,23 +10,22 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 use terrain_metrics::sensitivity::{self, FeatureSensitivity};
 use terrain_model::{
-    ArchSpec,
-    data::Dataset,
-    device::FloatType,
-    loss::LossKind,
-    run::RunSpec,
-    train::Optimizer,
+    ArchSpec, data::Dataset, device::FloatType, loss::LossKind, run::RunSpec, train::Optimizer,
 };
 use terrain_report::chart::{AnyChart, BarChart, BarSeries, Chart, ChartGrid, Heatmap};
 
-use super::{Context, DataArgs, metrics_flags, load_checkpoint};
 use super::surface::default_path;
+use super::{Context, DataArgs, load_checkpoint, metrics_flags};
 
 /// Arguments of `terrain sensitivity`.
 #[derive(Debug, clap::Args)]
 pub struct SensitivityArgs {
     /// A trained checkpoint (or use --retrain).
-    #[arg(value_name = "CHECKPOINT", required_unless_present = "retrain", conflicts_with = "retrain")]
+    #[arg(
+        value_name = "CHECKPOINT",
+        required_unless_present = "retrain",
+        conflicts_with = "retrain"
+    )]
     checkpoint: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
@@ -62,8 +61,15 @@ pub struct SensitivityArgs {
     plot: Option<PathBuf>,
 }
 
+/// One per-feature array of a [`FeatureSensitivity`].
+type Field = fn(&FeatureSensitivity) -> &Vec<f64>;
+
 fn finite(v: &[f64]) -> Value {
-    json!(v.iter().map(|x| if x.is_finite() { json!(x) } else { Value::Null }).collect::<Vec<_>>())
+    json!(
+        v.iter()
+            .map(|x| if x.is_finite() { json!(x) } else { Value::Null })
+            .collect::<Vec<_>>()
+    )
 }
 
 fn summary_json(s: &FeatureSensitivity) -> Value {
@@ -82,65 +88,86 @@ pub fn run(ctx: &Context, a: SensitivityArgs) -> Result<()> {
     terrain_model::autodiff::ensure_second_order()?;
     let plot = a.plot.clone().unwrap_or_else(|| match &a.checkpoint {
         Some(c) => default_path(c, "sensitivity.png"),
-        None => PathBuf::from(format!("{}-sensitivity.png", a.data.data.replace([':', '/', ','], "_"))),
+        None => PathBuf::from(format!(
+            "{}-sensitivity.png",
+            a.data.data.replace([':', '/', ','], "_")
+        )),
     });
     super::check_plot_path(&plot)?;
-    let (runs, data, loss, trained): (Vec<FeatureSensitivity>, Dataset, LossKind, Vec<Value>) = match a.retrain {
-        Some(r) => {
-            let Some(arch) = a.arch.clone() else {
-                bail!("--retrain needs --arch (e.g. --arch mlp:13-16-1:tanh)");
-            };
-            if r == 0 {
-                bail!("invalid --retrain 0: train at least one model");
+    let (runs, data, loss, trained): (Vec<FeatureSensitivity>, Dataset, LossKind, Vec<Value>) =
+        match a.retrain {
+            Some(r) => {
+                let Some(arch) = a.arch.clone() else {
+                    bail!("--retrain needs --arch (e.g. --arch mlp:13-16-1:tanh)");
+                };
+                if r == 0 {
+                    bail!("invalid --retrain 0: train at least one model");
+                }
+                let mut runs = Vec::new();
+                let mut trained = Vec::new();
+                let mut data = None;
+                let mut loss = LossKind::Mse;
+                for seed in 0..r as u64 {
+                    let mut spec = RunSpec::new(arch.clone(), a.data.data.clone(), seed);
+                    spec.dtype = a.dtype;
+                    spec.data.holdout = 0.0;
+                    spec.training.epochs = a.epochs;
+                    spec.training.lr = a.lr;
+                    spec.training.batch_size = a.train_batch_size;
+                    spec.training.optimizer = Optimizer::adam();
+                    spec.training.loss = Some(a.loss.unwrap_or(LossKind::Mse));
+                    loss = spec.training.loss.expect("set above");
+                    let (model, prepared) = metrics_flags(
+                        sensitivity::train_xavier(&spec, &ctx.device, a.data.data_dir.as_deref()),
+                        &[
+                            ("epochs", "--epochs"),
+                            ("lr", "--lr"),
+                            ("batch_size", "--train-batch-size"),
+                        ],
+                    )?;
+                    let eval =
+                        terrain_model::loss::evaluate_with(&model, &prepared.train, 512, loss)?;
+                    eprintln!(
+                        "run {}/{r}: seed {seed}, training loss {:.4}",
+                        seed + 1,
+                        eval.loss
+                    );
+                    runs.push(sensitivity::sensitivity(
+                        &model,
+                        &prepared.train,
+                        loss,
+                        a.batch_size,
+                    )?);
+                    trained.push(json!({"seed": seed, "train_loss": eval.loss}));
+                    data = Some(prepared.train);
+                }
+                (runs, data.expect("at least one run"), loss, trained)
             }
-            let mut runs = Vec::new();
-            let mut trained = Vec::new();
-            let mut data = None;
-            let mut loss = LossKind::Mse;
-            for seed in 0..r as u64 {
-                let mut spec = RunSpec::new(arch.clone(), a.data.data.clone(), seed);
-                spec.dtype = a.dtype;
-                spec.data.holdout = 0.0;
-                spec.training.epochs = a.epochs;
-                spec.training.lr = a.lr;
-                spec.training.batch_size = a.train_batch_size;
-                spec.training.optimizer = Optimizer::adam();
-                spec.training.loss = Some(a.loss.unwrap_or(LossKind::Mse));
-                loss = spec.training.loss.expect("set above");
-                let (model, prepared) = metrics_flags(
-                    sensitivity::train_xavier(&spec, &ctx.device, a.data.data_dir.as_deref()),
-                    &[("epochs", "--epochs"), ("lr", "--lr"), ("batch_size", "--train-batch-size")],
+            None => {
+                let path = a
+                    .checkpoint
+                    .as_ref()
+                    .expect("clap requires a checkpoint without --retrain");
+                let ckpt = load_checkpoint(path, a.arch.as_ref(), None, &ctx.device)?;
+                let record = ckpt.record()?;
+                let raw = a.data.load(0)?;
+                terrain_model::loss::check_fits(&ckpt.model, &raw)?;
+                let data = match &record.standardizer {
+                    Some(s) => s.apply(&raw)?,
+                    None => raw,
+                };
+                let data = match (&record.target_standardizer, &data.y) {
+                    (Some(s), terrain_model::data::Targets::Values(_)) => s.apply_targets(&data)?,
+                    _ => data,
+                };
+                let loss = a.loss.unwrap_or_else(|| LossKind::for_task(data.task));
+                let s = metrics_flags(
+                    sensitivity::sensitivity(&ckpt.model, &data, loss, a.batch_size),
+                    &[("batch_size", "--batch-size")],
                 )?;
-                let eval = terrain_model::loss::evaluate_with(&model, &prepared.train, 512, loss)?;
-                eprintln!("run {}/{r}: seed {seed}, training loss {:.4}", seed + 1, eval.loss);
-                runs.push(sensitivity::sensitivity(&model, &prepared.train, loss, a.batch_size)?);
-                trained.push(json!({"seed": seed, "train_loss": eval.loss}));
-                data = Some(prepared.train);
+                (vec![s], data, loss, Vec::new())
             }
-            (runs, data.expect("at least one run"), loss, trained)
-        }
-        None => {
-            let path = a.checkpoint.as_ref().expect("clap requires a checkpoint without --retrain");
-            let ckpt = load_checkpoint(path, a.arch.as_ref(), None, &ctx.device)?;
-            let record = ckpt.record()?;
-            let raw = a.data.load(0)?;
-            terrain_model::loss::check_fits(&ckpt.model, &raw)?;
-            let data = match &record.standardizer {
-                Some(s) => s.apply(&raw)?,
-                None => raw,
-            };
-            let data = match (&record.target_standardizer, &data.y) {
-                (Some(s), terrain_model::data::Targets::Values(_)) => s.apply_targets(&data)?,
-                _ => data,
-            };
-            let loss = a.loss.unwrap_or_else(|| LossKind::for_task(data.task));
-            let s = metrics_flags(
-                sensitivity::sensitivity(&ckpt.model, &data, loss, a.batch_size),
-                &[("batch_size", "--batch-size")],
-            )?;
-            (vec![s], data, loss, Vec::new())
-        }
-    };
+        };
     let rho = sensitivity::target_correlations(&data)?;
     let agreement = sensitivity::agreement(&runs, &rho);
     let d = rho.len();
@@ -161,7 +188,10 @@ pub fn run(ctx: &Context, a: SensitivityArgs) -> Result<()> {
     });
     let o = v.as_object_mut().expect("an object");
     if runs.len() == 1 && a.retrain.is_none() {
-        o.insert("checkpoint".into(), json!(a.checkpoint.as_ref().map(|p| p.display().to_string())));
+        o.insert(
+            "checkpoint".into(),
+            json!(a.checkpoint.as_ref().map(|p| p.display().to_string())),
+        );
         for (k, val) in summary_json(&runs[0]).as_object().expect("an object") {
             o.insert(k.clone(), val.clone());
         }
@@ -178,19 +208,19 @@ pub fn run(ctx: &Context, a: SensitivityArgs) -> Result<()> {
                 j
             })
             .collect();
-        let stat = |f: &dyn Fn(&FeatureSensitivity) -> &Vec<f64>| {
+        let stat = |f: Field| {
             let rows: Vec<Vec<f64>> = runs.iter().map(|r| f(r).clone()).collect();
             sensitivity::mean_sd_over_runs(&rows)
         };
         let mut mean = serde_json::Map::new();
         let mut sd = serde_json::Map::new();
-        let fields: [(&str, &dyn Fn(&FeatureSensitivity) -> &Vec<f64>); 6] = [
-            ("mean_d1", &|r| &r.mean_d1),
-            ("mean_d2", &|r| &r.mean_d2),
-            ("mean_d3", &|r| &r.mean_d3),
-            ("mean_abs_d1", &|r| &r.mean_abs_d1),
-            ("mean_abs_d2", &|r| &r.mean_abs_d2),
-            ("mean_abs_d3", &|r| &r.mean_abs_d3),
+        let fields: [(&str, Field); 6] = [
+            ("mean_d1", |r| &r.mean_d1),
+            ("mean_d2", |r| &r.mean_d2),
+            ("mean_d3", |r| &r.mean_d3),
+            ("mean_abs_d1", |r| &r.mean_abs_d1),
+            ("mean_abs_d2", |r| &r.mean_abs_d2),
+            ("mean_abs_d3", |r| &r.mean_abs_d3),
         ];
         for (name, f) in fields {
             let (m, s) = stat(f);
@@ -231,7 +261,7 @@ fn draw(
     let xs: Vec<f64> = (0..d).map(|j| j as f64).collect();
     let ys: Vec<f64> = (0..runs.len()).map(|r| r as f64).collect();
     let mut charts: Vec<AnyChart> = Vec::new();
-    let orders: [(&str, fn(&FeatureSensitivity) -> &Vec<f64>); 3] = [
+    let orders: [(&str, Field); 3] = [
         ("first", |r| &r.mean_d1),
         ("second", |r| &r.mean_d2),
         ("third", |r| &r.mean_d3),
@@ -242,16 +272,25 @@ fn draw(
             // A per-pixel map of the runs' mean, channel 0.
             let shape = data.input_shape();
             let (h, w) = (shape[1], shape[2]);
-            let mean: Vec<f64> = (0..d).map(|j| runs.iter().map(|r| f(r)[j]).sum::<f64>() / runs.len() as f64).collect();
+            let mean: Vec<f64> = (0..d)
+                .map(|j| runs.iter().map(|r| f(r)[j]).sum::<f64>() / runs.len() as f64)
+                .collect();
             charts.push(
                 Heatmap {
                     title: format!("Mean {name} derivative per pixel"),
                     x_label: "pixel column".into(),
                     y_label: "pixel row".into(),
-                    z_label: format!("mean ∂{}ℓ/∂x{} (loss units per input unit{})", sup(k + 1), sup(k + 1), sup(k + 1)),
+                    z_label: format!(
+                        "mean ∂{}ℓ/∂x{} (loss units per input unit{})",
+                        sup(k + 1),
+                        sup(k + 1),
+                        sup(k + 1)
+                    ),
                     x: (0..w).map(|c| c as f64).collect(),
                     y: (0..h).map(|r| r as f64).collect(),
-                    z: (0..h).map(|r| (0..w).map(|c| mean[r * w + c]).collect()).collect(),
+                    z: (0..h)
+                        .map(|r| (0..w).map(|c| mean[r * w + c]).collect())
+                        .collect(),
                     contours: None,
                     ..Heatmap::default()
                 }
@@ -262,8 +301,17 @@ fn draw(
                 Heatmap {
                     title: format!("Mean {name} derivative of the {loss} loss"),
                     x_label: "input feature (index; names on the bars)".into(),
-                    y_label: if a.retrain.is_some() { "run (seed)".into() } else { "model".into() },
-                    z_label: format!("mean ∂{}ℓ/∂x{} (per standardised unit{})", sup(k + 1), sup(k + 1), sup(k + 1)),
+                    y_label: if a.retrain.is_some() {
+                        "run (seed)".into()
+                    } else {
+                        "model".into()
+                    },
+                    z_label: format!(
+                        "mean ∂{}ℓ/∂x{} (per standardised unit{})",
+                        sup(k + 1),
+                        sup(k + 1),
+                        sup(k + 1)
+                    ),
                     x: xs.clone(),
                     y: ys.clone(),
                     z: runs.iter().map(|r| f(r).clone()).collect(),
@@ -288,7 +336,10 @@ fn draw(
                 BarSeries::new("|ρ_s(x_j, y)|", rho.iter().map(|r| r.abs()).collect()),
                 BarSeries::new(
                     "|mean d2| / max",
-                    mean_abs_d2.iter().map(|v| if max_d2 > 0.0 { v / max_d2 } else { 0.0 }).collect(),
+                    mean_abs_d2
+                        .iter()
+                        .map(|v| if max_d2 > 0.0 { v / max_d2 } else { 0.0 })
+                        .collect(),
                 ),
             ],
             horizontal: d > 16,

@@ -17,7 +17,9 @@ use terrain_report::{
     chart::{Chart, Heatmap, LineChart, Mark, Panel, Series},
 };
 
-use super::{CheckpointData, CheckpointDataArgs, Context, check_plot_path, metrics_flags, load_checkpoint};
+use super::{
+    CheckpointData, CheckpointDataArgs, Context, check_plot_path, load_checkpoint, metrics_flags,
+};
 
 /// Arguments of `terrain surface`.
 #[derive(Debug, clap::Args)]
@@ -90,10 +92,22 @@ pub(crate) fn loss_label(kind: LossKind) -> &'static str {
 pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
     let two_d = a.y.is_some();
     let need = if two_d { 2 } else { 1 };
-    let out = a.out.clone().unwrap_or_else(|| default_path(&a.input.checkpoint, if two_d { "surface2d.csv" } else { "surface1d.csv" }));
+    let out = a.out.clone().unwrap_or_else(|| {
+        default_path(
+            &a.input.checkpoint,
+            if two_d {
+                "surface2d.csv"
+            } else {
+                "surface1d.csv"
+            },
+        )
+    });
     let plot = a.plot.clone().unwrap_or_else(|| out.with_extension("png"));
     ensure!(
-        matches!(out.extension().and_then(|e| e.to_str()), Some("csv" | "parquet")),
+        matches!(
+            out.extension().and_then(|e| e.to_str()),
+            Some("csv" | "parquet")
+        ),
         "--out {}: the table must be .csv or .parquet",
         out.display()
     );
@@ -107,9 +121,14 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
         );
     }
     if a.directions.len() > need {
-        bail!("--direction given {} times: a {need}-D surface takes at most {need}", a.directions.len());
+        bail!(
+            "--direction given {} times: a {need}-D surface takes at most {need}",
+            a.directions.len()
+        );
     }
-    let CheckpointData { ckpt, data, loss, .. } = a.input.load(&ctx.device, a.seed)?;
+    let CheckpointData {
+        ckpt, data, loss, ..
+    } = a.input.load(&ctx.device, a.seed)?;
     let model = &ckpt.model;
     let origin = ParamVec::from_model(model)?;
     let mut described = Vec::new();
@@ -131,7 +150,8 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
     } else {
         let mut dirs = Vec::new();
         for (k, p) in a.to.iter().enumerate() {
-            let other = load_checkpoint(p, a.input.arch.as_ref(), Some(model.dtype()), &ctx.device)?;
+            let other =
+                load_checkpoint(p, a.input.arch.as_ref(), Some(model.dtype()), &ctx.device)?;
             if !same_standardization(&ckpt, &other)? {
                 eprintln!(
                     "warning: {} was trained on inputs standardised differently from {}; every \
@@ -149,7 +169,11 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
                 &a.input.checkpoint.display().to_string(),
                 &p.display().to_string(),
             )?);
-            described.push(format!("{} − {}", p.display(), a.input.checkpoint.display()));
+            described.push(format!(
+                "{} − {}",
+                p.display(),
+                a.input.checkpoint.display()
+            ));
             let _ = k;
         }
         dirs
@@ -163,14 +187,32 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
         recompute_bn,
         progress: terrain_report::progress::terminal(),
     };
-    metrics_flags(config.check(), &[("x", "--x"), ("y", "--y"), ("batch_size", "--batch-size")])?;
+    metrics_flags(
+        config.check(),
+        &[("x", "--x"), ("y", "--y"), ("batch_size", "--batch-size")],
+    )?;
     let plane = Plane { origin, directions };
     let mut settings = surface::settings(model, &data, &plane, &config)?;
     settings.insert("directions".into(), described.join("; "));
-    settings.insert("normalize".into(), if a.to.is_empty() { a.normalize.to_string() } else { "(none: --to)".into() });
-    settings.insert("ignore".into(), if a.to.is_empty() { a.ignore.to_string() } else { "(none: --to)".into() });
+    settings.insert(
+        "normalize".into(),
+        if a.to.is_empty() {
+            a.normalize.to_string()
+        } else {
+            "(none: --to)".into()
+        },
+    );
+    settings.insert(
+        "ignore".into(),
+        if a.to.is_empty() {
+            a.ignore.to_string()
+        } else {
+            "(none: --to)".into()
+        },
+    );
     let log_path = results_path(&out);
-    let mut log = ResultsLog::open(&log_path, &settings).context("the surface's results file (next to --out)")?;
+    let mut log = ResultsLog::open(&log_path, &settings)
+        .context("the surface's results file (next to --out)")?;
     let already = log.done().len();
     if already > 0 {
         eprintln!(
@@ -200,7 +242,9 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
             table.push(cells)?;
         }
     }
-    table.save(&out).with_context(|| format!("writing {}", out.display()))?;
+    table
+        .save(&out)
+        .with_context(|| format!("writing {}", out.display()))?;
     draw(&s, &a, &described, loss, &plot)?;
 
     let (min_loss, at) = s
@@ -209,7 +253,10 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
         .enumerate()
         .flat_map(|(j, r)| r.iter().enumerate().map(move |(i, &l)| (l, (i, j))))
         .filter(|(l, _)| l.is_finite())
-        .fold((f64::INFINITY, (0, 0)), |b, c| if c.0 < b.0 { c } else { b });
+        .fold(
+            (f64::INFINITY, (0, 0)),
+            |b, c| if c.0 < b.0 { c } else { b },
+        );
     let mut v = json!({
         "checkpoint": a.input.checkpoint.display().to_string(),
         "arch": model.spec().to_string(),
@@ -234,8 +281,15 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
         let o = v.as_object_mut().expect("an object");
         o.insert("x".into(), json!(s.x));
         let grid = |g: &Vec<Vec<f64>>| -> Value {
-            let rows: Vec<Value> = g.iter().map(|r| json!(r.iter().map(|v| finite(*v)).collect::<Vec<_>>())).collect();
-            if two_d { json!(rows) } else { rows.into_iter().next().unwrap_or(Value::Null) }
+            let rows: Vec<Value> = g
+                .iter()
+                .map(|r| json!(r.iter().map(|v| finite(*v)).collect::<Vec<_>>()))
+                .collect();
+            if two_d {
+                json!(rows)
+            } else {
+                rows.into_iter().next().unwrap_or(Value::Null)
+            }
         };
         if let Some(y) = &s.y {
             o.insert("y".into(), json!(y));
@@ -256,8 +310,16 @@ pub(crate) fn same_standardization(
         Ok(match c.standardizer()? {
             None => None,
             Some(s) => {
-                let m = s.mean.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
-                let d = s.std.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+                let m = s
+                    .mean
+                    .flatten_all()?
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_vec1::<f32>()?;
+                let d = s
+                    .std
+                    .flatten_all()?
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_vec1::<f32>()?;
                 Some(m.into_iter().chain(d).collect())
             }
         })
@@ -303,7 +365,10 @@ fn make_directions(
         let (raw, what) = match k.as_str() {
             "random" => {
                 let seed = terrain_model::rng::stream_seed(a.seed, i as u64);
-                (direction::random(model, seed)?, format!("random (seed {}, stream {i})", a.seed))
+                (
+                    direction::random(model, seed)?,
+                    format!("random (seed {}, stream {i})", a.seed),
+                )
             }
             "hessian" => {
                 let (value, v) = eig.next().expect("one eigenvector per hessian direction");
@@ -318,17 +383,35 @@ fn make_directions(
             }
         };
         let d = direction::normalize(&raw, origin, a.normalize, a.ignore)?;
-        described.push(format!("{what}, {} normalised, ignore {}", a.normalize, a.ignore));
+        described.push(format!(
+            "{what}, {} normalised, ignore {}",
+            a.normalize, a.ignore
+        ));
         dirs.push(d);
     }
     Ok(dirs)
 }
 
-fn draw(s: &surface::Surface, a: &SurfaceArgs, described: &[String], loss: LossKind, path: &Path) -> Result<()> {
-    let name = a.input.checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+fn draw(
+    s: &surface::Surface,
+    a: &SurfaceArgs,
+    described: &[String],
+    loss: LossKind,
+    path: &Path,
+) -> Result<()> {
+    let name = a
+        .input
+        .checkpoint
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let axis_label = |k: usize, c: &str| -> String {
         if a.to.is_empty() {
-            format!("{c}: multiple of direction {} ({}-normalised)", k + 1, a.normalize)
+            format!(
+                "{c}: multiple of direction {} ({}-normalised)",
+                k + 1,
+                a.normalize
+            )
         } else {
             format!("{c} (fraction of the way to {})", a.to[k].display())
         }
@@ -339,7 +422,10 @@ fn draw(s: &surface::Surface, a: &SurfaceArgs, described: &[String], loss: LossK
                 title: format!("Loss along a line through {name}"),
                 x_label: axis_label(0, "x"),
                 y_label: loss_label(loss).into(),
-                series: vec![Series::new("loss", s.x.iter().copied().zip(s.loss[0].iter().copied()).collect())],
+                series: vec![Series::new(
+                    "loss",
+                    s.x.iter().copied().zip(s.loss[0].iter().copied()).collect(),
+                )],
                 ..Panel::default()
             }];
             if let Some(e) = &s.error {
@@ -349,7 +435,10 @@ fn draw(s: &surface::Surface, a: &SurfaceArgs, described: &[String], loss: LossK
                     y_label: "error (% of rows misclassified)".into(),
                     series: vec![Series::new(
                         "error",
-                        s.x.iter().copied().zip(e[0].iter().map(|v| 100.0 * v)).collect(),
+                        s.x.iter()
+                            .copied()
+                            .zip(e[0].iter().map(|v| 100.0 * v))
+                            .collect(),
                     )],
                     ..Panel::default()
                 });
@@ -359,15 +448,25 @@ fn draw(s: &surface::Surface, a: &SurfaceArgs, described: &[String], loss: LossK
                 panels,
                 panel_size: None,
             };
-            chart.save(path).with_context(|| format!("plotting to {}", path.display()))?;
+            chart
+                .save(path)
+                .with_context(|| format!("plotting to {}", path.display()))?;
         }
         Some(y) => {
-            let finite: Vec<f64> = s.loss.iter().flatten().copied().filter(|v| v.is_finite()).collect();
+            let finite: Vec<f64> = s
+                .loss
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect();
             let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let log_z = lo > 0.0 && hi / lo > 100.0;
             let mut marks = Vec::new();
-            let inside = |px: f64, py: f64| px >= s.x[0] && px <= *s.x.last().unwrap() && py >= y[0] && py <= *y.last().unwrap();
+            let inside = |px: f64, py: f64| {
+                px >= s.x[0] && px <= *s.x.last().unwrap() && py >= y[0] && py <= *y.last().unwrap()
+            };
             if a.to.is_empty() {
                 if inside(0.0, 0.0) {
                     marks.push(Mark::new(0.0, 0.0, "θ"));
@@ -383,7 +482,11 @@ fn draw(s: &surface::Surface, a: &SurfaceArgs, described: &[String], loss: LossK
                 title: format!("2-D loss surface around {name}"),
                 x_label: axis_label(0, "x"),
                 y_label: axis_label(1, "y"),
-                z_label: format!("{}{}", loss_label(loss), if log_z { ", log scale" } else { "" }),
+                z_label: format!(
+                    "{}{}",
+                    loss_label(loss),
+                    if log_z { ", log scale" } else { "" }
+                ),
                 x: s.x.clone(),
                 y: y.clone(),
                 z: s.loss.clone(),
@@ -391,7 +494,9 @@ fn draw(s: &surface::Surface, a: &SurfaceArgs, described: &[String], loss: LossK
                 marks,
                 ..Heatmap::default()
             };
-            chart.save(path).with_context(|| format!("plotting to {}", path.display()))?;
+            chart
+                .save(path)
+                .with_context(|| format!("plotting to {}", path.display()))?;
         }
     }
     Ok(())

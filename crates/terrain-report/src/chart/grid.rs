@@ -46,10 +46,16 @@ impl Chart for ChartGrid {
 
     fn size(&self) -> Result<Size> {
         let (rows, cols, cell) = self.layout()?;
-        let title = if self.title.is_empty() { 0 } else { TITLE_HEIGHT };
+        let title = if self.title.is_empty() {
+            0
+        } else {
+            TITLE_HEIGHT
+        };
         Ok(Size::new(
             cell.width.saturating_mul(cols as u32),
-            cell.height.saturating_mul(rows as u32).saturating_add(title),
+            cell.height
+                .saturating_mul(rows as u32)
+                .saturating_add(title),
         ))
     }
 
