@@ -29,7 +29,7 @@ pub struct CkaArgs {
     #[arg(long, default_value = "softmax")]
     outputs: Outputs,
     /// Mixup α of the inputs (0: plain inputs).
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = 16.0, allow_negative_numbers = true)]
     mixup_alpha: f64,
     /// Rows compared (all rows when at least the data size).
     #[arg(long, default_value_t = 768)]

@@ -34,13 +34,13 @@ pub struct ConnectArgs {
     epochs: usize,
     /// Bezier: base learning rate (SGD, momentum 0.9; Garipov's schedule: constant for half
     /// the epochs, linear decay to 1% at 90%).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     lr: f64,
     /// Bezier: SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f64,
     /// Bezier: L2 regulariser ½·wd·‖w(t)‖² on the curve's weights.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 5e-4, allow_negative_numbers = true)]
     weight_decay: f64,
     /// Bezier: rows per training step.
     #[arg(long, default_value_t = 128)]

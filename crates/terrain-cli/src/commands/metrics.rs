@@ -54,10 +54,10 @@ pub struct MetricsArgs {
     #[arg(long, default_value_t = 768)]
     cka_samples: usize,
     /// Mixup α of CKA's inputs (0: plain inputs).
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = 16.0, allow_negative_numbers = true)]
     mixup_alpha: f64,
     /// Radius of ε-sharpness.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     rho: f64,
     /// Steps of the multi-step ε-sharpness ascent.
     #[arg(long, default_value_t = 10)]

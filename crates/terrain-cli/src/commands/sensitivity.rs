@@ -44,7 +44,7 @@ pub struct SensitivityArgs {
     #[arg(long, default_value_t = 200)]
     epochs: usize,
     /// Retraining: learning rate (Adam).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
     lr: f64,
     /// Retraining: mini-batch size.
     #[arg(long, default_value_t = 32)]

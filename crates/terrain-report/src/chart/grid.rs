@@ -74,3 +74,42 @@ impl Chart for ChartGrid {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chart::{BarChart, BarSeries, LineChart, Panel, Series};
+
+    #[test]
+    fn a_grid_lays_charts_out_in_cells_of_the_largest_size() {
+        let line = LineChart::single(Panel {
+            title: "left panel".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            series: vec![Series::new("s", vec![(0.0, 1.0), (1.0, 2.0)])],
+            ..Default::default()
+        });
+        let bars = BarChart {
+            title: "right bars".into(),
+            categories: vec!["a".into(), "b".into()],
+            series: vec![BarSeries::new("v", vec![1.0, 2.0])],
+            size: Some(Size::new(300, 900)),
+            ..Default::default()
+        };
+        let (lw, lh) = (line.size().unwrap().width, line.size().unwrap().height);
+        let grid = ChartGrid {
+            title: "both".into(),
+            charts: vec![line.into(), bars.into()],
+            columns: 2,
+        };
+        let s = grid.size().unwrap();
+        assert_eq!(s, Size::new(2 * lw.max(300), lh.max(900) + TITLE_HEIGHT));
+        let svg = grid.to_svg().unwrap();
+        for t in ["both", "left panel", "right bars"] {
+            assert!(svg.contains(t), "{t}");
+        }
+        assert!(!grid.to_png().unwrap().is_empty());
+        let empty = ChartGrid::default();
+        assert!(matches!(empty.size(), Err(Error::NothingToDraw { .. })));
+    }
+}
