@@ -286,7 +286,8 @@ pub fn train_bezier(
 
 /// Loss and error along the path from `a` to `b` on `train` (the training data: errors are
 /// training errors, as in Yang et al. and the MD tree). BatchNorm statistics are recomputed on
-/// `train` at every interior `t` (the endpoints keep their own). Neither model is changed.
+/// `train` at every evaluated `t`, the ends included, as the curve code does. Neither model is
+/// changed.
 pub fn connect(
     a: &Model,
     b: &Model,
@@ -316,18 +317,14 @@ pub fn connect(
     let n = config.points;
     let ts: Vec<f64> = (0..n).map(|k| k as f64 / (n - 1) as f64).collect();
     let (mut losses, mut errors) = (Vec::new(), Vec::new());
-    for (k, &t) in ts.iter().enumerate() {
-        let (l, e) = if k == 0 {
-            eval.evaluate(a)?
-        } else if k + 1 == n {
-            eval.evaluate(b)?
-        } else {
-            path_point(&pa, &pb, mid.as_ref(), t)?.assign_to(&work)?;
-            if has_bn {
-                work.recompute_batch_norm_stats(train, config.batch_size)?;
-            }
-            eval.evaluate(&work)?
-        };
+    for &t in &ts {
+        // Every t, the ends included, as a point of the path (at t = 0 and 1 the path's weights
+        // are the checkpoints' own), with BatchNorm statistics recomputed on the training data.
+        path_point(&pa, &pb, mid.as_ref(), t)?.assign_to(&work)?;
+        if has_bn {
+            work.recompute_batch_norm_stats(train, config.batch_size)?;
+        }
+        let (l, e) = eval.evaluate(&work)?;
         losses.push(l);
         errors.push(e.map(|e| 100.0 * e));
     }

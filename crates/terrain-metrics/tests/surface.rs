@@ -260,3 +260,91 @@ fn direction_files_are_checked_by_name_and_shape() {
             .contains("non-finite")
     );
 }
+
+#[test]
+fn recomputed_batch_norm_statistics_match_a_model_rebuilt_at_each_point() {
+    let data = terrain_testkit::iris(90);
+    let model = terrain_testkit::model("mlp:4-6-3:relu:bn", 5);
+    terrain_testkit::randomize_batch_norm(&model, 6);
+    let theta = ParamVec::from_model(&model).unwrap();
+    let buffers: Vec<Vec<f64>> = model
+        .buffers()
+        .iter()
+        .map(|b| values(b.var.as_tensor()))
+        .collect();
+    let d = direction::normalize(
+        &direction::random(&model, 8).unwrap(),
+        &theta,
+        Normalize::Filter,
+        Ignore::Biasbn,
+    )
+    .unwrap();
+    let plane = Plane {
+        origin: theta.clone(),
+        directions: vec![d.clone()],
+    };
+    let config = SurfaceConfig {
+        recompute_bn: true,
+        batch_size: 32,
+        ..SurfaceConfig::new("-0.5:0.5:3".parse().unwrap(), loss::LossKind::Ce)
+    };
+    let s = surface::compute(&model, &data, &data, &plane, &config, None).unwrap();
+    for (i, &x) in s.x.iter().enumerate() {
+        let probe = model.deep_clone().unwrap();
+        theta.axpy(x, &d).unwrap().assign_to(&probe).unwrap();
+        probe.recompute_batch_norm_stats(&data, 32).unwrap();
+        let want = loss::evaluate(&probe, &data, 1000).unwrap().loss;
+        assert!((s.loss[0][i] - want).abs() < 1e-12 * want, "x = {x}");
+    }
+    // Without recomputation the point at 0 is the model as trained.
+    let plain = SurfaceConfig {
+        recompute_bn: false,
+        ..config
+    };
+    let s0 = surface::compute(&model, &data, &data, &plane, &plain, None).unwrap();
+    let trained = loss::evaluate(&model, &data, 1000).unwrap().loss;
+    assert!((s0.loss[0][1] - trained).abs() < 1e-12 * trained);
+    assert!(
+        (s.loss[0][1] - trained).abs() > 1e-6,
+        "randomised statistics were replaced"
+    );
+    // The model's buffers are restored.
+    let after: Vec<Vec<f64>> = model
+        .buffers()
+        .iter()
+        .map(|b| values(b.var.as_tensor()))
+        .collect();
+    assert_eq!(after, buffers);
+}
+
+#[test]
+fn hessian_directions_are_the_dense_hessians_top_eigenvectors() {
+    terrain_model::autodiff::ensure_second_order().unwrap();
+    let data = terrain_testkit::iris(40);
+    let model = terrain_testkit::model("mlp:4-3-3:tanh", 7);
+    let dirs = direction::hessian(&model, &data, loss::LossKind::Ce, 2, 16, 0).unwrap();
+    let op = terrain_curvature::HessianOperator::new(
+        &model,
+        &data,
+        terrain_curvature::HessianConfig::new(loss::LossKind::Ce),
+    )
+    .unwrap();
+    let dense = terrain_curvature::DenseHessian::compute(&op, 1000).unwrap();
+    let eig = dense.eigen().unwrap();
+    let n = eig.n;
+    for (k, (value, v)) in dirs.iter().enumerate() {
+        let want = eig.values[n - 1 - k];
+        assert!(
+            (value - want).abs() < 1e-8 * want.abs(),
+            "λ{k}: {value} vs {want}"
+        );
+        let flat = v.flatten().unwrap();
+        let u = &eig.vectors[(n - 1 - k) * n..(n - k) * n];
+        let cos: f64 = flat.iter().zip(u).map(|(a, b)| a * b).sum();
+        assert!(
+            (cos.abs() - 1.0).abs() < 1e-6,
+            "eigenvector {k}: |cos| = {}",
+            cos.abs()
+        );
+    }
+}

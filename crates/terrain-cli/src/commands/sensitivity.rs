@@ -12,7 +12,7 @@ use terrain_metrics::sensitivity::{self, FeatureSensitivity};
 use terrain_model::{
     ArchSpec, data::Dataset, device::FloatType, loss::LossKind, run::RunSpec, train::Optimizer,
 };
-use terrain_report::chart::{AnyChart, BarChart, BarSeries, Chart, ChartGrid, Heatmap};
+use terrain_report::chart::{AnyChart, BarChart, BarSeries, Chart, ChartGrid, Heatmap, Size};
 
 use super::surface::default_path;
 use super::{Context, DataArgs, load_checkpoint, metrics_flags};
@@ -94,6 +94,7 @@ pub fn run(ctx: &Context, a: SensitivityArgs) -> Result<()> {
         )),
     });
     super::check_plot_path(&plot)?;
+    let mut input_shape: Vec<usize> = Vec::new();
     let (runs, data, loss, trained): (Vec<FeatureSensitivity>, Dataset, LossKind, Vec<Value>) =
         match a.retrain {
             Some(r) => {
@@ -149,6 +150,7 @@ pub fn run(ctx: &Context, a: SensitivityArgs) -> Result<()> {
                     .as_ref()
                     .expect("clap requires a checkpoint without --retrain");
                 let ckpt = load_checkpoint(path, a.arch.as_ref(), None, &ctx.device)?;
+                input_shape = ckpt.model.spec().input_shape();
                 let record = ckpt.record()?;
                 let raw = a.data.load(0)?;
                 terrain_model::loss::check_fits(&ckpt.model, &raw)?;
@@ -175,7 +177,7 @@ pub fn run(ctx: &Context, a: SensitivityArgs) -> Result<()> {
         .feature_names
         .clone()
         .unwrap_or_else(|| (0..d).map(|j| format!("x{j}")).collect());
-    draw(&runs, &rho, &features, &data, loss, &plot, &a)?;
+    draw(&runs, &rho, &features, loss, &plot, &a, &input_shape)?;
 
     let mut v = json!({
         "data": a.data.data,
@@ -252,10 +254,10 @@ fn draw(
     runs: &[FeatureSensitivity],
     rho: &[f64],
     features: &[String],
-    data: &Dataset,
     loss: LossKind,
     path: &std::path::Path,
     a: &SensitivityArgs,
+    image_shape: &[usize],
 ) -> Result<()> {
     let d = rho.len();
     let xs: Vec<f64> = (0..d).map(|j| j as f64).collect();
@@ -266,34 +268,33 @@ fn draw(
         ("second", |r| &r.mean_d2),
         ("third", |r| &r.mean_d3),
     ];
-    let image = data.input_shape().len() == 3;
+    // Image models (a `[C, H, W]` input) get per-pixel maps, whatever shape the data rows have.
+    let shape = match &a.arch {
+        Some(s) => s.input_shape(),
+        None => image_shape.to_vec(),
+    };
+    let image = shape.len() == 3 && shape.iter().product::<usize>() == d;
     for (k, (name, f)) in orders.iter().enumerate() {
         if image {
-            // A per-pixel map of the runs' mean, channel 0.
-            let shape = data.input_shape();
+            // A per-pixel map of the runs' mean, channel 0, drawn as the image looks (the top
+            // row at the top).
             let (h, w) = (shape[1], shape[2]);
             let mean: Vec<f64> = (0..d)
                 .map(|j| runs.iter().map(|r| f(r)[j]).sum::<f64>() / runs.len() as f64)
                 .collect();
             charts.push(
-                Heatmap {
-                    title: format!("Mean {name} derivative per pixel"),
-                    x_label: "pixel column".into(),
-                    y_label: "pixel row".into(),
-                    z_label: format!(
-                        "mean ∂{}ℓ/∂x{} (loss units per input unit{})",
+                pixel_map(
+                    format!("Mean {name} derivative per pixel"),
+                    format!(
+                        "mean ∂{}ℓ/∂x{} (per input unit{})",
                         sup(k + 1),
                         sup(k + 1),
                         sup(k + 1)
                     ),
-                    x: (0..w).map(|c| c as f64).collect(),
-                    y: (0..h).map(|r| r as f64).collect(),
-                    z: (0..h)
-                        .map(|r| (0..w).map(|c| mean[r * w + c]).collect())
-                        .collect(),
-                    contours: None,
-                    ..Heatmap::default()
-                }
+                    &mean,
+                    h,
+                    w,
+                )
                 .into(),
             );
         } else {
@@ -322,6 +323,21 @@ fn draw(
             );
         }
     }
+    if image {
+        let (h, w) = (shape[1], shape[2]);
+        let abs_rho: Vec<f64> = rho.iter().map(|r| r.abs()).collect();
+        charts.push(
+            pixel_map(
+                "|Spearman ρ(pixel, label)| per pixel".into(),
+                "|ρ_s| (rank correlation, 0–1)".into(),
+                &abs_rho,
+                h,
+                w,
+            )
+            .into(),
+        );
+        return save_grid(charts, runs.len(), path, a);
+    }
     let mean_abs_d2: Vec<f64> = (0..d)
         .map(|j| runs.iter().map(|r| r.mean_d2[j].abs()).sum::<f64>() / runs.len() as f64)
         .collect();
@@ -347,12 +363,21 @@ fn draw(
         }
         .into(),
     );
+    save_grid(charts, runs.len(), path, a)
+}
+
+fn save_grid(
+    charts: Vec<AnyChart>,
+    runs: usize,
+    path: &std::path::Path,
+    a: &SensitivityArgs,
+) -> Result<()> {
     ChartGrid {
         title: format!(
             "Input-feature sensitivity on {} ({} model{})",
             a.data.data,
-            runs.len(),
-            if runs.len() == 1 { "" } else { "s" }
+            runs,
+            if runs == 1 { "" } else { "s" }
         ),
         charts,
         columns: 2,
@@ -360,6 +385,24 @@ fn draw(
     .save(path)
     .with_context(|| format!("plotting to {}", path.display()))?;
     Ok(())
+}
+
+/// A heat map of `values` over an `h × w` image, the top row drawn at the top.
+fn pixel_map(title: String, z_label: String, values: &[f64], h: usize, w: usize) -> Heatmap {
+    Heatmap {
+        title,
+        x_label: "pixel column".into(),
+        y_label: "pixel row, counted from the bottom".into(),
+        z_label,
+        x: (0..w).map(|c| c as f64).collect(),
+        y: (0..h).map(|r| r as f64).collect(),
+        z: (0..h)
+            .map(|r| (0..w).map(|c| values[(h - 1 - r) * w + c]).collect())
+            .collect(),
+        contours: None,
+        size: Some(Size::new(640, 560)),
+        ..Heatmap::default()
+    }
 }
 
 fn sup(k: usize) -> &'static str {
