@@ -112,7 +112,14 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
         out.display()
     );
     check_plot_path(&plot)?;
-    check_plot_path(&out.with_extension("png")).context("--out")?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        ensure!(
+            dir.is_dir(),
+            "cannot write --out {}: directory {} does not exist",
+            out.display(),
+            dir.display()
+        );
+    }
     if !a.to.is_empty() && a.to.len() != need {
         bail!(
             "--to given {} time(s): a {need}-D surface takes {need} checkpoint(s) (B{})",
@@ -149,7 +156,7 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
         make_directions(model, &data, loss, &kinds, &a, &origin, &mut described)?
     } else {
         let mut dirs = Vec::new();
-        for (k, p) in a.to.iter().enumerate() {
+        for p in &a.to {
             let other =
                 load_checkpoint(p, a.input.arch.as_ref(), Some(model.dtype()), &ctx.device)?;
             if !same_standardization(&ckpt, &other)? {
@@ -174,7 +181,6 @@ pub fn run(ctx: &Context, a: SurfaceArgs) -> Result<()> {
                 p.display(),
                 a.input.checkpoint.display()
             ));
-            let _ = k;
         }
         dirs
     };
