@@ -69,6 +69,10 @@ enum Suite {
     /// Gradient, Hessian-vector and Gauss–Newton products, curvature-propagation diagonal
     /// samples, on an MLP 784-256-256-10 and the CNN 1x28x28-16-32-10.
     Curvature,
+    /// One training step's gradient under each terrain-robust objective over ERM's (SAM,
+    /// SoftAD and the other per-example objectives), on an MLP 784-256-256-10 and the SoftAD
+    /// paper's MLP.
+    Objectives,
     /// A 51×51 loss surface against 2601 plain loss evaluations over the same data, on the
     /// digits MLP 64-32-10 and the CNN 1x8x8-16-32-10 (`bench_surface.rs`).
     Surface,
@@ -92,6 +96,16 @@ pub fn run(args: Args) -> Result<()> {
     let dtype = args.dtype.dtype();
     anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    if let Suite::Objectives = args.suite {
+        return crate::bench_objectives::run(
+            args.reps,
+            args.warmup,
+            args.batch,
+            dtype,
+            &args.models,
+            args.out.as_deref(),
+        );
+    }
     if let Suite::Surface = args.suite {
         return crate::bench_surface::run(
             &args.models,

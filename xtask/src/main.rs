@@ -5,8 +5,13 @@
 
 mod alloc;
 mod bench;
+mod bench_objectives;
 mod bench_surface;
 mod datasets;
+mod reproduce_mdtree;
+mod reproduce_hp;
+mod reproduce_softad;
+mod sweep;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -36,7 +41,24 @@ enum Command {
     Datasets(datasets::Args),
     /// Benchmarks reported as ratios to a plain gradient in the same run (`bench curvature`).
     Bench(bench::Args),
+    /// Paper reproductions: terrain's numbers beside the published ones.
+    #[command(subcommand)]
+    Reproduce(Reproduce),
+    /// Hyperparameter sweeps: train every configuration of a TOML search space (resumable,
+    /// parallel, sharded for SLURM arrays and Kubernetes indexed jobs); `sweep merge DIR`.
+    Sweep(sweep::Args),
     // Room for sweeps, model zoos and paper reproductions.
+}
+
+/// The papers `cargo xtask reproduce` knows.
+#[derive(Debug, Subcommand)]
+enum Reproduce {
+    /// MD tree (Zhou et al., ICML 2024): Table B from the authors' public metric tables.
+    Mdtree(reproduce_mdtree::Args),
+    /// SoftAD's synthetic experiment (Holland & Nakatani 2024) and its digits variant.
+    Softad(reproduce_softad::Args),
+    /// Huang & Li's hyperparameter-landscape findings on MLP sweeps of digits and breast cancer.
+    HpLandscapes(reproduce_hp::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +67,16 @@ fn main() -> anyhow::Result<()> {
     init_logging();
     terrain_model::device::tune_cpu_allocator();
     let cli = Cli::parse();
+    // A sweep trains one configuration per worker, each single-threaded (small models waste a
+    // thread pool), unless --threads says otherwise.
+    let mut cli = cli;
+    let sweeps = matches!(
+        cli.command,
+        Command::Sweep(_) | Command::Reproduce(Reproduce::HpLandscapes(_))
+    );
+    if sweeps && cli.threads.is_none() {
+        cli.threads = Some(1);
+    }
     // Before anything touches candle: size candle's and rayon's worker threads once.
     if !cli.candle_threads {
         let plan = terrain_model::threads::configure(cli.threads)?;
@@ -53,6 +85,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Datasets(args) => datasets::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Reproduce(Reproduce::Mdtree(args)) => reproduce_mdtree::run(args),
+        Command::Reproduce(Reproduce::Softad(args)) => reproduce_softad::run(args),
+        Command::Reproduce(Reproduce::HpLandscapes(args)) => reproduce_hp::run(args),
+        Command::Sweep(args) => sweep::run(args),
     }
 }
 

@@ -37,6 +37,11 @@ enum Command {
     Hessian(commands::hessian::HessianArgs),
     /// Show a checkpoint's architecture, parameter count, tensors and metadata.
     Info(commands::info::InfoArgs),
+    /// Model diagnosis with the MD tree: why a trained model fails, from its loss landscape.
+    Diagnose(commands::diagnose::DiagnoseArgs),
+    /// Fitness-landscape metrics of a hyperparameter table (CSV or parquet), similarities between
+    /// tables or slices, heat maps and a landscape-graph picture.
+    Landscape(commands::landscape::LandscapeArgs),
     /// Loss surface of a checkpoint: a 1-D line or 2-D plane of losses (resumable), with a plot.
     Surface(commands::surface::SurfaceArgs),
     /// Mode connectivity between two checkpoints: loss and error along a line or Bezier curve.
@@ -79,6 +84,8 @@ fn main() -> std::process::ExitCode {
                 Command::Eval(a) => commands::eval::run(&ctx, a),
                 Command::Info(a) => commands::info::run(&ctx, a),
                 Command::Hessian(a) => commands::hessian::run(&ctx, a),
+                Command::Diagnose(a) => commands::diagnose::run(&ctx, a),
+                Command::Landscape(a) => commands::landscape::run(&ctx, a),
                 Command::Surface(a) => commands::surface::run(&ctx, a),
                 Command::Connect(a) => commands::connect::run(&ctx, a),
                 Command::Cka(a) => commands::cka::run(&ctx, a),
@@ -100,6 +107,9 @@ fn main() -> std::process::ExitCode {
 
 /// What to do about an error, where the libraries' typed errors leave the command to the binary.
 fn hint(e: &anyhow::Error) -> Option<String> {
+    if let Some(h) = commands::landscape::hint(e) {
+        return Some(h);
+    }
     e.chain().find_map(
         |cause| match cause.downcast_ref::<terrain_model::Error>()? {
             terrain_model::Error::NotFetched { name, .. } => Some(format!(

@@ -82,13 +82,7 @@ fn train_eval_info_on_digits() {
     assert_eq!(r["arch"], "mlp:64-32-10:tanh");
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg"), "{svg}");
-    for text in [
-        "Training curves",
-        "Test error",
-        "epoch",
-        "cross-entropy",
-        "test",
-    ] {
+    for text in ["Training curves", "Error", "epoch", "cross-entropy", "test"] {
         assert!(svg.contains(text), "no `{text}` in the SVG");
     }
     assert_eq!(

@@ -15,7 +15,10 @@ use std::{
 use candle_core::{DType, Device, Tensor, safetensors::Load};
 use serde::{Deserialize, Serialize};
 
-use crate::{ArchSpec, Error, Model, Result, data::Standardizer, loss::Evaluation, run::RunSpec};
+use crate::{
+    ArchSpec, Error, Model, Result, data::Standardizer, loss::Evaluation, run::RunSpec,
+    train::EpochReport,
+};
 
 /// Every `__metadata__` key terrain writes, in one place.
 pub mod keys {
@@ -43,6 +46,16 @@ pub mod keys {
     pub const EVAL_TRAIN: &str = "terrain.eval.train";
     /// Loss and error on the test rows, as JSON.
     pub const EVAL_TEST: &str = "terrain.eval.test";
+    /// Loss and error on the validation rows, as JSON.
+    pub const EVAL_VALIDATION: &str = "terrain.eval.validation";
+    /// Number of validation rows.
+    pub const VALIDATION_ROWS: &str = "terrain.validation.rows";
+    /// The training objective's name with its hyperparameters (text).
+    pub const OBJECTIVE: &str = "terrain.train.objective";
+    /// Per-epoch diagnostics of the training run (JSON array of `EpochReport`).
+    pub const EPOCHS: &str = "terrain.train.epochs";
+    /// Training-state files: the reports of the epochs done (JSON, without wall times).
+    pub const STATE_HISTORY: &str = "terrain.train.history";
     /// Training-state files: epochs done.
     pub const STATE_EPOCHS: &str = "terrain.train.epochs_done";
     /// Training-state files: optimiser steps done.
@@ -77,6 +90,15 @@ pub struct TrainingRecord {
     pub train_rows: Option<usize>,
     /// Number of test rows.
     pub test_rows: Option<usize>,
+    /// Loss and error on the validation rows.
+    pub validation: Option<Evaluation>,
+    /// Number of validation rows.
+    pub validation_rows: Option<usize>,
+    /// The training objective's name (with its hyperparameters, e.g. `softad:theta=0.5,sigma=1`).
+    pub objective: Option<String>,
+    /// Per-epoch diagnostics of the training run (empty when not recorded). The metadata copy
+    /// leaves out the wall times (`seconds` reads back as 0), so checkpoints stay deterministic.
+    pub epochs: Vec<EpochReport>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -119,6 +141,22 @@ impl TrainingRecord {
         }
         if let Some(n) = self.test_rows {
             m.insert(keys::TEST_ROWS.into(), n.to_string());
+        }
+        if let Some(e) = &self.validation {
+            m.insert(keys::EVAL_VALIDATION.into(), json(e)?);
+        }
+        if let Some(n) = self.validation_rows {
+            m.insert(keys::VALIDATION_ROWS.into(), n.to_string());
+        }
+        if let Some(o) = &self.objective {
+            m.insert(keys::OBJECTIVE.into(), o.clone());
+        }
+        if !self.epochs.is_empty() {
+            // Without the wall times, so the same run writes the same bytes.
+            m.insert(
+                keys::EPOCHS.into(),
+                crate::train::history_json(&self.epochs),
+            );
         }
         Ok(m)
     }
@@ -173,6 +211,10 @@ impl TrainingRecord {
             test: get(metadata, keys::EVAL_TEST, path)?,
             train_rows: get(metadata, keys::TRAIN_ROWS, path)?,
             test_rows: get(metadata, keys::TEST_ROWS, path)?,
+            validation: get(metadata, keys::EVAL_VALIDATION, path)?,
+            validation_rows: get(metadata, keys::VALIDATION_ROWS, path)?,
+            objective: metadata.get(keys::OBJECTIVE).cloned(),
+            epochs: get(metadata, keys::EPOCHS, path)?.unwrap_or_default(),
         })
     }
 }

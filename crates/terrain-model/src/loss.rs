@@ -168,6 +168,45 @@ pub fn evaluate_with(
     })
 }
 
+/// [`evaluate_with`], also returning every row's loss (in row order), for loss-concentration
+/// diagnostics.
+pub fn evaluate_per_sample(
+    model: &Model,
+    data: &Dataset,
+    batch_size: usize,
+    kind: LossKind,
+) -> Result<(Evaluation, Vec<f64>)> {
+    check_fits(model, data)?;
+    let mut losses = Vec::with_capacity(data.len());
+    let mut wrong = 0usize;
+    let classification = matches!(data.task, Task::Classification { .. });
+    for batch in data.batches(batch_size, None, false)? {
+        let batch = batch?;
+        let out = model.forward_t(&batch.x, false)?;
+        let l = per_sample(&out, &batch.y, kind)?;
+        losses.extend(l.to_dtype(DType::F64)?.to_vec1::<f64>()?);
+        wrong += errors(&out, &batch.y)?.unwrap_or(0);
+    }
+    let n = data.len();
+    let loss = losses.iter().sum::<f64>() / n as f64;
+    if !loss.is_finite() {
+        return Err(Error::Diverged {
+            what: "evaluation loss".into(),
+            value: loss,
+            epoch: 0,
+            step: 0,
+        });
+    }
+    let error = classification.then(|| wrong as f64 / n as f64);
+    let eval = Evaluation {
+        loss,
+        error,
+        accuracy: error.map(|e| 1.0 - e),
+        samples: n,
+    };
+    Ok((eval, losses))
+}
+
 /// Checks that a data set fits a model: input size and number of outputs.
 pub fn check_fits(model: &Model, data: &Dataset) -> Result<()> {
     let spec = model.spec();

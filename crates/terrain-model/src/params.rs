@@ -7,6 +7,21 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::{Error, Model, Result, rng};
 
+/// Euclidean norm of a list of tensors taken as one vector: the global L2 norm of a model's
+/// parameters or of a gradient. Each tensor's sum of squares is taken in its own dtype (no
+/// copy), the sum over tensors in f64.
+pub fn tensors_norm(tensors: &[Tensor]) -> Result<f64> {
+    let mut s = 0.0;
+    for t in tensors {
+        s += t
+            .sqr()?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+    }
+    Ok(s.sqrt())
+}
+
 /// Named tensors with the shapes of a model's parameters, in the model's parameter order.
 #[derive(Debug, Clone)]
 pub struct ParamVec {

@@ -34,7 +34,7 @@ use crate::{
     loss::{self, Evaluation, LossKind},
     progress::Progress,
     rng::stream_seed,
-    train::{Objective, TrainConfig, TrainEvent, TrainReport, Trainer},
+    train::{EvalSets, Objective, TrainConfig, TrainEvent, TrainReport, Trainer},
 };
 
 /// The named seed streams of a run. [`Seeds::derive`] makes them all from one base seed; each
@@ -93,6 +93,19 @@ pub struct DataSpec {
     /// Standardisation with the training rows' per-feature mean and standard deviation.
     #[serde(default)]
     pub standardize: Standardize,
+    /// Separate validation data (for model selection), evaluated after every epoch like the test
+    /// rows; label noise is not applied to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_source: Option<String>,
+    /// Fraction of the training rows (after the test split, before `subset`) kept apart for
+    /// validation when there is no `validation_source`, in `[0, 1)` (0 keeps none). Stratified by
+    /// class, drawn from its own stream of `seeds.split`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub validation: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Which standardisation a run applies, fitted on the training rows and recorded in the
@@ -145,6 +158,8 @@ impl DataSpec {
             subset: 1.0,
             label_noise: 0.0,
             standardize: Standardize::Auto,
+            validation_source: None,
+            validation: 0.0,
         }
     }
 }
@@ -156,6 +171,14 @@ impl DataSpec {
             return Err(Error::config("data", "\"\"", "names no data set"));
         }
         config::unit_interval("holdout", self.holdout)?;
+        config::unit_interval("validation", self.validation)?;
+        if self.validation > 0.0 && self.validation_source.is_some() {
+            return Err(Error::config(
+                "validation",
+                self.validation,
+                "a validation fraction and a separate validation source exclude each other",
+            ));
+        }
         config::fraction("subset", self.subset)?;
         config::probability("label_noise", self.label_noise)
     }
@@ -168,6 +191,8 @@ pub struct PreparedData {
     pub train: Dataset,
     /// Test rows (standardised like the training rows), if any.
     pub test: Option<Dataset>,
+    /// Validation rows (standardised like the training rows), if any.
+    pub validation: Option<Dataset>,
     /// The input standardisation fitted on the training rows, if any.
     pub standardizer: Option<Standardizer>,
     /// The regression-target standardisation fitted on the training rows, if any.
@@ -188,6 +213,10 @@ pub struct RunSpec {
     pub training: TrainConfig,
     /// The other seed streams.
     pub seeds: Seeds,
+    /// Start from this checkpoint's weights (parameters and BatchNorm statistics) instead of a
+    /// random initialisation from `seeds.init`; its architecture must be `arch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
 }
 
 /// How a run is carried out (none of it changes the numbers).
@@ -204,6 +233,10 @@ pub struct RunOptions {
     pub state: Option<PathBuf>,
     /// Where training progress goes.
     pub progress: Progress,
+    /// Skip the end-of-epoch pass over the training rows (their loss, error and loss
+    /// concentration in each [`crate::train::EpochReport`]), saving one forward pass over the
+    /// training rows per epoch; validation and test rows are still evaluated.
+    pub skip_epoch_train_evaluation: bool,
 }
 
 /// What a run produced.
@@ -221,6 +254,10 @@ pub struct RunOutcome {
     pub train_rows: usize,
     /// Number of test rows.
     pub test_rows: Option<usize>,
+    /// Loss and error on the validation rows, if there are any.
+    pub validation: Option<Evaluation>,
+    /// Number of validation rows.
+    pub validation_rows: Option<usize>,
     /// The input standardisation applied, if any.
     pub standardizer: Option<Standardizer>,
     /// The regression-target standardisation applied, if any.
@@ -244,6 +281,7 @@ impl RunSpec {
                 ..TrainConfig::default()
             },
             seeds: Seeds::derive(seed),
+            init: None,
         }
     }
 
@@ -277,6 +315,15 @@ impl RunSpec {
             }
             None => (full, None),
         };
+        let mut validation = match &d.validation_source {
+            Some(src) => Some(load(src)?),
+            None if d.validation > 0.0 => {
+                let (tr, va) = train.split(1.0 - d.validation, stream_seed(self.seeds.split, 1))?;
+                train = tr;
+                Some(va)
+            }
+            None => None,
+        };
         if d.subset < 1.0 {
             train = train.subset_fraction(d.subset, self.seeds.subset)?;
         }
@@ -293,6 +340,7 @@ impl RunSpec {
             let s = train.standardizer()?;
             train = s.apply(&train)?;
             test = test.map(|t| s.apply(&t)).transpose()?;
+            validation = validation.map(|t| s.apply(&t)).transpose()?;
             Some(s)
         } else {
             None
@@ -301,6 +349,7 @@ impl RunSpec {
             Some(s) if targets => {
                 train = s.apply_targets(&train)?;
                 test = test.map(|t| s.apply_targets(&t)).transpose()?;
+                validation = validation.map(|t| s.apply_targets(&t)).transpose()?;
                 Some(s)
             }
             _ => None,
@@ -308,6 +357,7 @@ impl RunSpec {
         Ok(PreparedData {
             train,
             test,
+            validation,
             standardizer,
             target_standardizer,
         })
@@ -342,17 +392,14 @@ impl RunSpec {
         let started = Instant::now();
         let prepared = self.prepare_data(options.data_dir.as_deref())?;
         let (train, test) = (&prepared.train, prepared.test.as_ref());
-        let model = Model::new(
-            self.arch.clone(),
-            self.dtype.dtype(),
-            &device,
-            self.seeds.init,
-        )?;
+        let validation = prepared.validation.as_ref();
+        let model = self.initial_model(&device)?;
         loss::check_fits(&model, train)?;
-        if let Some(t) = test {
-            loss::check_fits(&model, t)?;
+        for d in [test, validation].into_iter().flatten() {
+            loss::check_fits(&model, d)?;
         }
-        let mut trainer = Trainer::new(self.training.clone())?;
+        let mut trainer = Trainer::new(self.training.clone())?
+            .with_train_evaluation(!options.skip_epoch_train_evaluation);
         if options.state.is_some() {
             // Only a state file compares fingerprints: hash the data only then.
             trainer = trainer.with_fingerprint(self.fingerprint(&prepared)?);
@@ -367,10 +414,10 @@ impl RunSpec {
             Some((steps_per_epoch as u64).saturating_mul(self.training.epochs as u64)),
         );
         let mut resumed_after = None;
-        let report = trainer.fit_resumable(
+        let report = trainer.fit_eval(
             &model,
             train,
-            test,
+            EvalSets { validation, test },
             options.state.as_deref(),
             &mut |event| {
                 match &event {
@@ -397,13 +444,18 @@ impl RunSpec {
         let test_eval = test
             .map(|t| loss::evaluate_with(&model, t, eval_batch, kind))
             .transpose()?;
+        let validation_eval = validation
+            .map(|t| loss::evaluate_with(&model, t, eval_batch, kind))
+            .transpose()?;
         let outcome = RunOutcome {
             model,
             report,
             train: train_eval,
             test: test_eval,
+            validation: validation_eval,
             train_rows: train.len(),
             test_rows: test.map(Dataset::len),
+            validation_rows: validation.map(Dataset::len),
             standardizer: prepared.standardizer,
             target_standardizer: prepared.target_standardizer,
             resumed_after,
@@ -431,6 +483,10 @@ impl RunOutcome {
             test: self.test,
             train_rows: Some(self.train_rows),
             test_rows: self.test_rows,
+            validation: self.validation,
+            validation_rows: self.validation_rows,
+            objective: Some(self.report.objective.clone()),
+            epochs: self.report.history.clone(),
         }
     }
 }
@@ -503,6 +559,28 @@ impl RunSpec {
             ));
         }
         Ok(())
+    }
+
+    /// The model training starts from: the `init` checkpoint's weights, or a fresh initialisation
+    /// from `seeds.init`.
+    pub fn initial_model(&self, device: &Device) -> Result<Model> {
+        match &self.init {
+            None => Model::new(
+                self.arch.clone(),
+                self.dtype.dtype(),
+                device,
+                self.seeds.init,
+            ),
+            Some(path) => Ok(checkpoint::load(
+                path,
+                &checkpoint::LoadOptions {
+                    arch: Some(self.arch.clone()),
+                    dtype: Some(self.dtype.dtype()),
+                    device: device.clone(),
+                },
+            )?
+            .model),
+        }
     }
 
     /// Checks the architecture, the data preparation and the training configuration.

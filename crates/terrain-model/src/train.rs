@@ -352,6 +352,11 @@ pub trait Objective {
     fn name(&self) -> String;
     /// Computes the batch loss and the gradient (model in training mode).
     fn step(&mut self, model: &Model, batch: &Batch, loss: LossKind) -> Result<StepOutput>;
+    /// The per-example loss level the objective aims at (θ of flooding, iFlood, SoftAD), if it
+    /// has one: the per-epoch [`LossConcentration`] reports the fraction of training rows above it.
+    fn threshold(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Forward pass in training mode, per-sample losses, a reduction to a scalar, and its gradient.
@@ -406,19 +411,105 @@ impl Objective for Erm {
     }
 }
 
-/// Per-epoch summary.
+/// How concentrated the per-example losses of a data set are (the SoftAD papers' "loss
+/// concentration"): their mean, population standard deviation, 90th and 99th percentiles
+/// (linear interpolation between order statistics, NumPy's default), maximum, and the fraction
+/// strictly above the objective's threshold when it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossConcentration {
+    /// Mean per-example loss.
+    pub mean: f64,
+    /// Population standard deviation (divisor n) of the per-example losses.
+    pub sd: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest per-example loss.
+    pub max: f64,
+    /// The objective's threshold θ, if it has one.
+    pub threshold: Option<f64>,
+    /// Fraction of examples whose loss is strictly above `threshold`.
+    pub above_threshold: Option<f64>,
+}
+
+impl LossConcentration {
+    /// The concentration of `losses` (`None` when there are none or any is not finite).
+    pub fn of(losses: &[f64], threshold: Option<f64>) -> Option<Self> {
+        if losses.is_empty() || losses.iter().any(|l| !l.is_finite()) {
+            return None;
+        }
+        let n = losses.len() as f64;
+        let mean = losses.iter().sum::<f64>() / n;
+        let sd = (losses.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let mut sorted = losses.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Some(LossConcentration {
+            mean,
+            sd,
+            p90: percentile(&sorted, 0.9),
+            p99: percentile(&sorted, 0.99),
+            max: sorted[sorted.len() - 1],
+            threshold,
+            above_threshold: threshold
+                .map(|t| losses.iter().filter(|&&l| l > t).count() as f64 / n),
+        })
+    }
+}
+
+/// The `q`-quantile of ascending `sorted` values, interpolating linearly between order statistics
+/// (NumPy's `linear` method). `sorted` must not be empty.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (pos - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+/// Per-epoch summary. Besides the running mean of the batch losses, every epoch ends with a full
+/// pass in evaluation mode over the training rows and over the validation and test rows given to
+/// [`Trainer::fit_eval`] (the metrics the SoftAD code logs every epoch), plus the parameter and
+/// gradient norms and the training rows' loss concentration. Records written before these fields
+/// existed read them as absent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochReport {
     /// Epoch (1-based).
     pub epoch: usize,
-    /// Mean of the batch losses over the epoch.
+    /// Mean of the batch losses over the epoch (training mode, weights changing during the epoch).
     pub train_loss: f64,
     /// Learning rate used.
     pub lr: f64,
-    /// Validation loss/error, when validation data was given.
+    /// Validation loss/error after the epoch, when validation data was given.
     pub validation: Option<loss::Evaluation>,
-    /// Wall time of the epoch in seconds.
+    /// Wall time of the epoch in seconds (training and the end-of-epoch evaluations; 0 when read
+    /// from a checkpoint, which leaves it out).
+    #[serde(default)]
     pub seconds: f64,
+    /// Loss and error on all training rows after the epoch (evaluation mode).
+    #[serde(default)]
+    pub train: Option<loss::Evaluation>,
+    /// Loss and error on the test rows after the epoch, when test data was given.
+    #[serde(default)]
+    pub test: Option<loss::Evaluation>,
+    /// Euclidean norm of all parameters after the epoch (BatchNorm running statistics excluded).
+    #[serde(default)]
+    pub param_norm: f64,
+    /// Mean over the epoch's steps of the Euclidean norm of the gradient the optimiser stepped
+    /// on (the objective's gradient, before weight decay).
+    #[serde(default)]
+    pub grad_norm: f64,
+    /// Concentration of the training rows' per-example losses after the epoch.
+    #[serde(default)]
+    pub concentration: Option<LossConcentration>,
+}
+
+/// The data evaluated after every epoch (see [`EpochReport`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalSets<'a> {
+    /// Validation rows (model selection).
+    pub validation: Option<&'a Dataset>,
+    /// Test rows.
+    pub test: Option<&'a Dataset>,
 }
 
 /// Training events, for progress bars and logs.
@@ -453,6 +544,8 @@ struct OptState {
     m: Vec<Tensor>,
     /// Adam: second moments (empty for SGD).
     v: Vec<Tensor>,
+    /// Reports of every epoch done (restored ones without wall times).
+    history: Vec<EpochReport>,
 }
 
 /// Trains models with a [`TrainConfig`] and an [`Objective`].
@@ -462,6 +555,8 @@ pub struct Trainer {
     /// Settings beyond the training configuration that shape the run (architecture, data and
     /// their preparation, content hashes), compared on resume.
     fingerprint: BTreeMap<String, String>,
+    /// Evaluate the training rows after every epoch (loss, error, loss concentration).
+    train_evaluation: bool,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -478,13 +573,70 @@ impl std::fmt::Debug for Trainer {
 pub struct TrainReport {
     /// One entry per epoch run in this call (resumed epochs are not repeated).
     pub epochs: Vec<EpochReport>,
+    /// Every epoch of the run, the ones done before a resume included (restored from the state
+    /// file, without wall times).
+    pub history: Vec<EpochReport>,
     /// Total optimiser steps, including resumed ones.
     pub steps: usize,
     /// The objective's name.
     pub objective: String,
 }
 
-use checkpoint::keys::{STATE_EPOCHS, STATE_STEPS};
+use checkpoint::keys::{STATE_EPOCHS, STATE_HISTORY, STATE_STEPS};
+
+/// `epochs` as JSON with every float as a string of its shortest exact decimal form (serde_json
+/// parses float text to within an ulp only, and a resumed run must report the same bits).
+fn exact_history_json(epochs: &[EpochReport]) -> String {
+    fn encode(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let x = n.as_f64().unwrap_or_default();
+                *v = serde_json::Value::String(format!("f64:{x}"));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(encode),
+            serde_json::Value::Object(o) => o.values_mut().for_each(encode),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(epochs).expect("reports serialise");
+    encode(&mut v);
+    v.to_string()
+}
+
+/// Reads [`exact_history_json`]'s text back, bit for bit.
+fn parse_exact_history(text: &str) -> std::result::Result<Vec<EpochReport>, String> {
+    fn decode(v: &mut serde_json::Value) -> std::result::Result<(), String> {
+        match v {
+            serde_json::Value::String(s) if s.starts_with("f64:") => {
+                let x: f64 = s[4..]
+                    .parse()
+                    .map_err(|_| format!("`{s}` is not a number"))?;
+                *v = serde_json::Number::from_f64(x)
+                    .map(serde_json::Value::Number)
+                    .ok_or_else(|| format!("`{s}` is not finite"))?;
+            }
+            serde_json::Value::Array(a) => a.iter_mut().try_for_each(decode)?,
+            serde_json::Value::Object(o) => o.values_mut().try_for_each(decode)?,
+            _ => {}
+        }
+        Ok(())
+    }
+    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    decode(&mut v)?;
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
+/// `epochs` as JSON without their wall times (`seconds`), so that the same run writes the same
+/// bytes whether or not it was interrupted.
+pub(crate) fn history_json(epochs: &[EpochReport]) -> String {
+    let mut v = serde_json::to_value(epochs).expect("reports serialise");
+    if let Some(list) = v.as_array_mut() {
+        for e in list.iter_mut().filter_map(|e| e.as_object_mut()) {
+            e.remove("seconds");
+        }
+    }
+    v.to_string()
+}
 
 impl Trainer {
     /// A trainer with the ERM objective; the configuration is checked.
@@ -494,6 +646,7 @@ impl Trainer {
             config,
             objective: Box::new(Erm),
             fingerprint: BTreeMap::new(),
+            train_evaluation: true,
         })
     }
 
@@ -515,6 +668,14 @@ impl Trainer {
         out.remove("training.epochs");
         out.insert("objective".into(), self.objective.name());
         out
+    }
+
+    /// Whether every epoch ends with a pass over the training rows in evaluation mode (on by
+    /// default; it fills [`EpochReport::train`] and [`EpochReport::concentration`] and costs one
+    /// forward pass over the training rows per epoch). It does not change the weights.
+    pub fn with_train_evaluation(mut self, on: bool) -> Self {
+        self.train_evaluation = on;
+        self
     }
 
     /// Replaces the objective.
@@ -551,9 +712,26 @@ impl Trainer {
         state_path: Option<&Path>,
         on_event: &mut dyn FnMut(TrainEvent<'_>),
     ) -> Result<TrainReport> {
+        let sets = EvalSets {
+            validation,
+            test: None,
+        };
+        self.fit_eval(model, train, sets, state_path, on_event)
+    }
+
+    /// [`fit_resumable`](Self::fit_resumable) evaluating validation and test rows after every
+    /// epoch (into [`EpochReport::validation`] and [`EpochReport::test`]).
+    pub fn fit_eval(
+        &mut self,
+        model: &Model,
+        train: &Dataset,
+        sets: EvalSets<'_>,
+        state_path: Option<&Path>,
+        on_event: &mut dyn FnMut(TrainEvent<'_>),
+    ) -> Result<TrainReport> {
         loss::check_fits(model, train)?;
-        if let Some(v) = validation {
-            loss::check_fits(model, v)?;
+        for d in [sets.validation, sets.test].into_iter().flatten() {
+            loss::check_fits(model, d)?;
         }
         let cfg = self.config.clone();
         let loss_kind = cfg.loss.unwrap_or_else(|| LossKind::for_task(train.task));
@@ -566,6 +744,7 @@ impl Trainer {
                 state
             }
             None => OptState {
+                history: Vec::new(),
                 epochs_done: 0,
                 steps: 0,
                 m: model
@@ -602,6 +781,7 @@ impl Trainer {
             let lr = cfg.lr_decay.lr_at(cfg.lr, epoch);
             let shuffle_seed = crate::rng::stream_seed(cfg.seed, epoch as u64);
             let mut loss_sum = 0.0;
+            let mut grad_norm_sum = 0.0;
             for (i, batch) in train
                 .batches(cfg.batch_size, Some(shuffle_seed), cfg.drop_last)?
                 .enumerate()
@@ -622,6 +802,7 @@ impl Trainer {
                         step: i + 1,
                     });
                 }
+                grad_norm_sum += crate::params::tensors_norm(&out.grads)?;
                 apply_update(model, &cfg.optimizer, lr, &out.grads, &mut state)?;
                 loss_sum += out.loss;
                 on_event(TrainEvent::Step {
@@ -643,25 +824,52 @@ impl Trainer {
                     epoch,
                 });
             }
-            let validation = validation
-                .map(|v| loss::evaluate_with(model, v, cfg.batch_size.max(256), loss_kind))
-                .transpose()?;
+            let eval_batch = cfg.batch_size.max(256);
+            let evaluate = |d: Option<&Dataset>| {
+                d.map(|d| loss::evaluate_with(model, d, eval_batch, loss_kind))
+                    .transpose()
+            };
+            let validation = evaluate(sets.validation)?;
+            let test = evaluate(sets.test)?;
+            let (train_eval, concentration) = if self.train_evaluation {
+                let (e, losses) = loss::evaluate_per_sample(model, train, eval_batch, loss_kind)?;
+                (
+                    Some(e),
+                    LossConcentration::of(&losses, self.objective.threshold()),
+                )
+            } else {
+                (None, None)
+            };
+            let param_norm = crate::params::tensors_norm(
+                &model
+                    .params()
+                    .iter()
+                    .map(|p| p.var.as_tensor().clone())
+                    .collect::<Vec<_>>(),
+            )?;
             state.epochs_done = epoch;
-            if let Some(p) = state_path {
-                self.save_state(model, &state, p)?;
-            }
             let report = EpochReport {
                 epoch,
                 train_loss,
                 lr,
                 validation,
                 seconds: started.elapsed().as_secs_f64(),
+                train: train_eval,
+                test,
+                param_norm,
+                grad_norm: grad_norm_sum / steps_per_epoch as f64,
+                concentration,
             };
+            state.history.push(report.clone());
+            if let Some(p) = state_path {
+                self.save_state(model, &state, p)?;
+            }
             tracing::debug!(epoch, train_loss, lr, "epoch done");
             on_event(TrainEvent::Epoch(&report));
             reports.push(report);
         }
         Ok(TrainReport {
+            history: state.history,
             epochs: reports,
             steps: state.steps,
             objective: self.objective.name(),
@@ -684,6 +892,7 @@ impl Trainer {
         let mut meta = BTreeMap::new();
         meta.insert(STATE_EPOCHS.into(), state.epochs_done.to_string());
         meta.insert(STATE_STEPS.into(), state.steps.to_string());
+        meta.insert(STATE_HISTORY.into(), exact_history_json(&state.history));
         meta.insert(
             checkpoint::keys::STATE_FINGERPRINT.into(),
             serde_json::to_string(&self.full_fingerprint()).expect("maps serialise"),
@@ -781,7 +990,13 @@ impl Trainer {
                 ),
             });
         }
+        let history: Vec<EpochReport> = match raw.metadata.get(STATE_HISTORY) {
+            Some(h) => parse_exact_history(h)
+                .map_err(|e| bad(format!("metadata `{STATE_HISTORY}` is malformed: {e}")))?,
+            None => Vec::new(),
+        };
         let state = OptState {
+            history,
             epochs_done,
             steps: number(STATE_STEPS)?,
             m: load("opt.m.")?,

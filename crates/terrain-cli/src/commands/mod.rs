@@ -2,9 +2,11 @@
 
 pub mod cka;
 pub mod connect;
+pub mod diagnose;
 pub mod eval;
 pub mod hessian;
 pub mod info;
+pub mod landscape;
 pub mod metrics;
 pub mod sensitivity;
 pub mod surface;
