@@ -8,8 +8,8 @@ mod bench;
 mod bench_objectives;
 mod bench_surface;
 mod datasets;
-mod reproduce_mdtree;
 mod reproduce_hp;
+mod reproduce_mdtree;
 mod reproduce_softad;
 mod sweep;
 
