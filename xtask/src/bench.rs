@@ -73,6 +73,9 @@ enum Suite {
     /// SoftAD and the other per-example objectives), on an MLP 784-256-256-10 and the SoftAD
     /// paper's MLP.
     Objectives,
+    /// A 51×51 loss surface against 2601 plain loss evaluations over the same data, on the
+    /// digits MLP 64-32-10 and the CNN 1x8x8-16-32-10 (`bench_surface.rs`).
+    Surface,
 }
 
 /// One measured operation.
@@ -100,6 +103,14 @@ pub fn run(args: Args) -> Result<()> {
             args.batch,
             dtype,
             &args.models,
+            args.out.as_deref(),
+        );
+    }
+    if let Suite::Surface = args.suite {
+        return crate::bench_surface::run(
+            &args.models,
+            args.batch,
+            args.dtype,
             args.out.as_deref(),
         );
     }

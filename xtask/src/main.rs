@@ -6,9 +6,10 @@
 mod alloc;
 mod bench;
 mod bench_objectives;
+mod bench_surface;
 mod datasets;
-mod reproduce_mdtree;
 mod reproduce_hp;
+mod reproduce_mdtree;
 mod reproduce_softad;
 mod sweep;
 

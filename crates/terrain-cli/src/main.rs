@@ -42,6 +42,17 @@ enum Command {
     /// Fitness-landscape metrics of a hyperparameter table (CSV or parquet), similarities between
     /// tables or slices, heat maps and a landscape-graph picture.
     Landscape(commands::landscape::LandscapeArgs),
+    /// Loss surface of a checkpoint: a 1-D line or 2-D plane of losses (resumable), with a plot.
+    Surface(commands::surface::SurfaceArgs),
+    /// Mode connectivity between two checkpoints: loss and error along a line or Bezier curve.
+    Connect(commands::connect::ConnectArgs),
+    /// Linear CKA between the outputs of two or more checkpoints (mixup inputs, MD tree style).
+    Cka(commands::cka::CkaArgs),
+    /// The MD tree's feature row of several seeds of one configuration (loss, error, Hessian,
+    /// mode connectivity, CKA), with per-model norms and ε-sharpness.
+    Metrics(commands::metrics::MetricsArgs),
+    /// Input-feature sensitivity (Faroz 2024): input derivatives of the loss vs Spearman ρ.
+    Sensitivity(commands::sensitivity::SensitivityArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +86,11 @@ fn main() -> std::process::ExitCode {
                 Command::Hessian(a) => commands::hessian::run(&ctx, a),
                 Command::Diagnose(a) => commands::diagnose::run(&ctx, a),
                 Command::Landscape(a) => commands::landscape::run(&ctx, a),
+                Command::Surface(a) => commands::surface::run(&ctx, a),
+                Command::Connect(a) => commands::connect::run(&ctx, a),
+                Command::Cka(a) => commands::cka::run(&ctx, a),
+                Command::Metrics(a) => commands::metrics::run(&ctx, a),
+                Command::Sensitivity(a) => commands::sensitivity::run(&ctx, a),
             }
         });
     match result {

@@ -575,6 +575,115 @@ fn no_input_panics_or_aborts_and_every_error_names_its_culprit() {
         &hessian(&["--seed", m, "--top-k", "1"]),
     ));
 
+    // 7. The landscape commands (terrain-metrics).
+    let table = p("surface.csv");
+    let pic = p("landscape.png");
+    let g = good.as_str();
+    let surface = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec!["surface", g, "--data", "iris", "--out", table.as_str()];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect()
+    };
+    for (extra, needle) in [
+        (vec!["--x=1:-1:0"], "1:-1:0"),
+        (vec!["--x=1:-1:5"], "MIN must be smaller"),
+        (vec!["--x=0:1:1000000000000"], "too many points"),
+        (vec!["--x=0:1:3", "--y=0:nan:3"], "finite"),
+        (vec!["--x=0:1:3", "--batch-size", "0"], "--batch-size"),
+        (vec!["--x=0:1:3", "--direction", "nope"], "nope"),
+        (
+            vec![
+                "--x=0:1:3",
+                "--direction",
+                "random",
+                "--direction",
+                "random",
+            ],
+            "at most 1",
+        ),
+    ] {
+        cases.push(case(
+            &format!("surface {}", extra.join(" ")),
+            &surface(&extra),
+            &[needle],
+        ));
+    }
+    cases.push(valid(
+        "surface --batch-size u64::MAX",
+        &surface(&["--x=0:1:3", "--batch-size", m]),
+    ));
+    let two = |cmd: &str, extra: &[&str]| -> Vec<String> {
+        let mut a = vec![cmd, g, g, "--data", "iris"];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect()
+    };
+    for (cmd, extra, needle) in [
+        ("connect", vec!["--points", "0"], "--points"),
+        (
+            "connect",
+            vec!["--method", "bezier", "--epochs", "0"],
+            "--epochs",
+        ),
+        ("connect", vec!["--method", "bezier", "--lr", "nan"], "--lr"),
+        (
+            "connect",
+            vec!["--method", "bezier", "--momentum", "1"],
+            "--momentum",
+        ),
+        ("cka", vec!["--samples", "0"], "--samples"),
+        ("cka", vec!["--mixup-alpha", "-1"], "--mixup-alpha"),
+        ("metrics", vec!["--rho", "0"], "--rho"),
+        (
+            "metrics",
+            vec!["--hessian-samples", "0", "--connect", "linear"],
+            "--hessian-samples",
+        ),
+    ] {
+        let mut extra = extra;
+        if cmd == "connect" {
+            extra.extend(["--plot", pic.as_str()]);
+        }
+        cases.push(case(
+            &format!("{cmd} {}", extra.join(" ")),
+            &two(cmd, &extra),
+            &[needle],
+        ));
+    }
+    cases.push(case(
+        "cka with one checkpoint",
+        &["cka", g, "--data", "iris"],
+        &["at least 2"],
+    ));
+    cases.push(case(
+        "sensitivity --batch-size 0",
+        &[
+            "sensitivity",
+            g,
+            "--data",
+            "iris",
+            "--batch-size",
+            "0",
+            "--plot",
+            pic.as_str(),
+        ],
+        &["--batch-size"],
+    ));
+    cases.push(case(
+        "sensitivity --retrain 0",
+        &[
+            "sensitivity",
+            "--retrain",
+            "0",
+            "--arch",
+            "mlp:4-3:tanh",
+            "--data",
+            "iris",
+            "--plot",
+            pic.as_str(),
+        ],
+        &["--retrain"],
+    ));
+
     assert!(cases.len() >= 60, "only {} cases", cases.len());
     let failures: Vec<String> = cases
         .iter()

@@ -1,10 +1,15 @@
 //! The subcommands, and what they share: run context, data-set options, checkpoint loading.
 
+pub mod cka;
+pub mod connect;
 pub mod diagnose;
 pub mod eval;
 pub mod hessian;
 pub mod info;
 pub mod landscape;
+pub mod metrics;
+pub mod sensitivity;
+pub mod surface;
 pub mod train;
 
 use std::path::{Path, PathBuf};
@@ -160,6 +165,19 @@ pub fn check_plot_path(path: &Path) -> Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// [`flags`] for terrain-metrics results: its errors wrap terrain-model's and
+/// terrain-curvature's transparently, so they are unwrapped first.
+pub fn metrics_flags<T>(result: terrain_metrics::Result<T>, names: &[(&str, &str)]) -> Result<T> {
+    flags(
+        result.map_err(|e| match e {
+            terrain_metrics::Error::Model(m) => anyhow::Error::from(*m),
+            terrain_metrics::Error::Curvature(c) => anyhow::Error::from(*c),
+            other => anyhow::Error::from(other),
+        }),
+        names,
+    )
 }
 
 /// Names the flag behind an invalid setting: the libraries name their settings (`max_samples`),

@@ -6,6 +6,7 @@
 
 mod axis;
 mod bar;
+mod grid;
 mod heatmap;
 mod line;
 mod raster;
@@ -22,6 +23,7 @@ use plotters::{
 
 pub(crate) use axis::Axis;
 pub use bar::{BarChart, BarSeries};
+pub use grid::ChartGrid;
 pub use heatmap::{Heatmap, Mark};
 pub use line::{LineChart, Panel, Series};
 pub use scatter::{ScatterChart, ScatterPoint};
