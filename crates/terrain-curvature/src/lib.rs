@@ -22,6 +22,7 @@ pub mod linalg;
 pub mod memory;
 pub mod operator;
 pub mod propagation;
+pub mod rop;
 pub mod trace;
 pub mod vector;
 
@@ -33,7 +34,8 @@ pub use diagonal::{
 pub use eigen::{EigenPair, LanczosConfig, PowerConfig, TopEigen};
 pub use error::{Error, Result};
 pub use hessian::{
-    Curvature, FiniteDifferenceOperator, FnHessian, HessianConfig, HessianOperator, ParamFilter,
+    Curvature, FiniteDifferenceOperator, FnHessian, HessianConfig, HessianOperator, HvpMethod,
+    ParamFilter,
 };
 pub use linalg::SymmetricEigen;
 pub use memory::MemoryEstimate;
