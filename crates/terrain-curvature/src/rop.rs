@@ -57,6 +57,8 @@ pub(crate) enum Product {
     Hessian,
     /// Gauss–Newton products (and no gradient).
     GaussNewton,
+    /// The exact Hessian diagonal (BackPACK's `DiagHessian`), beside the gradient.
+    Diagonal,
 }
 
 /// What a sweep returns, per selected parameter (the operator's order).
@@ -67,7 +69,20 @@ pub(crate) struct Output {
     pub grad: Vec<Tensor>,
     /// One product per direction, each per selected parameter.
     pub products: Vec<Vec<Tensor>>,
+    /// The exact Hessian diagonal per selected parameter ([`Product::Diagonal`]; else empty).
+    pub diagonal: Vec<Tensor>,
 }
+
+/// A signed symmetric factor of a curvature term at a node's output: the term is
+/// `sign · Σ_n S_n S_nᵀ` with `S` `[N, C, feat...]` (`C` columns per row).
+#[derive(Clone)]
+struct Factor {
+    sign: f64,
+    s: Tensor,
+}
+
+/// The most elements a nonlinearity's residual factor (`rows × features²`) may have.
+const MAX_RESIDUAL_FACTOR: usize = 1 << 27;
 
 /// `a + b` where `a` may be absent.
 fn add_opt(a: Option<Tensor>, b: Tensor) -> Result<Tensor> {
@@ -194,23 +209,56 @@ enum Step<'m> {
 }
 
 /// The adjoints flowing back through a node's output: `g` `[N, feat...]` and `ġ` `[k, N, feat...]`.
+///
+/// For the exact diagonal, `factors` are the curvature terms' symmetric factors at this node
+/// (the loss Hessian's first, then each nonlinearity's residual, in the order they were met).
+#[derive(Clone)]
 struct Flow {
     g: Option<Tensor>,
     dg: Option<Tensor>,
+    factors: Vec<Factor>,
 }
 
 impl Flow {
-    fn add(self, other: Flow) -> Result<Flow> {
+    /// Fan-out: the adjoints and the factors that both branches carried add up (a factor met
+    /// inside only one branch is kept as it is).
+    fn add(self, other: Flow, shared: usize) -> Result<Flow> {
+        let mut factors = Vec::with_capacity(self.factors.len() + other.factors.len());
+        let (mut a, mut b) = (self.factors.into_iter(), other.factors.into_iter());
+        for _ in 0..shared {
+            match (a.next(), b.next()) {
+                (Some(x), Some(y)) => factors.push(Factor {
+                    sign: x.sign,
+                    s: x.s.add(&y.s)?,
+                }),
+                (x, y) => factors.extend(x.or(y)),
+            }
+        }
+        factors.extend(a);
+        factors.extend(b);
         Ok(Flow {
             g: sum_opt(self.g, other.g)?,
             dg: sum_opt(self.dg, other.dg)?,
+            factors,
         })
     }
 
+    /// A linear map applied alike to `g` (`[N, ...]`), `ġ` (`[k, N, ...]`) and the factors
+    /// (`[N, C, ...]`): `f` must accept any number of leading axes.
     fn map(&self, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Flow> {
         Ok(Flow {
             g: self.g.as_ref().map(&f).transpose()?,
             dg: self.dg.as_ref().map(&f).transpose()?,
+            factors: self
+                .factors
+                .iter()
+                .map(|x| {
+                    Ok(Factor {
+                        sign: x.sign,
+                        s: f(&x.s)?,
+                    })
+                })
+                .collect::<Result<_>>()?,
         })
     }
 }
@@ -223,6 +271,10 @@ struct Sweep {
     dirs: Vec<Option<Tensor>>,
     grad: Vec<Option<Tensor>>,
     prod: Vec<Option<Tensor>>,
+    diag: Vec<Option<Tensor>>,
+    /// Whether the exact diagonal includes the nonlinearities' residual terms (the Hessian's) or
+    /// not (the Gauss–Newton matrix's).
+    diag_residuals: bool,
 }
 
 impl Sweep {
@@ -264,6 +316,42 @@ impl Sweep {
             self.prod[s] = Some(add_opt(self.prod[s].take(), t)?);
         }
         Ok(())
+    }
+
+    /// Adds `Σ_factors sign · per_factor(S)` to a parameter's diagonal.
+    fn add_diag(
+        &mut self,
+        slot: Option<usize>,
+        factors: &[Factor],
+        per_factor: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<()> {
+        if let Some(s) = slot {
+            for f in factors {
+                let t = per_factor(&f.s)?.affine(f.sign, 0.0)?;
+                self.diag[s] = Some(add_opt(self.diag[s].take(), t)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Factors through a node's input Jacobian `f` (which takes `[N·C, feat...]`).
+    fn map_factors(
+        factors: &[Factor],
+        f: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Vec<Factor>> {
+        factors
+            .iter()
+            .map(|x| {
+                let (n, c) = (x.s.dim(0)?, x.s.dim(1)?);
+                let y = f(&merge(&x.s)?)?;
+                let mut shape = vec![n, c];
+                shape.extend_from_slice(&y.dims()[1..]);
+                Ok(Factor {
+                    sign: x.sign,
+                    s: y.reshape(shape)?,
+                })
+            })
+            .collect()
     }
 
     // ----- forward -----
@@ -445,7 +533,7 @@ impl Sweep {
                 }
                 Layer::Activation(a) => {
                     let y = layers::activate(&h, *a)?;
-                    let (d1, d2) = if self.product == Product::Gradient {
+                    let (d1, d2) = if self.product == Product::Gradient && self.k == 0 {
                         (first_derivative(*a, &h, &y)?, None)
                     } else {
                         derivatives(*a, &h)?
@@ -566,6 +654,21 @@ impl Sweep {
                 } else {
                     None
                 };
+                let mut factors = Vec::new();
+                if self.product == Product::Diagonal {
+                    // S[n, c, o] = √(w m) √p_c (δ_co − p_o): S Sᵀ = w m (diag p − p pᵀ).
+                    let n = z.dim(0)?;
+                    let eye = Tensor::eye(o, dtype, z.device())?.unsqueeze(0)?;
+                    let sp = p.sqrt()?.unsqueeze(2)?;
+                    let mut f = eye
+                        .broadcast_sub(&p.unsqueeze(1)?)?
+                        .broadcast_mul(&sp)?
+                        .affine(weight.sqrt(), 0.0)?;
+                    if let Some(m) = &mass {
+                        f = f.broadcast_mul(&m.sqrt()?.reshape((n, 1, 1))?)?;
+                    }
+                    factors.push(Factor { sign: 1.0, s: f });
+                }
                 let dg = match dz {
                     Some(dz) => {
                         let pdz = dz.broadcast_mul(&p)?;
@@ -578,7 +681,7 @@ impl Sweep {
                     }
                     None => None,
                 };
-                Ok(Flow { g, dg })
+                Ok(Flow { g, dg, factors })
             }
             LossKind::Mse => {
                 let curv = 2.0 * weight / o as f64;
@@ -595,7 +698,16 @@ impl Sweep {
                     Some(dz) => Some(dz.affine(curv, 0.0)?),
                     None => None,
                 };
-                Ok(Flow { g, dg })
+                let mut factors = Vec::new();
+                if self.product == Product::Diagonal {
+                    let n = z.dim(0)?;
+                    let eye = Tensor::eye(o, dtype, z.device())?.affine(curv.sqrt(), 0.0)?;
+                    factors.push(Factor {
+                        sign: 1.0,
+                        s: eye.unsqueeze(0)?.broadcast_as((n, o, o))?.contiguous()?,
+                    });
+                }
+                Ok(Flow { g, dg, factors })
             }
         }
     }
@@ -611,10 +723,8 @@ impl Sweep {
                     skip,
                     live_in,
                 } => {
-                    let copy = Flow {
-                        g: flow.g.clone(),
-                        dg: flow.dg.clone(),
-                    };
+                    let shared = flow.factors.len();
+                    let copy = flow.clone();
                     let from_main = self.backward(main, copy)?;
                     let from_skip = if skip.is_empty() {
                         Some(flow)
@@ -623,7 +733,7 @@ impl Sweep {
                     };
                     if *live_in {
                         match (from_main, from_skip) {
-                            (Some(a), Some(b)) => Some(a.add(b)?),
+                            (Some(a), Some(b)) => Some(a.add(b, shared)?),
                             (a, b) => a.or(b),
                         }
                     } else {
@@ -677,10 +787,57 @@ impl Sweep {
                 {
                     dg = Some(add_opt(dg, dz.broadcast_mul(&g.mul(d2)?)?)?);
                 }
-                Ok(Some(Flow { g, dg }))
+                let d1c = d1.unsqueeze(1)?;
+                let mut factors = flow
+                    .factors
+                    .iter()
+                    .map(|f| {
+                        Ok(Factor {
+                            sign: f.sign,
+                            s: f.s.broadcast_mul(&d1c)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if self.product == Product::Diagonal
+                    && self.diag_residuals
+                    && let (Some(g), Some(d2)) = (&flow.g, d2)
+                {
+                    factors.extend(residual_factors(&g.mul(d2)?)?);
+                }
+                Ok(Some(Flow { g, dg, factors }))
             }
-            Rec::MaxPool { mask } => Ok(Some(flow.map(|t| Ok(up2(t)?.broadcast_mul(mask)?))?)),
+            Rec::MaxPool { mask } => {
+                let per_column = mask.unsqueeze(1)?;
+                let mut out = Flow {
+                    factors: Vec::new(),
+                    ..flow.clone()
+                }
+                .map(|t| Ok(up2(t)?.broadcast_mul(mask)?))?;
+                out.factors = flow
+                    .factors
+                    .iter()
+                    .map(|f| {
+                        Ok(Factor {
+                            sign: f.sign,
+                            s: up2(&f.s)?.broadcast_mul(&per_column)?,
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(Some(out))
+            }
             Rec::Flatten { dims } => Ok(Some(Flow {
+                factors: flow
+                    .factors
+                    .iter()
+                    .map(|f| {
+                        let mut s = vec![dims[0], f.s.dim(1)?];
+                        s.extend_from_slice(&dims[1..]);
+                        Ok(Factor {
+                            sign: f.sign,
+                            s: f.s.reshape(s)?,
+                        })
+                    })
+                    .collect::<Result<_>>()?,
                 g: match &flow.g {
                     Some(g) => Some(g.reshape(dims.as_slice())?),
                     None => None,
@@ -724,6 +881,12 @@ impl Sweep {
         if let Some(g) = &flow.g {
             self.add_grad(w_slot, || Ok(g.t()?.matmul(x)?))?;
             self.add_grad(b_slot, || Ok(g.sum(0)?))?;
+        }
+        if !flow.factors.is_empty() {
+            // Σ_n Σ_c S[n,c,o]² x[n,j]² and Σ_n Σ_c S[n,c,o]².
+            let x2 = x.sqr()?;
+            self.add_diag(w_slot, &flow.factors, |s| Ok(s.sqr()?.sum(1)?.t()?.matmul(&x2)?))?;
+            self.add_diag(b_slot, &flow.factors, |s| Ok(s.sqr()?.sum((0, 1))?))?;
         }
         if let Some(dg) = &flow.dg {
             if w_slot.is_some() {
@@ -774,7 +937,12 @@ impl Sweep {
                 .transpose(0, 1)?;
             dg_x = Some(add_opt(dg_x, t)?);
         }
-        Ok(Some(Flow { g: g_x, dg: dg_x }))
+        let factors = Self::map_factors(&flow.factors, |s| Ok(s.matmul(w)?))?;
+        Ok(Some(Flow {
+            g: g_x,
+            dg: dg_x,
+            factors,
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -809,6 +977,24 @@ impl Sweep {
             Ok(t.conv_transpose2d(kernel, layer.padding, op, layer.stride, 1)?)
         };
         let x_t = x.transpose(0, 1)?;
+        if !flow.factors.is_empty() {
+            // Per row and column the kernel gradient K(x_n, S_nc), squared and summed: one
+            // grouped convolution (a group per row) for all of them.
+            let per_row = |s: &Tensor| -> Result<Tensor> {
+                let (rows, c, _, h2, w2) = s.dims5()?;
+                let kern = s.reshape((rows * c * out, 1, h2, w2))?;
+                let t = x_t.conv2d(&kern, layer.padding, 1, layer.stride, rows)?;
+                let t = t.narrow(2, 0, kh)?.narrow(3, 0, kw)?;
+                Ok(t.sqr()?
+                    .reshape((inp, rows * c, out, kh, kw))?
+                    .sum(1)?
+                    .transpose(0, 1)?)
+            };
+            self.add_diag(w_slot, &flow.factors, per_row)?;
+            self.add_diag(b_slot, &flow.factors, |s| {
+                Ok(s.sum((3, 4))?.sqr()?.sum((0, 1))?)
+            })?;
+        }
         if let Some(g) = &flow.g {
             self.add_grad(w_slot, || {
                 Ok(kernel_grad(&x_t, &g.transpose(0, 1)?, layer, kh)?.transpose(0, 1)?)
@@ -856,7 +1042,12 @@ impl Sweep {
             dg_x = Some(add_opt(dg_x, t)?);
         }
         let _ = n;
-        Ok(Some(Flow { g: g_x, dg: dg_x }))
+        let factors = Self::map_factors(&flow.factors, |s| transpose(s, w))?;
+        Ok(Some(Flow {
+            g: g_x,
+            dg: dg_x,
+            factors,
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -875,6 +1066,15 @@ impl Sweep {
         if let Some(g) = &flow.g {
             self.add_grad(gamma_slot, || sum_but(&g.mul(xhat)?, &[1]))?;
             self.add_grad(beta_slot, || sum_but(g, &[1]))?;
+        }
+        if !flow.factors.is_empty() {
+            let xh = xhat.unsqueeze(1)?;
+            self.add_diag(gamma_slot, &flow.factors, |s| {
+                Ok(sum_but(&s.broadcast_mul(&xh)?, &[0, 1, 2])?.sqr()?.sum((0, 1))?)
+            })?;
+            self.add_diag(beta_slot, &flow.factors, |s| {
+                Ok(sum_but(s, &[0, 1, 2])?.sqr()?.sum((0, 1))?)
+            })?;
         }
         if let Some(dg) = &flow.dg {
             if gamma_slot.is_some() {
@@ -910,8 +1110,44 @@ impl Sweep {
                 .broadcast_mul(&dir_channels(vg, rank)?)?;
             dg_x = Some(add_opt(dg_x, t)?);
         }
-        Ok(Some(Flow { g: g_x, dg: dg_x }))
+        let factors = Self::map_factors(&flow.factors, |s| Ok(s.broadcast_mul(scale)?))?;
+        Ok(Some(Flow {
+            g: g_x,
+            dg: dg_x,
+            factors,
+        }))
     }
+}
+
+/// The residual term `diag(m)` of an elementwise node, `m = g ⊙ φ''(z)` `[N, feat...]`, as two
+/// signed factors `diag(√m⁺)` and `−diag(√m⁻)`, each `[N, F, feat...]` (`F` the features per row).
+fn residual_factors(m: &Tensor) -> Result<Vec<Factor>> {
+    let dims = m.dims().to_vec();
+    let n = dims[0];
+    let f: usize = dims[1..].iter().product();
+    if n.saturating_mul(f).saturating_mul(f) > MAX_RESIDUAL_FACTOR {
+        return Err(Error::Unsupported {
+            method: "the exact diagonal in one sweep".into(),
+            what: format!(
+                "a smooth activation on {f} features per row: its residual factor would hold                  {n}×{f}×{f} values; use a smaller batch, ReLU, or the diagonal by products"
+            ),
+        });
+    }
+    let eye = Tensor::eye(f, m.dtype(), m.device())?;
+    let mut eye_shape = vec![1, f];
+    eye_shape.extend_from_slice(&dims[1..]);
+    let eye = eye.reshape(eye_shape)?;
+    let mut row_shape = vec![n, 1];
+    row_shape.extend_from_slice(&dims[1..]);
+    [(1.0, m.relu()?), (-1.0, m.neg()?.relu()?)]
+        .into_iter()
+        .map(|(sign, part)| {
+            Ok(Factor {
+                sign,
+                s: eye.broadcast_mul(&part.sqrt()?.reshape(row_shape.as_slice())?)?,
+            })
+        })
+        .collect()
 }
 
 /// `φ'(z)` alone, from the input `z` and output `a = φ(z)` (cheaper than [`derivatives`] where the
@@ -933,7 +1169,7 @@ pub(crate) fn run(
     dirs: &[Vec<Tensor>],
 ) -> Result<Output> {
     let model = op.model();
-    let k = if product == Product::Gradient {
+    let k = if matches!(product, Product::Gradient | Product::Diagonal) {
         0
     } else {
         dirs.len()
@@ -962,6 +1198,8 @@ pub(crate) fn run(
         dirs: stacked,
         grad: vec![None; p],
         prod: vec![None; p],
+        diag: vec![None; p],
+        diag_residuals: op.curvature() == crate::Curvature::Hessian,
     };
     let weight = 1.0 / op.rows() as f64;
     let mut total = 0.0;
@@ -991,10 +1229,21 @@ pub(crate) fn run(
             });
         }
     }
+    let diagonal = if product == Product::Diagonal {
+        sweep
+            .diag
+            .into_iter()
+            .zip(shapes)
+            .map(|(d, s)| d.map_or_else(|| zeros(s.clone()), Ok))
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
     Ok(Output {
         loss: total,
         grad,
         products,
+        diagonal,
     })
 }
 

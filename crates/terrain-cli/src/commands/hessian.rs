@@ -118,6 +118,11 @@ pub struct HessianArgs {
     /// Use the generalised Gauss–Newton matrix instead of the Hessian.
     #[arg(long)]
     gauss_newton: bool,
+    /// How products and the gradient are computed: rop (the hand-written sweep on the layer
+    /// description: Pearlmutter's R-operator, several vectors sharing each forward pass) or
+    /// double-backward (candle autodiff, the generic fallback).
+    #[arg(long, default_value = "rop", value_name = "rop|double-backward")]
+    hvp: terrain_curvature::HvpMethod,
     /// Seed of every random probe (same seed, same numbers).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
@@ -152,6 +157,7 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
         } else {
             Curvature::Hessian
         },
+        hvp: a.hvp,
         ..HessianConfig::new(kind)
     };
     let op = flags(
@@ -193,6 +199,7 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
         "rows": op.rows(),
         "loss_kind": kind,
         "curvature": op.curvature(),
+        "hvp": op.hvp_method(),
         "parameters": op.dim(),
         "loss": loss,
         "top_eigenvalues": eigen.as_ref().map(|e| e.values()),
