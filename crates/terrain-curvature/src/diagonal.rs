@@ -35,8 +35,8 @@ use crate::{
 /// How to obtain the diagonal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DiagonalMethod {
-    /// Exact: one Hessian-vector product per parameter (small models; see
-    /// [`DiagonalConfig::exact_limit`]).
+    /// Exact: one backward sweep ([`exact_diagonal_sweep`]) on an R-op operator, else one
+    /// Hessian-vector product per parameter (small models; see [`DiagonalConfig::exact_limit`]).
     #[serde(rename = "exact")]
     Exact,
     /// Hutchinson/Bekas: the mean of `v ⊙ Hv` over random probes `v`. Variance per sample
@@ -135,8 +135,10 @@ pub struct DiagonalConfig {
     /// What curvature propagation's noise covers: [`Coverage::Diagonal`] (the default, far lower
     /// variance) or [`Coverage::Full`] (the paper's estimator of the whole Hessian).
     pub coverage: Coverage,
-    /// The largest dimension for which [`DiagonalMethod::Exact`] runs (it costs one
-    /// Hessian-vector product per parameter).
+    /// The largest dimension for which [`DiagonalMethod::Exact`] runs by products (one
+    /// Hessian-vector product per parameter, on a [`HvpMethod::DoubleBackward`] operator). An
+    /// [`HvpMethod::Rop`] operator's exact diagonal takes one sweep ([`exact_diagonal_sweep`]) and
+    /// ignores it.
     pub exact_limit: usize,
     /// Where progress goes (not serialised; never changes a result). Default hidden.
     #[serde(skip)]
