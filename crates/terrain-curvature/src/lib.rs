@@ -17,6 +17,7 @@ pub mod diagonal;
 pub mod eigen;
 pub mod error;
 pub mod hessian;
+mod im2col;
 pub mod input;
 pub mod linalg;
 pub mod memory;

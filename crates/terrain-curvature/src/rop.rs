@@ -43,9 +43,8 @@ use terrain_model::{
 
 use crate::{
     Error, HessianOperator, Result,
-    propagation::sweep::{
-        channel_shape, derivatives, detached, kernel_grad, out_padding, sum_but,
-    },
+    im2col::Geom,
+    propagation::sweep::{channel_shape, derivatives, detached, sum_but},
 };
 
 /// What a sweep computes.
@@ -114,22 +113,6 @@ fn unmerge(t: &Tensor, k: usize) -> Result<Tensor> {
     let mut s = vec![k, d[0] / k];
     s.extend_from_slice(&d[1..]);
     Ok(t.reshape(s)?)
-}
-
-/// `[N, k·C, rest...]` -> `[k, N, C, rest...]`.
-fn split_channels(t: &Tensor, k: usize) -> Result<Tensor> {
-    let d = t.dims();
-    let mut s = vec![d[0], k, d[1] / k];
-    s.extend_from_slice(&d[2..]);
-    Ok(t.reshape(s)?.transpose(0, 1)?.contiguous()?)
-}
-
-/// `[k, N, C, rest...]` -> `[N, k·C, rest...]`.
-fn join_channels(t: &Tensor) -> Result<Tensor> {
-    let d = t.dims();
-    let mut s = vec![d[1], d[0] * d[2]];
-    s.extend_from_slice(&d[3..]);
-    Ok(t.transpose(0, 1)?.contiguous()?.reshape(s)?)
 }
 
 /// A per-direction channel vector `[k, C]` shaped to broadcast over `[k, N, C, rest...]` of rank
@@ -413,32 +396,37 @@ impl Sweep {
         live: &mut bool,
     ) -> Result<(Tensor, Option<Tensor>, Rec<'m>)> {
         let w = detached(&c.weight);
-        let conv = |t: &Tensor, kernel: &Tensor| -> Result<Tensor> {
-            Ok(t.conv2d(kernel, c.padding, c.stride, 1, 1)?)
-        };
-        let mut y = conv(&x, &w)?;
-        let out = w.dim(0)?;
+        let geom = Geom::new(w.dims(), x.dims(), c.padding, c.stride);
+        let (n, out, q, k) = (x.dim(0)?, w.dim(0)?, geom.patch(), self.k);
+        let wm = w.reshape((out, q))?;
+        let cols = geom.im2col(&x)?;
+        let mut y = geom.from_rows(&cols.matmul(&wm.t()?)?, n)?;
         if let Some(b) = &c.bias {
             y = y.broadcast_add(&detached(b).reshape((out, 1, 1))?)?;
         }
         let mut dy = match &dx {
-            Some(d) => Some(unmerge(&conv(&merge(d)?, &w)?, self.k)?),
+            Some(d) => Some(unmerge(
+                &geom.from_rows(&geom.im2col(&merge(d)?)?.matmul(&wm.t()?)?, k * n)?,
+                k,
+            )?),
             None => None,
         };
         if let Some(vw) = self.dir(&c.weight) {
-            let d = vw.dims();
-            let stacked = vw.reshape((self.k * out, d[2], d[3], d[4]))?;
-            let t = split_channels(&conv(&x, &stacked)?, self.k)?;
+            // cols(x) V_iᵀ for every direction: one product against the stacked blocks.
+            let t = cols
+                .matmul(&vw.reshape((k * out, q))?.t()?)?
+                .reshape((n, geom.ho, geom.wo, k, out))?
+                .permute((3, 0, 4, 1, 2))?
+                .contiguous()?;
             dy = Some(add_opt(dy, t)?);
         }
         if let Some(vb) = self.dir_opt(&c.bias) {
             let t = dir_channels(vb, 5)?;
             dy = Some(match dy {
                 Some(d) => d.broadcast_add(&t)?,
-                None => {
-                    let (n, _, h, wd) = y.dims4()?;
-                    t.broadcast_as((self.k, n, out, h, wd))?.contiguous()?
-                }
+                None => t
+                    .broadcast_as((k, n, out, geom.ho, geom.wo))?
+                    .contiguous()?,
             });
         }
         let live_in = *live;
@@ -945,7 +933,6 @@ impl Sweep {
         }))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn back_conv(
         &mut self,
         layer: &Conv2d,
@@ -956,65 +943,71 @@ impl Sweep {
         flow: Flow,
     ) -> Result<Option<Flow>> {
         let (w_slot, b_slot) = (self.slot(&layer.weight), self.slot_opt(&layer.bias));
-        let (n, inp, h, wd) = x.dims4()?;
-        let (out, _, kh, kw) = w.dims4()?;
-        let k = self.k;
-        let (ho, wo) = match (&flow.g, &flow.dg) {
-            (Some(g), _) => (g.dim(2)?, g.dim(3)?),
-            (None, Some(d)) => (d.dim(3)?, d.dim(4)?),
-            (None, None) => return Ok(None),
+        let geom = Geom::new(w.dims(), x.dims(), layer.padding, layer.stride);
+        let (n, out, q, k) = (x.dim(0)?, w.dim(0)?, geom.patch(), self.k);
+        let rows_np = n * geom.positions();
+        let wm = w.reshape((out, q))?;
+        let wshape = w.dims().to_vec();
+        let with_k = |k: usize| {
+            let mut s = vec![k];
+            s.extend_from_slice(&wshape);
+            s
         };
-        let op = out_padding(layer, kh, h, ho);
-        if out_padding(layer, kw, wd, wo) != op {
-            return Err(Error::Unsupported {
-                method: "R-op Hessian-vector product".into(),
-                what: format!(
-                    "a convolution whose transpose needs different output paddings along height and width (input {h}x{wd}, output {ho}x{wo})"
-                ),
-            });
+        // The patches of x, rebuilt here rather than kept from the forward pass (memory).
+        let need_cols = (w_slot.is_some() && (flow.g.is_some() || flow.dg.is_some()))
+            || (w_slot.is_some() && !flow.factors.is_empty());
+        let cols = if need_cols {
+            Some(geom.im2col(x)?)
+        } else {
+            None
+        };
+        let g_rows = match &flow.g {
+            Some(g) => Some(geom.to_rows(g)?),
+            None => None,
+        };
+        if let Some(cols) = &cols {
+            if !flow.factors.is_empty() {
+                // Per row and column the kernel gradient S_ncᵀ cols(x_n), squared and summed: one
+                // batched product over the rows.
+                let cols_n = cols.reshape((n, geom.positions(), q))?;
+                let per_row = |s: &Tensor| -> Result<Tensor> {
+                    let c = s.dim(1)?;
+                    let sm = s.reshape((n, c * out, geom.positions()))?;
+                    Ok(sm
+                        .matmul(&cols_n)?
+                        .sqr()?
+                        .reshape((n * c, out, q))?
+                        .sum(0)?
+                        .reshape(wshape.as_slice())?)
+                };
+                self.add_diag(w_slot, &flow.factors, per_row)?;
+            }
+            if let Some(gr) = &g_rows {
+                self.add_grad(w_slot, || Ok(gr.t()?.matmul(cols)?.reshape(wshape.as_slice())?))?;
+            }
         }
-        let transpose = |t: &Tensor, kernel: &Tensor| -> Result<Tensor> {
-            Ok(t.conv_transpose2d(kernel, layer.padding, op, layer.stride, 1)?)
-        };
-        let x_t = x.transpose(0, 1)?;
         if !flow.factors.is_empty() {
-            // Per row and column the kernel gradient K(x_n, S_nc), squared and summed: one
-            // grouped convolution (a group per row) for all of them.
-            let per_row = |s: &Tensor| -> Result<Tensor> {
-                let (rows, c, _, h2, w2) = s.dims5()?;
-                let kern = s.reshape((rows * c * out, 1, h2, w2))?;
-                let t = x_t.conv2d(&kern, layer.padding, 1, layer.stride, rows)?;
-                let t = t.narrow(2, 0, kh)?.narrow(3, 0, kw)?;
-                Ok(t.sqr()?
-                    .reshape((inp, rows * c, out, kh, kw))?
-                    .sum(1)?
-                    .transpose(0, 1)?)
-            };
-            self.add_diag(w_slot, &flow.factors, per_row)?;
             self.add_diag(b_slot, &flow.factors, |s| {
                 Ok(s.sum((3, 4))?.sqr()?.sum((0, 1))?)
             })?;
         }
         if let Some(g) = &flow.g {
-            self.add_grad(w_slot, || {
-                Ok(kernel_grad(&x_t, &g.transpose(0, 1)?, layer, kh)?.transpose(0, 1)?)
-            })?;
             self.add_grad(b_slot, || sum_but(g, &[1]))?;
         }
         if let Some(dg) = &flow.dg {
-            if w_slot.is_some() {
-                let kern = join_channels(dg)?.transpose(0, 1)?;
-                let mut t = kernel_grad(&x_t, &kern, layer, kh)?
-                    .transpose(0, 1)?
-                    .contiguous()?
-                    .reshape((k, out, inp, kh, kw))?;
+            if let Some(cols) = &cols {
+                // ġ_iᵀ cols(x) for every direction: one product over N·P.
+                let dgm = dg.permute((0, 2, 1, 3, 4))?.reshape((k * out, rows_np))?;
+                let mut t = dgm.matmul(cols)?.reshape(with_k(k))?;
                 if self.residual()
-                    && let (Some(g), Some(dx)) = (&flow.g, dx)
+                    && let (Some(gr), Some(dx)) = (&g_rows, dx)
                 {
-                    let a_t = join_channels(dx)?.transpose(0, 1)?;
-                    let gx = kernel_grad(&a_t, &g.transpose(0, 1)?, layer, kh)?
-                        .reshape((k, inp, out, kh, kw))?
-                        .transpose(1, 2)?;
+                    let dcols = geom.im2col(&merge(dx)?)?.reshape((k, rows_np, q))?;
+                    let gx = gr
+                        .t()?
+                        .unsqueeze(0)?
+                        .broadcast_matmul(&dcols)?
+                        .reshape(with_k(k))?;
                     t = t.add(&gx)?;
                 }
                 self.add_prod(w_slot, t)?;
@@ -1026,23 +1019,33 @@ impl Sweep {
         if !live_in {
             return Ok(None);
         }
-        let g_x = match &flow.g {
-            Some(g) => Some(transpose(g, w)?),
+        let g_x = match &g_rows {
+            Some(gr) => Some(geom.col2im(&gr.matmul(&wm)?, n)?),
             None => None,
         };
         let mut dg_x = match &flow.dg {
-            Some(dg) => Some(unmerge(&transpose(&merge(dg)?, w)?, k)?),
+            Some(dg) => Some(unmerge(
+                &geom.col2im(&geom.to_rows(&merge(dg)?)?.matmul(&wm)?, k * n)?,
+                k,
+            )?),
             None => None,
         };
         if self.residual()
-            && let (Some(g), Some(vw)) = (&flow.g, self.dir(&layer.weight))
+            && let (Some(gr), Some(vw)) = (&g_rows, self.dir(&layer.weight))
         {
-            let kern = vw.transpose(0, 1)?.reshape((out, k * inp, kh, kw))?;
-            let t = split_channels(&transpose(g, &kern)?, k)?;
-            dg_x = Some(add_opt(dg_x, t)?);
+            let vm = vw.reshape((k, out, q))?.transpose(0, 1)?.reshape((out, k * q))?;
+            let t = gr
+                .matmul(&vm)?
+                .reshape((rows_np, k, q))?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((k * rows_np, q))?;
+            dg_x = Some(add_opt(dg_x, unmerge(&geom.col2im(&t, k * n)?, k)?)?);
         }
-        let _ = n;
-        let factors = Self::map_factors(&flow.factors, |s| transpose(s, w))?;
+        let factors = Self::map_factors(&flow.factors, |s| {
+            let b = s.dim(0)?;
+            geom.col2im(&geom.to_rows(s)?.matmul(&wm)?, b)
+        })?;
         Ok(Some(Flow {
             g: g_x,
             dg: dg_x,
