@@ -226,7 +226,10 @@ fn bench_model(spec: &str, dtype: DType, device: &Device, args: &Args) -> Result
             },
         )
     };
-    let (h_ad, ggn_ad) = (autodiff(Curvature::Hessian)?, autodiff(Curvature::GaussNewton)?);
+    let (h_ad, ggn_ad) = (
+        autodiff(Curvature::Hessian)?,
+        autodiff(Curvature::GaussNewton)?,
+    );
     let v = vector::random(h.dim(), Probe::Rademacher, 1, dtype, device)?;
     let vs: Vec<Tensor> = (0..8)
         .map(|s| vector::random(h.dim(), Probe::Rademacher, 10 + s, dtype, device))
@@ -427,7 +430,10 @@ fn sweep_summary(spec: &str, own: &[Row]) -> Option<String> {
     let ms = |op: &str| own.iter().find(|r| r.operation == op).map(|r| r.median_ms);
     let g = ms("gradient")?;
     let hvp = ms("Hessian-vector product")?;
-    let mut line = format!("{spec}: gradient {g:.2} ms, HVP {hvp:.2} ms = {:.2}× gradient", hvp / g);
+    let mut line = format!(
+        "{spec}: gradient {g:.2} ms, HVP {hvp:.2} ms = {:.2}× gradient",
+        hvp / g
+    );
     if let Some(ggn) = ms("Gauss-Newton-vector product") {
         line += &format!(", GGN {:.2}× HVP", ggn / hvp);
     }
@@ -437,7 +443,10 @@ fn sweep_summary(spec: &str, own: &[Row]) -> Option<String> {
     if let Some(b) = ms("8 batched HVPs (apply_many, total)") {
         line += &format!(", 8 batched HVPs {:.2}× one", b / hvp);
     }
-    if let (Some(ga), Some(ha)) = (ms("gradient (autodiff)"), ms("HVP (autodiff double backward)")) {
+    if let (Some(ga), Some(ha)) = (
+        ms("gradient (autodiff)"),
+        ms("HVP (autodiff double backward)"),
+    ) {
         line += &format!(
             "; autodiff / sweep: gradient {:.2}×, HVP {:.2}×",
             ga / g,

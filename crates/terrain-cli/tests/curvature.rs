@@ -71,7 +71,11 @@ fn diag_out_writes_the_exact_diagonal_per_parameter_and_hvp_methods_agree() {
     let dense = DenseHessian::compute(&op, 1000).unwrap().diagonal();
 
     let file = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
-    assert_eq!(file.len(), 4, "one tensor per parameter, no stderr for exact");
+    assert_eq!(
+        file.len(),
+        4,
+        "one tensor per parameter, no stderr for exact"
+    );
     let scale = dense.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     for ((name, off, len), shape) in op.layout().into_iter().zip(op.param_shapes()) {
         let t = &file[&name];
@@ -85,8 +89,18 @@ fn diag_out_writes_the_exact_diagonal_per_parameter_and_hvp_methods_agree() {
 
     // The same top eigenvalues by double backward.
     let db = ok(&[
-        "hessian", c, "--data", "iris", "--dtype", "f64", "--top-k", "2", "--hvp",
-        "double-backward", "--format", "json",
+        "hessian",
+        c,
+        "--data",
+        "iris",
+        "--dtype",
+        "f64",
+        "--top-k",
+        "2",
+        "--hvp",
+        "double-backward",
+        "--format",
+        "json",
     ]);
     assert_eq!(db["hvp"], "double-backward");
     for (a, b) in r["top_eigenvalues"]
@@ -96,7 +110,10 @@ fn diag_out_writes_the_exact_diagonal_per_parameter_and_hvp_methods_agree() {
         .zip(db["top_eigenvalues"].as_array().unwrap())
     {
         let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
-        assert!((a - b).abs() <= 1e-8 * b.abs(), "rop {a} vs double backward {b}");
+        assert!(
+            (a - b).abs() <= 1e-8 * b.abs(),
+            "rop {a} vs double backward {b}"
+        );
     }
 
     // A stochastic estimator adds standard errors.
@@ -124,7 +141,10 @@ fn diag_out_writes_the_exact_diagonal_per_parameter_and_hvp_methods_agree() {
             .to_vec1::<f64>()
             .unwrap();
         assert!(se.iter().all(|s| s.is_finite() && *s >= 0.0), "{name}");
-        assert!(se.iter().any(|s| *s > 0.0), "{name}: all standard errors zero");
+        assert!(
+            se.iter().any(|s| *s > 0.0),
+            "{name}: all standard errors zero"
+        );
     }
 }
 
@@ -135,10 +155,24 @@ fn bad_hvp_and_diag_out_flags_are_clear_errors() {
     let c = ckpt.to_str().unwrap();
     let e = fails(&["hessian", c, "--data", "iris", "--hvp", "triple"]);
     assert!(e.contains("triple") && e.contains("double-backward"), "{e}");
-    let e = fails(&["hessian", c, "--data", "iris", "--diag-out", "d.safetensors"]);
+    let e = fails(&[
+        "hessian",
+        c,
+        "--data",
+        "iris",
+        "--diag-out",
+        "d.safetensors",
+    ]);
     assert!(e.contains("--diag-out") && e.contains("--diag"), "{e}");
     let e = fails(&[
-        "hessian", c, "--data", "iris", "--diag", "exact", "--diag-out", "diag.txt",
+        "hessian",
+        c,
+        "--data",
+        "iris",
+        "--diag",
+        "exact",
+        "--diag-out",
+        "diag.txt",
     ]);
     assert!(e.contains("diag.txt") && e.contains("safetensors"), "{e}");
     let missing = dir.path().join("no/such/dir/d.safetensors");

@@ -60,11 +60,7 @@ impl std::str::FromStr for HvpMethod {
         match s.trim().to_ascii_lowercase().as_str() {
             "rop" | "r-op" | "pearlmutter" => Ok(HvpMethod::Rop),
             "double-backward" | "autodiff" => Ok(HvpMethod::DoubleBackward),
-            _ => Err(Error::config(
-                "hvp",
-                s,
-                "expected rop or double-backward",
-            )),
+            _ => Err(Error::config("hvp", s, "expected rop or double-backward")),
         }
     }
 }
@@ -558,7 +554,8 @@ impl LinearOperator for HessianOperator<'_> {
         };
         let mut out = Vec::with_capacity(vs.len());
         for chunk in vs.chunks(Self::MAX_SHARED) {
-            let dirs: Vec<Vec<Tensor>> = chunk.iter().map(|v| self.split(v)).collect::<Result<_>>()?;
+            let dirs: Vec<Vec<Tensor>> =
+                chunk.iter().map(|v| self.split(v)).collect::<Result<_>>()?;
             for parts in crate::rop::run(self, product, &dirs)?.products {
                 let hv = self.flatten(&parts)?;
                 self.check_product(&hv, "Hessian-vector product")?;

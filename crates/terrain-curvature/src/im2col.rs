@@ -139,9 +139,9 @@ impl Geom {
                 let s = t.narrow(2, ki * self.kw + kj, 1)?.squeeze(2)?;
                 let s = self.upsample(&s, 2, lh)?;
                 let s = self.upsample(&s, 3, lw)?;
-                let s = s
-                    .pad_with_zeros(2, ki, hp - ki - lh)?
-                    .pad_with_zeros(3, kj, wp - kj - lw)?;
+                let s =
+                    s.pad_with_zeros(2, ki, hp - ki - lh)?
+                        .pad_with_zeros(3, kj, wp - kj - lw)?;
                 acc = Some(match acc {
                     Some(a) => a.add(&s)?,
                     None => s,
@@ -150,14 +150,16 @@ impl Geom {
         }
         let acc = acc.expect("a kernel has at least one entry");
         Ok(if p > 0 {
-            acc.narrow(2, p, self.h)?.narrow(3, p, self.w)?.contiguous()?
+            acc.narrow(2, p, self.h)?
+                .narrow(3, p, self.w)?
+                .contiguous()?
         } else {
             acc
         })
     }
 
     /// `[B, out, H', W']` -> `[B·P, out]`.
-    pub fn to_rows(&self, y: &Tensor) -> Result<Tensor> {
+    pub fn rows_of(&self, y: &Tensor) -> Result<Tensor> {
         let (b, out) = (y.dim(0)?, y.dim(1)?);
         Ok(y.permute((0, 2, 3, 1))?
             .contiguous()?
@@ -165,7 +167,7 @@ impl Geom {
     }
 
     /// `[B·P, out]` -> `[B, out, H', W']`.
-    pub fn from_rows(&self, m: &Tensor, b: usize) -> Result<Tensor> {
+    pub fn unrows(&self, m: &Tensor, b: usize) -> Result<Tensor> {
         let out = m.dim(1)?;
         Ok(m.reshape((b, self.ho, self.wo, out))?
             .permute((0, 3, 1, 2))?
@@ -184,20 +186,46 @@ mod tests {
     #[test]
     fn im2col_products_equal_candle_convolutions_and_col2im_is_the_adjoint() {
         let dev = Device::Cpu;
-        for (pad, stride, h, k) in [(1, 1, 6, 3), (0, 1, 5, 3), (1, 2, 7, 3), (0, 2, 6, 1), (1, 2, 8, 3)] {
-            let x = terrain_model::rng::normal_tensor(&[2, 3, h, h + 1], 1, DType::F64, &dev).unwrap();
+        for (pad, stride, h, k) in [
+            (1, 1, 6, 3),
+            (0, 1, 5, 3),
+            (1, 2, 7, 3),
+            (0, 2, 6, 1),
+            (1, 2, 8, 3),
+        ] {
+            let x =
+                terrain_model::rng::normal_tensor(&[2, 3, h, h + 1], 1, DType::F64, &dev).unwrap();
             let w = terrain_model::rng::normal_tensor(&[4, 3, k, k], 2, DType::F64, &dev).unwrap();
             let g = Geom::new(w.dims(), x.dims(), pad, stride);
             let cols = g.im2col(&x).unwrap();
             let y = g
-                .from_rows(&cols.matmul(&w.reshape((4, g.patch())).unwrap().t().unwrap()).unwrap(), 2)
+                .unrows(
+                    &cols
+                        .matmul(&w.reshape((4, g.patch())).unwrap().t().unwrap())
+                        .unwrap(),
+                    2,
+                )
                 .unwrap();
             let want = x.conv2d(&w, pad, stride, 1, 1).unwrap();
             assert_eq!(y.dims(), want.dims());
-            let err = y.sub(&want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            let err = y
+                .sub(&want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
             assert!(err < 1e-12, "pad {pad} stride {stride}: {err}");
             let c = terrain_model::rng::normal_tensor(cols.dims(), 3, DType::F64, &dev).unwrap();
-            let lhs = cols.mul(&c).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+            let lhs = cols
+                .mul(&c)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
             let rhs = x
                 .mul(&g.col2im(&c, 2).unwrap())
                 .unwrap()
@@ -205,7 +233,10 @@ mod tests {
                 .unwrap()
                 .to_scalar::<f64>()
                 .unwrap();
-            assert!((lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0), "adjoint: {lhs} vs {rhs}");
+            assert!(
+                (lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0),
+                "adjoint: {lhs} vs {rhs}"
+            );
         }
     }
 }

@@ -400,13 +400,13 @@ impl Sweep {
         let (n, out, q, k) = (x.dim(0)?, w.dim(0)?, geom.patch(), self.k);
         let wm = w.reshape((out, q))?;
         let cols = geom.im2col(&x)?;
-        let mut y = geom.from_rows(&cols.matmul(&wm.t()?)?, n)?;
+        let mut y = geom.unrows(&cols.matmul(&wm.t()?)?, n)?;
         if let Some(b) = &c.bias {
             y = y.broadcast_add(&detached(b).reshape((out, 1, 1))?)?;
         }
         let mut dy = match &dx {
             Some(d) => Some(unmerge(
-                &geom.from_rows(&geom.im2col(&merge(d)?)?.matmul(&wm.t()?)?, k * n)?,
+                &geom.unrows(&geom.im2col(&merge(d)?)?.matmul(&wm.t()?)?, k * n)?,
                 k,
             )?),
             None => None,
@@ -467,7 +467,9 @@ impl Sweep {
             None => None,
         };
         if let Some(vg) = self.dir(&bn.weight) {
-            let t = xhat.unsqueeze(0)?.broadcast_mul(&dir_channels(vg, x.rank() + 1)?)?;
+            let t = xhat
+                .unsqueeze(0)?
+                .broadcast_mul(&dir_channels(vg, x.rank() + 1)?)?;
             dy = Some(add_opt(dy, t)?);
         }
         if let Some(vb) = self.dir(&bn.bias) {
@@ -573,7 +575,8 @@ impl Sweep {
                 Layer::Residual(r) => {
                     let live_in = *live;
                     let mut live_main = live_in;
-                    let (main, a, da) = self.layers(&r.main, h.clone(), dh.clone(), &mut live_main)?;
+                    let (main, a, da) =
+                        self.layers(&r.main, h.clone(), dh.clone(), &mut live_main)?;
                     let mut live_skip = live_in;
                     let (skip, b, db) = self.layers(&r.shortcut, h, dh, &mut live_skip)?;
                     *live = live_main || live_skip;
@@ -873,7 +876,9 @@ impl Sweep {
         if !flow.factors.is_empty() {
             // Σ_n Σ_c S[n,c,o]² x[n,j]² and Σ_n Σ_c S[n,c,o]².
             let x2 = x.sqr()?;
-            self.add_diag(w_slot, &flow.factors, |s| Ok(s.sqr()?.sum(1)?.t()?.matmul(&x2)?))?;
+            self.add_diag(w_slot, &flow.factors, |s| {
+                Ok(s.sqr()?.sum(1)?.t()?.matmul(&x2)?)
+            })?;
             self.add_diag(b_slot, &flow.factors, |s| Ok(s.sqr()?.sum((0, 1))?))?;
         }
         if let Some(dg) = &flow.dg {
@@ -909,11 +914,7 @@ impl Sweep {
             None => None,
         };
         let mut dg_x = match &flow.dg {
-            Some(dg) => Some(
-                dg.reshape((k * n, out))?
-                    .matmul(w)?
-                    .reshape((k, n, inp))?,
-            ),
+            Some(dg) => Some(dg.reshape((k * n, out))?.matmul(w)?.reshape((k, n, inp))?),
             None => None,
         };
         if self.residual()
@@ -962,7 +963,7 @@ impl Sweep {
             None
         };
         let g_rows = match &flow.g {
-            Some(g) => Some(geom.to_rows(g)?),
+            Some(g) => Some(geom.rows_of(g)?),
             None => None,
         };
         if let Some(cols) = &cols {
@@ -983,7 +984,9 @@ impl Sweep {
                 self.add_diag(w_slot, &flow.factors, per_row)?;
             }
             if let Some(gr) = &g_rows {
-                self.add_grad(w_slot, || Ok(gr.t()?.matmul(cols)?.reshape(wshape.as_slice())?))?;
+                self.add_grad(w_slot, || {
+                    Ok(gr.t()?.matmul(cols)?.reshape(wshape.as_slice())?)
+                })?;
             }
         }
         if !flow.factors.is_empty() {
@@ -1025,7 +1028,7 @@ impl Sweep {
         };
         let mut dg_x = match &flow.dg {
             Some(dg) => Some(unmerge(
-                &geom.col2im(&geom.to_rows(&merge(dg)?)?.matmul(&wm)?, k * n)?,
+                &geom.col2im(&geom.rows_of(&merge(dg)?)?.matmul(&wm)?, k * n)?,
                 k,
             )?),
             None => None,
@@ -1033,7 +1036,10 @@ impl Sweep {
         if self.residual()
             && let (Some(gr), Some(vw)) = (&g_rows, self.dir(&layer.weight))
         {
-            let vm = vw.reshape((k, out, q))?.transpose(0, 1)?.reshape((out, k * q))?;
+            let vm = vw
+                .reshape((k, out, q))?
+                .transpose(0, 1)?
+                .reshape((out, k * q))?;
             let t = gr
                 .matmul(&vm)?
                 .reshape((rows_np, k, q))?
@@ -1044,7 +1050,7 @@ impl Sweep {
         }
         let factors = Self::map_factors(&flow.factors, |s| {
             let b = s.dim(0)?;
-            geom.col2im(&geom.to_rows(s)?.matmul(&wm)?, b)
+            geom.col2im(&geom.rows_of(s)?.matmul(&wm)?, b)
         })?;
         Ok(Some(Flow {
             g: g_x,
@@ -1073,7 +1079,9 @@ impl Sweep {
         if !flow.factors.is_empty() {
             let xh = xhat.unsqueeze(1)?;
             self.add_diag(gamma_slot, &flow.factors, |s| {
-                Ok(sum_but(&s.broadcast_mul(&xh)?, &[0, 1, 2])?.sqr()?.sum((0, 1))?)
+                Ok(sum_but(&s.broadcast_mul(&xh)?, &[0, 1, 2])?
+                    .sqr()?
+                    .sum((0, 1))?)
             })?;
             self.add_diag(beta_slot, &flow.factors, |s| {
                 Ok(sum_but(s, &[0, 1, 2])?.sqr()?.sum((0, 1))?)

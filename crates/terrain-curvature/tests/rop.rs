@@ -93,24 +93,39 @@ fn check_case(spec_str: &str, loss: LossKind, d: Option<Dataset>) {
     // Gradient and loss: the sweep against candle autodiff.
     let (l_rop, g_rop) = rop.loss_and_gradient().unwrap();
     let (l_ad, g_ad) = ad.loss_and_gradient().unwrap();
-    assert!((l_rop - l_ad).abs() <= 1e-12 * l_ad.abs(), "{spec_str}: loss");
+    assert!(
+        (l_rop - l_ad).abs() <= 1e-12 * l_ad.abs(),
+        "{spec_str}: loss"
+    );
     let eg = rel_err(&g_rop, &g_ad);
     assert!(eg <= 1e-10, "{spec_str}: gradient rel. err {eg:e}");
 
     let fd = FiniteDifferenceOperator::new(&ad, 1e-5).unwrap();
     let ggn_rop = operator(&m, &d, loss, HvpMethod::Rop, Curvature::GaussNewton);
-    let ggn_ad = operator(&m, &d, loss, HvpMethod::DoubleBackward, Curvature::GaussNewton);
+    let ggn_ad = operator(
+        &m,
+        &d,
+        loss,
+        HvpMethod::DoubleBackward,
+        Curvature::GaussNewton,
+    );
     for seed in 0..2 {
         let v = vector::random(rop.dim(), Probe::Gaussian, seed, DType::F64, &Device::Cpu).unwrap();
         let hv = rop.apply(&v).unwrap();
         let e_ad = rel_err(&hv, &ad.apply(&v).unwrap());
         let e_fd = rel_err(&hv, &fd.apply(&v).unwrap());
         assert!(e_ad <= 1e-8, "{spec_str}: R-op vs double backward {e_ad:e}");
-        assert!(e_fd <= 1e-8, "{spec_str}: R-op vs finite differences {e_fd:e}");
+        assert!(
+            e_fd <= 1e-8,
+            "{spec_str}: R-op vs finite differences {e_fd:e}"
+        );
         assert!(vector::dot(&hv, &hv).unwrap() > 1e-16, "{spec_str}: Hv ≈ 0");
         let gv = ggn_rop.apply(&v).unwrap();
         let e_g = rel_err(&gv, &ggn_ad.apply(&v).unwrap());
-        assert!(e_g <= 1e-8, "{spec_str}: Gauss–Newton sweep vs autodiff {e_g:e}");
+        assert!(
+            e_g <= 1e-8,
+            "{spec_str}: Gauss–Newton sweep vs autodiff {e_g:e}"
+        );
         eprintln!(
             "{spec_str}: grad {eg:.1e}, HVP vs AD {e_ad:.1e}, vs FD {e_fd:.1e}, GGN vs AD {e_g:.1e}"
         );
@@ -174,7 +189,9 @@ fn apply_many_equals_one_apply_per_vector() {
         let d = data(&spec, 6, LossKind::Ce);
         let op = operator(&m, &d, LossKind::Ce, HvpMethod::Rop, curvature);
         let vs: Vec<Tensor> = (0..5)
-            .map(|s| vector::random(op.dim(), Probe::Rademacher, s, DType::F64, &Device::Cpu).unwrap())
+            .map(|s| {
+                vector::random(op.dim(), Probe::Rademacher, s, DType::F64, &Device::Cpu).unwrap()
+            })
             .collect();
         let many = op.apply_many(&vs).unwrap();
         assert_eq!(many.len(), vs.len());
@@ -241,7 +258,10 @@ fn gauss_newton_sweep_equals_dense_jt_h_j() {
         .iter()
         .zip(&dense)
         .fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
-    assert!(err <= 1e-12 * scale, "GGN sweep vs dense JᵀHJ: {err:e} (scale {scale:e})");
+    assert!(
+        err <= 1e-12 * scale,
+        "GGN sweep vs dense JᵀHJ: {err:e} (scale {scale:e})"
+    );
 }
 
 #[test]
@@ -302,10 +322,18 @@ fn exact_diagonal_sweep_equals_the_dense_diagonal() {
                 "{spec_str} {curvature:?}: exact diagonal sweep max err {err:e} (scale {scale:e})"
             );
             // `estimate_diagonal` with the exact method takes the sweep on an R-op operator.
-            let est = diagonal::estimate_diagonal(&rop, DiagonalMethod::Exact, &DiagonalConfig::default())
-                .unwrap();
+            let est = diagonal::estimate_diagonal(
+                &rop,
+                DiagonalMethod::Exact,
+                &DiagonalConfig::default(),
+            )
+            .unwrap();
             assert_eq!(est.values, swept, "{spec_str}");
-            eprintln!("{spec_str} {curvature:?}: {} parameters, max err / max |H_ii| = {:.1e}", dense.len(), err / scale);
+            eprintln!(
+                "{spec_str} {curvature:?}: {} parameters, max err / max |H_ii| = {:.1e}",
+                dense.len(),
+                err / scale
+            );
         }
     }
 }
