@@ -1,5 +1,6 @@
-//! [`HessianOperator`]: exact Hessian-vector products of a model's loss over a data set by double
-//! backward, a Gauss–Newton product, and a finite-difference product used as a test oracle.
+//! [`HessianOperator`]: exact Hessian-vector products of a model's loss over a data set (by the
+//! hand-written R-op sweep of [`crate::rop`], or by double backward: [`HvpMethod`]), a
+//! Gauss–Newton product, and a finite-difference product used as a test oracle.
 //!
 //! The loss is the mean over all rows of the data (the same number whatever the batch size);
 //! products are summed over batches, and each batch's autodiff graph is dropped before the next
@@ -569,7 +570,7 @@ impl LinearOperator for HessianOperator<'_> {
 impl HessianOperator<'_> {
     /// The most vectors one R-op sweep carries at once (memory grows with it: each carries a
     /// tangent of every layer's activations).
-    pub const MAX_SHARED: usize = 16;
+    pub const MAX_SHARED: usize = 8;
 }
 
 /// First derivatives of scalar `l` with respect to `vars`, attached to the graph. A variable

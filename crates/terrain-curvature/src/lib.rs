@@ -1,7 +1,9 @@
 //! # terrain-curvature
 //!
 //! The curvature engine of terrain: the Hessian of a model's loss over a data set as a matrix-free
-//! operator ([`HessianOperator`], exact double-backward products, Gauss–Newton products and a
+//! operator ([`HessianOperator`]: exact Hessian-vector products, the gradient, Gauss–Newton
+//! products and the exact diagonal by one hand-written sweep on the layer description
+//! ([`rop`], Pearlmutter's R-operator), candle's double backward as fallback and oracle, and a
 //! finite-difference oracle), and what is computed from it: top eigenvalues (power iteration with
 //! deflation, Lanczos), the trace (Hutchinson, Hutch++), the spectral density (stochastic Lanczos
 //! quadrature), the diagonal (exact, Hutchinson, Becker–LeCun and curvature propagation), dense

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 
 use candle_core::{D, DType, Tensor, TensorId, Var};
 use terrain_model::{
-    Activation,
+    Activation, Model,
     data::{Batch, Targets},
     layers::{self, BatchNorm, Conv2d, Linear},
     loss::{self, LossKind},
@@ -1179,19 +1179,98 @@ pub(crate) fn run(
     product: Product,
     dirs: &[Vec<Tensor>],
 ) -> Result<Output> {
-    let model = op.model();
+    run_on(
+        &Problem {
+            model: op.model(),
+            selected: op.selected(),
+            shapes: op.param_shapes(),
+            batches: op.batches(),
+            rows: op.rows(),
+            loss: op.loss_kind(),
+            curvature: op.curvature(),
+        },
+        product,
+        dirs,
+    )
+}
+
+/// What a sweep differentiates: a model's mean loss over batches, with respect to some of its
+/// parameters.
+struct Problem<'a> {
+    model: &'a Model,
+    /// Indices into [`Model::params`].
+    selected: &'a [usize],
+    shapes: &'a [Vec<usize>],
+    batches: &'a [Batch],
+    rows: usize,
+    loss: LossKind,
+    curvature: crate::Curvature,
+}
+
+/// The mean loss of `model` on one batch and its gradient with respect to every parameter (in
+/// [`Model::params`] order), by the hand-written backward sweep: what a training step needs,
+/// without an autodiff graph. The inputs must be shaped as the model expects
+/// ([`Model::prepare_input`]) and lie on its device; BatchNorm runs on its running statistics
+/// (evaluation mode).
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use terrain_model::{Model, data::{self, Batch}, loss::LossKind};
+///
+/// # fn main() -> terrain_curvature::Result<()> {
+/// let iris = data::builtin::load("iris")?;
+/// let model = Model::new("mlp:4-8-3:tanh".parse()?, DType::F64, &Device::Cpu, 0)?;
+/// let batch = Batch {
+///     x: model.prepare_input(&iris.x)?,
+///     y: iris.y.to_dtype(DType::F64)?,
+/// };
+/// let (loss, grads) = terrain_curvature::rop::loss_and_gradient(&model, &batch, LossKind::Ce)?;
+/// assert!(loss > 0.0);
+/// assert_eq!(grads.len(), model.params().len());
+/// # Ok(())
+/// # }
+/// ```
+pub fn loss_and_gradient(
+    model: &Model,
+    batch: &Batch,
+    loss: LossKind,
+) -> Result<(f64, Vec<Tensor>)> {
+    let selected: Vec<usize> = (0..model.params().len()).collect();
+    let shapes: Vec<Vec<usize>> = model
+        .params()
+        .iter()
+        .map(|p| p.var.dims().to_vec())
+        .collect();
+    let out = run_on(
+        &Problem {
+            model,
+            selected: &selected,
+            shapes: &shapes,
+            batches: std::slice::from_ref(batch),
+            rows: batch.len(),
+            loss,
+            curvature: crate::Curvature::Hessian,
+        },
+        Product::Gradient,
+        &[],
+    )?;
+    Ok((out.loss, out.grad))
+}
+
+fn run_on(problem: &Problem<'_>, product: Product, dirs: &[Vec<Tensor>]) -> Result<Output> {
+    let model = problem.model;
     let k = if matches!(product, Product::Gradient | Product::Diagonal) {
         0
     } else {
         dirs.len()
     };
-    let slots: HashMap<TensorId, usize> = op
-        .selected()
+    let slots: HashMap<TensorId, usize> = problem
+        .selected
         .iter()
         .enumerate()
         .map(|(j, &i)| (model.params()[i].var.as_tensor().id(), j))
         .collect();
-    let p = op.selected().len();
+    let p = problem.selected.len();
     let stacked: Vec<Option<Tensor>> = if k == 0 {
         vec![None; p]
     } else {
@@ -1210,14 +1289,14 @@ pub(crate) fn run(
         grad: vec![None; p],
         prod: vec![None; p],
         diag: vec![None; p],
-        diag_residuals: op.curvature() == crate::Curvature::Hessian,
+        diag_residuals: problem.curvature == crate::Curvature::Hessian,
     };
-    let weight = 1.0 / op.rows() as f64;
+    let weight = 1.0 / problem.rows as f64;
     let mut total = 0.0;
-    for (bi, batch) in op.batches().iter().enumerate() {
-        total += batch_pass(&mut sweep, model.network(), batch, op, weight, bi)?;
+    for (bi, batch) in problem.batches.iter().enumerate() {
+        total += batch_pass(&mut sweep, model.network(), batch, problem.loss, weight, bi)?;
     }
-    let shapes = op.param_shapes();
+    let shapes = problem.shapes;
     let zeros = |shape: Vec<usize>| -> Result<Tensor> {
         Ok(Tensor::zeros(shape, model.dtype(), model.device())?)
     };
@@ -1262,13 +1341,13 @@ fn batch_pass(
     sweep: &mut Sweep,
     net: &Network,
     batch: &Batch,
-    op: &HessianOperator<'_>,
+    kind: LossKind,
     weight: f64,
     bi: usize,
 ) -> Result<f64> {
     let mut live = false;
     let (steps, z, dz) = sweep.layers(&net.layers, batch.x.clone(), None, &mut live)?;
-    let l = loss::mean(&z, &batch.y, op.loss_kind())?
+    let l = loss::mean(&z, &batch.y, kind)?
         .to_dtype(DType::F64)?
         .to_scalar::<f64>()?
         * batch.len() as f64
@@ -1286,7 +1365,7 @@ fn batch_pass(
         // No selected parameter reaches the logits: every product is zero.
         (None, _) => None,
     };
-    let flow = sweep.loss(&z, dz.as_ref(), &batch.y, op.loss_kind(), weight)?;
+    let flow = sweep.loss(&z, dz.as_ref(), &batch.y, kind, weight)?;
     sweep.backward(&steps, flow)?;
     Ok(l)
 }

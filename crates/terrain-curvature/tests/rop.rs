@@ -337,3 +337,33 @@ fn exact_diagonal_sweep_equals_the_dense_diagonal() {
         }
     }
 }
+
+/// The trainer-facing `rop::loss_and_gradient` (one batch, every parameter) against candle
+/// autodiff of the eval-mode loss.
+#[test]
+fn one_batch_gradient_matches_autodiff() {
+    terrain_model::autodiff::ensure_second_order().unwrap();
+    for (spec_str, loss) in [
+        ("mlp:5-7-6-3:gelu", LossKind::Ce),
+        ("cnn:1x4x4-2-2:softplus", LossKind::Mse),
+        ("resnet18:3x8x8:w2:4", LossKind::Ce),
+    ] {
+        let (spec, m) = model(spec_str);
+        let d = data(&spec, 5, loss);
+        let batch = terrain_model::data::Batch {
+            x: m.prepare_input(&d.x).unwrap(),
+            y: d.y.to_dtype(DType::F64).unwrap(),
+        };
+        let (l, g) = terrain_curvature::rop::loss_and_gradient(&m, &batch, loss).unwrap();
+        let out = m.forward_t(&batch.x, false).unwrap();
+        let lt = terrain_model::loss::mean(&out, &batch.y, loss).unwrap();
+        let vars: Vec<&Tensor> = m.params().iter().map(|p| p.var.as_tensor()).collect();
+        let want = terrain_model::autodiff::grad(&lt, &vars).unwrap();
+        assert!((l - lt.to_scalar::<f64>().unwrap()).abs() < 1e-12);
+        assert_eq!(g.len(), want.len());
+        for ((a, b), p) in g.iter().zip(&want).zip(m.params()) {
+            let e = rel_err(&a.flatten_all().unwrap(), &b.flatten_all().unwrap());
+            assert!(e <= 1e-10, "{spec_str} {}: {e:e}", p.name);
+        }
+    }
+}
