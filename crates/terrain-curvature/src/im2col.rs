@@ -166,7 +166,9 @@ impl Geom {
             .reshape((b * self.positions(), out))?)
     }
 
-    /// `[B·P, out]` -> `[B, out, H', W']`.
+    /// `[B·P, out]` -> `[B, out, H', W']` (the forward pass uses candle's convolution; the tests
+    /// check the product form against it).
+    #[cfg(test)]
     pub fn unrows(&self, m: &Tensor, b: usize) -> Result<Tensor> {
         let out = m.dim(1)?;
         Ok(m.reshape((b, self.ho, self.wo, out))?

@@ -398,22 +398,21 @@ impl Sweep {
         let w = detached(&c.weight);
         let geom = Geom::new(w.dims(), x.dims(), c.padding, c.stride);
         let (n, out, q, k) = (x.dim(0)?, w.dim(0)?, geom.patch(), self.k);
-        let wm = w.reshape((out, q))?;
-        let cols = geom.im2col(&x)?;
-        let mut y = geom.unrows(&cols.matmul(&wm.t()?)?, n)?;
+        // The maps by the layer's own kernel are candle's (fast) forward convolution; the maps
+        // by the k direction kernels one product against their stack.
+        let conv = |t: &Tensor| -> Result<Tensor> { Ok(t.conv2d(&w, c.padding, c.stride, 1, 1)?) };
+        let mut y = conv(&x)?;
         if let Some(b) = &c.bias {
             y = y.broadcast_add(&detached(b).reshape((out, 1, 1))?)?;
         }
         let mut dy = match &dx {
-            Some(d) => Some(unmerge(
-                &geom.unrows(&geom.im2col(&merge(d)?)?.matmul(&wm.t()?)?, k * n)?,
-                k,
-            )?),
+            Some(d) => Some(unmerge(&conv(&merge(d)?)?, k)?),
             None => None,
         };
         if let Some(vw) = self.dir(&c.weight) {
             // cols(x) V_iᵀ for every direction: one product against the stacked blocks.
-            let t = cols
+            let t = geom
+                .im2col(&x)?
                 .matmul(&vw.reshape((k * out, q))?.t()?)?
                 .reshape((n, geom.ho, geom.wo, k, out))?
                 .permute((3, 0, 4, 1, 2))?
@@ -955,8 +954,8 @@ impl Sweep {
             s
         };
         // The patches of x, rebuilt here rather than kept from the forward pass (memory).
-        let need_cols = (w_slot.is_some() && (flow.g.is_some() || flow.dg.is_some()))
-            || (w_slot.is_some() && !flow.factors.is_empty());
+        let need_cols =
+            w_slot.is_some() && (flow.g.is_some() || flow.dg.is_some() || !flow.factors.is_empty());
         let cols = if need_cols {
             Some(geom.im2col(x)?)
         } else {
@@ -1359,12 +1358,7 @@ fn batch_pass(
             value: l,
         });
     }
-    let dz = match (dz, sweep.k) {
-        (Some(d), _) => Some(d),
-        (None, 0) => None,
-        // No selected parameter reaches the logits: every product is zero.
-        (None, _) => None,
-    };
+    // No tangent at the logits (no direction, or none reaching them): the products are zero.
     let flow = sweep.loss(&z, dz.as_ref(), &batch.y, kind, weight)?;
     sweep.backward(&steps, flow)?;
     Ok(l)
