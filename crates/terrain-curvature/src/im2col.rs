@@ -3,8 +3,9 @@
 //! convolution kernels (whose transposed convolution and kernel gradient are slow on the CPU).
 //!
 //! With `P = H'·W'` output positions and `Q = C·kh·kw` kernel entries per output channel, `cols(x)`
-//! is `[B·P, Q]` (row `(b, i, j)` holds the input patch under output position `(i, j)`, in the
-//! kernel's `[C, kh, kw]` order), so `y = cols(x) Wᵀ`, the kernel gradient is `gᵀ cols(x)` and the
+//! is `[B·P, Q]` (row `(b, i, j)` holds the input patch under output position `(i, j)`, in
+//! `[kh, kw, C]` order, channels innermost; [`Geom::kernel_rows`] puts kernels in the same order),
+//! so `y = cols(x) Wᵀ`, the kernel gradient is `gᵀ cols(x)` and the
 //! input adjoint is `col2im(g W)`, `col2im` being the adjoint of `cols` (a scatter-add of patches).
 //! Built from padding, narrowing and stacking, so it runs on every device.
 
@@ -94,7 +95,8 @@ impl Geom {
         Ok(t.reshape(shape)?.narrow(dim, 0, len)?)
     }
 
-    /// `[B, C, H, W]` -> `[B·P, Q]`.
+    /// `[B, C, H, W]` -> `[B·P, Q]`, each row in `[kh, kw, C]` order (channels innermost: one
+    /// channels-last copy of the input, then contiguous runs per kernel offset).
     pub fn im2col(&self, x: &Tensor) -> Result<Tensor> {
         let b = x.dim(0)?;
         let p = self.pad;
@@ -103,6 +105,8 @@ impl Geom {
         } else {
             x.clone()
         };
+        // [B, Hp, Wp, C].
+        let xp = xp.permute((0, 2, 3, 1))?.contiguous()?;
         let (lh, lw) = (
             (self.ho - 1) * self.stride + 1,
             (self.wo - 1) * self.stride + 1,
@@ -110,23 +114,20 @@ impl Geom {
         let mut slices = Vec::with_capacity(self.kh * self.kw);
         for ki in 0..self.kh {
             for kj in 0..self.kw {
-                let s = xp.narrow(2, ki, lh)?.narrow(3, kj, lw)?;
-                let s = self.subsample(&s, 2, self.ho)?;
-                slices.push(self.subsample(&s, 3, self.wo)?);
+                let s = xp.narrow(1, ki, lh)?.narrow(2, kj, lw)?;
+                let s = self.subsample(&s, 1, self.ho)?;
+                slices.push(self.subsample(&s, 2, self.wo)?);
             }
         }
-        // [B, C, kh·kw, H', W'] -> [B, H', W', C, kh·kw].
-        let t = Tensor::stack(&slices, 2)?.permute((0, 3, 4, 1, 2))?;
-        Ok(t.contiguous()?
-            .reshape((b * self.positions(), self.patch()))?)
+        // [B, H', W', kh·kw, C].
+        let t = Tensor::stack(&slices, 3)?;
+        Ok(t.reshape((b * self.positions(), self.patch()))?)
     }
 
     /// The adjoint of [`Geom::im2col`]: `[B·P, Q]` -> `[B, C, H, W]`.
     pub fn col2im(&self, cols: &Tensor, b: usize) -> Result<Tensor> {
         let k2 = self.kh * self.kw;
-        let t = cols
-            .reshape((b, self.ho, self.wo, self.c, k2))?
-            .permute((0, 3, 4, 1, 2))?;
+        let t = cols.reshape((b, self.ho, self.wo, k2, self.c))?;
         let p = self.pad;
         let (hp, wp) = (self.h + 2 * p, self.w + 2 * p);
         let (lh, lw) = (
@@ -136,12 +137,12 @@ impl Geom {
         let mut acc: Option<Tensor> = None;
         for ki in 0..self.kh {
             for kj in 0..self.kw {
-                let s = t.narrow(2, ki * self.kw + kj, 1)?.squeeze(2)?;
-                let s = self.upsample(&s, 2, lh)?;
-                let s = self.upsample(&s, 3, lw)?;
+                let s = t.narrow(3, ki * self.kw + kj, 1)?.squeeze(3)?;
+                let s = self.upsample(&s, 1, lh)?;
+                let s = self.upsample(&s, 2, lw)?;
                 let s =
-                    s.pad_with_zeros(2, ki, hp - ki - lh)?
-                        .pad_with_zeros(3, kj, wp - kj - lw)?;
+                    s.pad_with_zeros(1, ki, hp - ki - lh)?
+                        .pad_with_zeros(2, kj, wp - kj - lw)?;
                 acc = Some(match acc {
                     Some(a) => a.add(&s)?,
                     None => s,
@@ -149,13 +150,34 @@ impl Geom {
             }
         }
         let acc = acc.expect("a kernel has at least one entry");
-        Ok(if p > 0 {
-            acc.narrow(2, p, self.h)?
-                .narrow(3, p, self.w)?
-                .contiguous()?
+        let acc = if p > 0 {
+            acc.narrow(1, p, self.h)?.narrow(2, p, self.w)?
         } else {
             acc
-        })
+        };
+        Ok(acc.permute((0, 3, 1, 2))?.contiguous()?)
+    }
+
+    /// Kernels `[lead..., out, C, kh, kw]` as rows in the patch order of [`Geom::im2col`]:
+    /// `[lead..., out, Q]`.
+    pub fn kernel_rows(&self, w: &Tensor) -> Result<Tensor> {
+        let r = w.rank();
+        let mut perm: Vec<usize> = (0..r - 3).collect();
+        perm.extend([r - 2, r - 1, r - 3]);
+        let mut shape = w.dims()[..r - 3].to_vec();
+        shape.push(self.patch());
+        Ok(w.permute(perm)?.contiguous()?.reshape(shape)?)
+    }
+
+    /// The inverse of [`Geom::kernel_rows`]: `[lead..., out, Q]` -> `[lead..., out, C, kh, kw]`.
+    pub fn kernel_unrows(&self, m: &Tensor) -> Result<Tensor> {
+        let r = m.rank();
+        let mut shape = m.dims()[..r - 1].to_vec();
+        shape.extend([self.kh, self.kw, self.c]);
+        let rr = shape.len();
+        let mut perm: Vec<usize> = (0..rr - 3).collect();
+        perm.extend([rr - 1, rr - 3, rr - 2]);
+        Ok(m.reshape(shape)?.permute(perm)?.contiguous()?)
     }
 
     /// `[B, out, H', W']` -> `[B·P, out]`.
@@ -203,7 +225,7 @@ mod tests {
             let y = g
                 .unrows(
                     &cols
-                        .matmul(&w.reshape((4, g.patch())).unwrap().t().unwrap())
+                        .matmul(&g.kernel_rows(&w).unwrap().t().unwrap())
                         .unwrap(),
                     2,
                 )

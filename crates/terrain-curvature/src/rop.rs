@@ -413,7 +413,7 @@ impl Sweep {
             // cols(x) V_iᵀ for every direction: one product against the stacked blocks.
             let t = geom
                 .im2col(&x)?
-                .matmul(&vw.reshape((k * out, q))?.t()?)?
+                .matmul(&geom.kernel_rows(vw)?.reshape((k * out, q))?.t()?)?
                 .reshape((n, geom.ho, geom.wo, k, out))?
                 .permute((3, 0, 4, 1, 2))?
                 .contiguous()?;
@@ -946,13 +946,7 @@ impl Sweep {
         let geom = Geom::new(w.dims(), x.dims(), layer.padding, layer.stride);
         let (n, out, q, k) = (x.dim(0)?, w.dim(0)?, geom.patch(), self.k);
         let rows_np = n * geom.positions();
-        let wm = w.reshape((out, q))?;
-        let wshape = w.dims().to_vec();
-        let with_k = |k: usize| {
-            let mut s = vec![k];
-            s.extend_from_slice(&wshape);
-            s
-        };
+        let wm = geom.kernel_rows(w)?;
         // The patches of x, rebuilt here rather than kept from the forward pass (memory).
         let need_cols =
             w_slot.is_some() && (flow.g.is_some() || flow.dg.is_some() || !flow.factors.is_empty());
@@ -977,15 +971,13 @@ impl Sweep {
                         .matmul(&cols_n)?
                         .sqr()?
                         .reshape((n * c, out, q))?
-                        .sum(0)?
-                        .reshape(wshape.as_slice())?)
+                        .sum(0)?)
+                    .and_then(|m| geom.kernel_unrows(&m))
                 };
                 self.add_diag(w_slot, &flow.factors, per_row)?;
             }
             if let Some(gr) = &g_rows {
-                self.add_grad(w_slot, || {
-                    Ok(gr.t()?.matmul(cols)?.reshape(wshape.as_slice())?)
-                })?;
+                self.add_grad(w_slot, || geom.kernel_unrows(&gr.t()?.matmul(cols)?))?;
             }
         }
         if !flow.factors.is_empty() {
@@ -1000,16 +992,13 @@ impl Sweep {
             if let Some(cols) = &cols {
                 // ġ_iᵀ cols(x) for every direction: one product over N·P.
                 let dgm = dg.permute((0, 2, 1, 3, 4))?.reshape((k * out, rows_np))?;
-                let mut t = dgm.matmul(cols)?.reshape(with_k(k))?;
+                let mut t = geom.kernel_unrows(&dgm.matmul(cols)?.reshape((k, out, q))?)?;
                 if self.residual()
                     && let (Some(gr), Some(dx)) = (&g_rows, dx)
                 {
                     let dcols = geom.im2col(&merge(dx)?)?.reshape((k, rows_np, q))?;
-                    let gx = gr
-                        .t()?
-                        .unsqueeze(0)?
-                        .broadcast_matmul(&dcols)?
-                        .reshape(with_k(k))?;
+                    let gx = gr.t()?.unsqueeze(0)?.broadcast_matmul(&dcols)?;
+                    let gx = geom.kernel_unrows(&gx)?;
                     t = t.add(&gx)?;
                 }
                 self.add_prod(w_slot, t)?;
@@ -1035,8 +1024,8 @@ impl Sweep {
         if self.residual()
             && let (Some(gr), Some(vw)) = (&g_rows, self.dir(&layer.weight))
         {
-            let vm = vw
-                .reshape((k, out, q))?
+            let vm = geom
+                .kernel_rows(vw)?
                 .transpose(0, 1)?
                 .reshape((out, k * q))?;
             let t = gr
