@@ -4,6 +4,10 @@
 //! Times are medians over `--reps` repetitions after `--warmup` untimed ones. Ratios to the
 //! gradient (forward + backward) of the same run are what to compare across machines.
 //!
+//! Products go through the hand-written sweep (`HvpMethod::Rop`, the default) and, in rows marked
+//! `(autodiff)`, through candle's double backward, so one run gives both and their ratio. `--device
+//! cuda[:N]` (a build with the `cuda` feature) measures the same rows on a GPU.
+//!
 //! Unless `--no-pinned`, each model also gets rows measured in child processes of this binary:
 //! its gradient and Hessian-vector product pinned to one core (the affinity mask set between
 //! fork and exec, default thread settings, as under `taskset -c 0`), with one thread unpinned
@@ -16,8 +20,8 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use terrain_curvature::{
-    Curvature, HessianConfig, HessianOperator, LinearOperator,
-    diagonal::DiagonalConfig,
+    Curvature, HessianConfig, HessianOperator, HvpMethod, LinearOperator,
+    diagonal::{self, DiagonalConfig},
     propagation::{CpVariant, becker_lecun, curvature_propagation},
     vector::{self, Probe},
 };
@@ -42,13 +46,17 @@ pub struct Args {
     /// Untimed warm-up repetitions per operation.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// Rows in the batch.
-    #[arg(long, default_value_t = 256)]
-    batch: usize,
+    /// Rows in the batch [default: 256; 128 for the ResNet-18 row].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Where to measure: cpu or cuda[:N] (CUDA needs a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Floating-point type: f32 or f64.
     #[arg(long, default_value = "f32")]
     dtype: terrain_model::device::FloatType,
-    /// Architectures to measure (default: mlp:784-256-256-10:relu and cnn:1x28x28-16-32-10:relu).
+    /// Architectures to measure (default: mlp:784-256-256-10:relu, cnn:1x28x28-16-32-10:relu and
+    /// resnet18:3x32x32:w16:10).
     #[arg(long = "model", value_name = "SPEC")]
     models: Vec<String>,
     /// Also write the rows to this file: .json, .csv or .parquet.
@@ -95,12 +103,12 @@ pub fn run(args: Args) -> Result<()> {
     terrain_model::autodiff::ensure_second_order()?;
     let dtype = args.dtype.dtype();
     anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
-    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    anyhow::ensure!(args.batch != Some(0), "--batch must be at least 1");
     if let Suite::Objectives = args.suite {
         return crate::bench_objectives::run(
             args.reps,
             args.warmup,
-            args.batch,
+            args.batch.unwrap_or(256),
             dtype,
             &args.models,
             args.out.as_deref(),
@@ -109,23 +117,26 @@ pub fn run(args: Args) -> Result<()> {
     if let Suite::Surface = args.suite {
         return crate::bench_surface::run(
             &args.models,
-            args.batch,
+            args.batch.unwrap_or(256),
             args.dtype,
             args.out.as_deref(),
         );
     }
+    let device = terrain_model::device::parse_device(&args.device)?;
     eprintln!(
-        "{}profile: {}, threads: {} (rayon pool {}), dtype: {:?}, batch: {}, reps: {} (+{} warm-up)",
+        "{}profile: {}, device: {}, threads: {} (rayon pool {}), dtype: {:?}, batch: {}, reps: {} (+{} warm-up)",
         if args.child { "child: " } else { "" },
         if cfg!(debug_assertions) {
             "dev"
         } else {
             "release"
         },
+        args.device,
         candle_core::utils::get_num_threads(),
         terrain_model::threads::pool_threads(),
         dtype,
-        args.batch,
+        args.batch
+            .map_or("256 (ResNet-18: 128)".to_string(), |b| b.to_string()),
         args.reps,
         args.warmup
     );
@@ -134,14 +145,18 @@ pub fn run(args: Args) -> Result<()> {
         vec![
             "mlp:784-256-256-10:relu".to_string(),
             "cnn:1x28x28-16-32-10:relu".to_string(),
+            RESNET.to_string(),
         ]
     } else {
         args.models.clone()
     };
     let mut ratios = Vec::new();
     for spec in &models {
-        let own = bench_model(spec, dtype, &args)?;
-        if args.child || args.no_pinned {
+        let own = bench_model(spec, dtype, &device, &args)?;
+        if !args.child {
+            ratios.push(sweep_summary(spec, &own));
+        }
+        if args.child || args.no_pinned || !device.is_cpu() {
             rows.extend(own);
             continue;
         }
@@ -163,6 +178,15 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The MD tree's model family, measured at batch 128 unless `--batch` says otherwise.
+const RESNET: &str = "resnet18:3x32x32:w16:10";
+
+/// The batch of `spec`: `--batch`, else 128 for ResNets and 256 otherwise.
+fn batch_of(spec: &str, args: &Args) -> usize {
+    args.batch
+        .unwrap_or(if spec.starts_with("resnet") { 128 } else { 256 })
 }
 
 /// Random inputs (seeded) with labels: the benchmark needs no downloaded data.
@@ -197,12 +221,13 @@ fn time_op(args: &Args, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64, 
     Ok((times[times.len() / 2], times[0], peak))
 }
 
-fn bench_model(spec: &str, dtype: DType, args: &Args) -> Result<Vec<Row>> {
+fn bench_model(spec: &str, dtype: DType, device: &Device, args: &Args) -> Result<Vec<Row>> {
     let arch: terrain_model::ArchSpec = spec.parse()?;
-    let data = random_batch(&arch, args.batch)?;
-    let model = Model::new(arch, dtype, &Device::Cpu, 0)?;
+    let batch = batch_of(spec, args);
+    let data = random_batch(&arch, batch)?;
+    let model = Model::new(arch, dtype, device, 0)?;
     let config = HessianConfig {
-        batch_size: args.batch,
+        batch_size: batch,
         ..HessianConfig::new(LossKind::Ce)
     };
     let h = HessianOperator::new(&model, &data, config.clone())?;
@@ -211,10 +236,28 @@ fn bench_model(spec: &str, dtype: DType, args: &Args) -> Result<Vec<Row>> {
         &data,
         HessianConfig {
             curvature: Curvature::GaussNewton,
-            ..config
+            ..config.clone()
         },
     )?;
-    let v = vector::random(h.dim(), Probe::Rademacher, 1, dtype, &Device::Cpu)?;
+    let autodiff = |curvature| {
+        HessianOperator::new(
+            &model,
+            &data,
+            HessianConfig {
+                curvature,
+                hvp: HvpMethod::DoubleBackward,
+                ..config.clone()
+            },
+        )
+    };
+    let (h_ad, ggn_ad) = (
+        autodiff(Curvature::Hessian)?,
+        autodiff(Curvature::GaussNewton)?,
+    );
+    let v = vector::random(h.dim(), Probe::Rademacher, 1, dtype, device)?;
+    let vs: Vec<Tensor> = (0..8)
+        .map(|s| vector::random(h.dim(), Probe::Rademacher, 10 + s, dtype, device))
+        .collect::<terrain_curvature::Result<_>>()?;
     let mut measured: Vec<(String, (f64, f64, usize))> = Vec::new();
     if !args.child {
         measured.push((
@@ -243,9 +286,44 @@ fn bench_model(spec: &str, dtype: DType, args: &Args) -> Result<Vec<Row>> {
         return Ok(rows(spec, measured));
     }
     measured.push((
+        "gradient (autodiff)".into(),
+        time_op(args, || {
+            h_ad.loss_and_gradient()?;
+            Ok(())
+        })?,
+    ));
+    measured.push((
+        "HVP (autodiff double backward)".into(),
+        time_op(args, || {
+            h_ad.apply(&v)?;
+            Ok(())
+        })?,
+    ));
+    measured.push((
         "Gauss-Newton-vector product".into(),
         time_op(args, || {
             ggn.apply(&v)?;
+            Ok(())
+        })?,
+    ));
+    measured.push((
+        "GGN product (autodiff)".into(),
+        time_op(args, || {
+            ggn_ad.apply(&v)?;
+            Ok(())
+        })?,
+    ));
+    measured.push((
+        "8 batched HVPs (apply_many, total)".into(),
+        time_op(args, || {
+            h.apply_many(&vs)?;
+            Ok(())
+        })?,
+    ));
+    measured.push((
+        "exact diagonal (one sweep)".into(),
+        time_op(args, || {
+            diagonal::exact_diagonal_sweep(&h)?;
             Ok(())
         })?,
     ));
@@ -339,7 +417,7 @@ fn run_child(spec: &str, args: &Args, pinned: bool, global: &[&str]) -> Result<O
         .arg(args.dtype.to_string())
         .args(["--reps", &args.reps.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
-        .args(["--batch", &args.batch.to_string()])
+        .args(["--batch", &batch_of(spec, args).to_string()])
         .env_remove(terrain_model::threads::RAYON_ENV)
         .env_remove("TERRAIN_THREADS")
         .env_remove("CANDLE_NUM_THREADS")
@@ -368,6 +446,38 @@ fn run_child(spec: &str, args: &Args, pinned: bool, global: &[&str]) -> Result<O
         out.status
     );
     Ok(Some(serde_json::from_slice(&out.stdout)?))
+}
+
+/// The figures for one model: HVP, GGN and the exact diagonal over the gradient, eight
+/// batched products over one, and the sweep against autodiff.
+fn sweep_summary(spec: &str, own: &[Row]) -> Option<String> {
+    let ms = |op: &str| own.iter().find(|r| r.operation == op).map(|r| r.median_ms);
+    let g = ms("gradient")?;
+    let hvp = ms("Hessian-vector product")?;
+    let mut line = format!(
+        "{spec}: gradient {g:.2} ms, HVP {hvp:.2} ms = {:.2}× gradient",
+        hvp / g
+    );
+    if let Some(ggn) = ms("Gauss-Newton-vector product") {
+        line += &format!(", GGN {:.2}× HVP", ggn / hvp);
+    }
+    if let Some(d) = ms("exact diagonal (one sweep)") {
+        line += &format!(", exact diagonal {:.2}× gradient", d / g);
+    }
+    if let Some(b) = ms("8 batched HVPs (apply_many, total)") {
+        line += &format!(", 8 batched HVPs {:.2}× one", b / hvp);
+    }
+    if let (Some(ga), Some(ha)) = (
+        ms("gradient (autodiff)"),
+        ms("HVP (autodiff double backward)"),
+    ) {
+        line += &format!(
+            "; autodiff / sweep: gradient {:.2}×, HVP {:.2}×",
+            ga / g,
+            ha / hvp
+        );
+    }
+    Some(line)
 }
 
 /// "pinned / one thread" for the gradient and HVP of one model, if both were measured.

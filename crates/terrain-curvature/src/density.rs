@@ -25,9 +25,10 @@
 //! # }
 //! ```
 
+use candle_core::Tensor;
 use terrain_model::{progress::Progress, rng};
 
-use crate::eigen::{finite, lanczos_run};
+use crate::eigen::{finite, lanczos_lockstep};
 use crate::linalg;
 use crate::vector::{self, Probe};
 use crate::{Error, LinearOperator, MemoryEstimate, Result};
@@ -69,12 +70,15 @@ impl Default for SlqConfig {
 }
 
 impl SlqConfig {
-    /// The memory one run needs on an operator of `dim` values of `dtype` (runs go one at a
-    /// time): the Lanczos basis of `min(iterations, dim)` vectors plus three working vectors.
+    /// The memory the runs kept at once need on an operator of `dim` values of `dtype` (up to
+    /// eight runs go in lockstep, each with its Lanczos basis).
     pub fn memory(&self, dim: usize, dtype: candle_core::DType) -> MemoryEstimate {
         MemoryEstimate::vectors(
-            "the Lanczos basis of a density run",
-            self.iterations.min(dim).saturating_add(3),
+            "the Lanczos bases of the density runs kept at once",
+            self.iterations
+                .min(dim)
+                .saturating_add(3)
+                .saturating_mul(self.runs.clamp(1, LOCKSTEP)),
             dim,
             dtype,
         )
@@ -168,6 +172,9 @@ impl SpectralDensity {
     }
 }
 
+/// How many density runs go in lockstep (each keeps its Lanczos basis: memory grows with it).
+const LOCKSTEP: usize = 8;
+
 /// Stochastic Lanczos quadrature plus Gaussian broadening onto a grid ([`broaden`]).
 ///
 /// Progress goes to `config.progress`: at most `runs · min(iterations, dim)` products.
@@ -181,34 +188,33 @@ pub fn slq(op: &(impl LinearOperator + ?Sized), config: &SlqConfig) -> Result<Sp
     );
     let progress = &mut |n: usize| bar.set_position(n as u64);
     MemoryEstimate::vectors("the density grid", 2, config.bins, candle_core::DType::F64).check()?;
-    let mut runs = Vec::with_capacity(config.runs.min(4096));
+    // The runs go in lockstep, their products handed to the operator together.
+    let starts: Vec<Tensor> = (0..config.runs)
+        .map(|r| {
+            let v = vector::random(
+                op.dim(),
+                Probe::Rademacher,
+                rng::stream_seed(config.seed, r as u64),
+                op.dtype(),
+                op.device(),
+            )?;
+            Ok(vector::normalize(&v)?.0)
+        })
+        .collect::<Result<_>>()?;
+    let mut runs = Vec::with_capacity(config.runs);
     let mut matvecs = 0;
-    for r in 0..config.runs {
-        let v = vector::random(
-            op.dim(),
-            Probe::Rademacher,
-            rng::stream_seed(config.seed, r as u64),
-            op.dtype(),
-            op.device(),
-        )?;
-        let v = vector::normalize(&v)?.0;
+    for chunk in starts.chunks(LOCKSTEP) {
         let done = matvecs;
-        let run = lanczos_run(
-            op,
-            &v,
-            config.iterations,
-            None,
-            &mut |_| Ok(false),
-            &mut |n| progress(done + n),
-        )?;
-        matvecs += run.matvecs;
-        let t = linalg::tridiagonal_eigen(&run.alpha, &run.beta)?;
-        let weights = (0..t.n).map(|j| t.component(0, j).powi(2)).collect();
-        runs.push(Quadrature {
-            nodes: t.values,
-            weights,
-            iterations: run.alpha.len(),
-        });
+        for run in lanczos_lockstep(op, chunk, config.iterations, &mut |n| progress(done + n))? {
+            matvecs += run.matvecs;
+            let t = linalg::tridiagonal_eigen(&run.alpha, &run.beta)?;
+            let weights = (0..t.n).map(|j| t.component(0, j).powi(2)).collect();
+            runs.push(Quadrature {
+                nodes: t.values,
+                weights,
+                iterations: run.alpha.len(),
+            });
+        }
     }
     bar.finish();
     let (grid, density, sigma_squared) =

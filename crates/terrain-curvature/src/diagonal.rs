@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use terrain_model::{progress::Progress, rng};
 
 use crate::{
-    Error, HessianOperator, LinearOperator, Result,
+    Error, HessianOperator, HvpMethod, LinearOperator, Result,
     propagation::{self, Coverage, CpVariant},
     vector::{self, Probe},
 };
@@ -35,8 +35,8 @@ use crate::{
 /// How to obtain the diagonal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DiagonalMethod {
-    /// Exact: one Hessian-vector product per parameter (small models; see
-    /// [`DiagonalConfig::exact_limit`]).
+    /// Exact: one backward sweep ([`exact_diagonal_sweep`]) on an R-op operator, else one
+    /// Hessian-vector product per parameter (small models; see [`DiagonalConfig::exact_limit`]).
     #[serde(rename = "exact")]
     Exact,
     /// Hutchinson/Bekas: the mean of `v ⊙ Hv` over random probes `v`. Variance per sample
@@ -135,8 +135,10 @@ pub struct DiagonalConfig {
     /// What curvature propagation's noise covers: [`Coverage::Diagonal`] (the default, far lower
     /// variance) or [`Coverage::Full`] (the paper's estimator of the whole Hessian).
     pub coverage: Coverage,
-    /// The largest dimension for which [`DiagonalMethod::Exact`] runs (it costs one
-    /// Hessian-vector product per parameter).
+    /// The largest dimension for which [`DiagonalMethod::Exact`] runs by products (one
+    /// Hessian-vector product per parameter, on a [`HvpMethod::DoubleBackward`] operator). An
+    /// [`HvpMethod::Rop`] operator's exact diagonal takes one sweep ([`exact_diagonal_sweep`]) and
+    /// ignores it.
     pub exact_limit: usize,
     /// Where progress goes (not serialised; never changes a result). Default hidden.
     #[serde(skip)]
@@ -419,17 +421,24 @@ fn exact_diagonal_reporting(
     }
     let mut e = vec![0.0; p];
     let mut out = Vec::with_capacity(p);
-    for j in 0..p {
-        e[j] = 1.0;
-        let v = vector::from_slice(&e, op.dtype(), op.device())?;
-        e[j] = 0.0;
-        let hv = op.apply(&v)?;
-        progress.inc(1);
-        out.push(
-            hv.narrow(0, j, 1)?
-                .to_dtype(candle_core::DType::F64)?
-                .to_vec1::<f64>()?[0],
-        );
+    for start in (0..p).step_by(16) {
+        let end = (start + 16).min(p);
+        let vs: Vec<candle_core::Tensor> = (start..end)
+            .map(|j| {
+                e[j] = 1.0;
+                let v = vector::from_slice(&e, op.dtype(), op.device());
+                e[j] = 0.0;
+                v
+            })
+            .collect::<Result<_>>()?;
+        for (j, hv) in (start..end).zip(op.apply_many(&vs)?) {
+            progress.inc(1);
+            out.push(
+                hv.narrow(0, j, 1)?
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_vec1::<f64>()?[0],
+            );
+        }
     }
     Ok(out)
 }
@@ -443,19 +452,39 @@ pub fn hutchinson_diagonal(
 ) -> Result<DiagonalMoments> {
     config.check()?;
     let mut m = DiagonalMoments::new(blocks);
-    for i in 0..config.samples {
-        let v = vector::random(
-            op.dim(),
-            config.probe,
-            rng::stream_seed(config.seed, i as u64),
-            op.dtype(),
-            op.device(),
-        )?;
-        let hv = op.apply(&v)?;
-        m.add(&vector::to_vec(&v.mul(&hv)?)?)?;
-        config.progress.inc(1);
+    // Probes go to the operator in blocks (`apply_many`: a shared forward pass where it can).
+    for start in (0..config.samples).step_by(8) {
+        let vs: Vec<candle_core::Tensor> = (start..(start + 8).min(config.samples))
+            .map(|i| {
+                vector::random(
+                    op.dim(),
+                    config.probe,
+                    rng::stream_seed(config.seed, i as u64),
+                    op.dtype(),
+                    op.device(),
+                )
+            })
+            .collect::<Result<_>>()?;
+        for (v, hv) in vs.iter().zip(op.apply_many(&vs)?) {
+            m.add(&vector::to_vec(&v.mul(&hv)?)?)?;
+            config.progress.inc(1);
+        }
     }
     Ok(m)
+}
+
+/// The exact diagonal of the operator's curvature (Hessian or Gauss–Newton) in one backward sweep
+/// per batch, BackPACK's `DiagHessian`/`DiagGGN`: an exact symmetric factor of the loss Hessian
+/// (`C` columns per row for `C` outputs) and, for the Hessian, signed factors of each smooth
+/// activation's residual term `diag(g ⊙ φ'')` are back-propagated through the layers' input
+/// Jacobians; each parameter's diagonal is the sum over rows, columns and factors of its squared
+/// Jacobian-transposed factor. No per-parameter products: the cost is that of a few gradients for
+/// ReLU networks, plus `features²` per row for each smooth activation (limited; beyond the limit
+/// this fails with [`Error::Unsupported`]). Flat, in the operator's layout.
+pub fn exact_diagonal_sweep(op: &HessianOperator<'_>) -> Result<Vec<f64>> {
+    let out = crate::rop::run(op, crate::rop::Product::Diagonal, &[])?;
+    let flat = op.flatten(&out.diagonal)?;
+    vector::to_vec(&flat)
 }
 
 /// The Hessian diagonal of `op` by `method`. Exact and Hutchinson work for either curvature
@@ -471,13 +500,20 @@ pub fn estimate_diagonal(
     let blocks: Vec<(usize, usize)> = layout.iter().map(|(_, o, l)| (*o, *l)).collect();
     let label = format!("diagonal ({method})");
     // Exact: one product per parameter; stochastic: samples; Becker–LeCun: one sweep.
+    let sweep = method == DiagonalMethod::Exact && op.hvp_method() == HvpMethod::Rop;
     let total = match method {
+        DiagonalMethod::Exact if sweep => 1,
         DiagonalMethod::Exact => op.dim(),
         DiagonalMethod::BeckerLeCun => 1,
         _ => config.samples,
     };
     config.progress.start(&label, Some(total as u64));
     let estimate = match method {
+        DiagonalMethod::Exact if sweep => {
+            let v = exact_diagonal_sweep(op)?;
+            config.progress.inc(1);
+            DiagonalEstimate::from_values(method, &layout, v, None, 0, None)
+        }
         DiagonalMethod::Exact => {
             let v = exact_diagonal_reporting(op, config.exact_limit, &config.progress)?;
             DiagonalEstimate::from_values(method, &layout, v, None, 0, None)

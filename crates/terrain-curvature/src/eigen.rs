@@ -563,3 +563,72 @@ pub(crate) fn lanczos_run(
     }
     Ok(run)
 }
+
+/// Several Lanczos runs without restarts or stopping rule (stochastic Lanczos quadrature's), in
+/// lockstep: each step's products go to the operator together ([`LinearOperator::apply_many`]), so
+/// an operator that shares its forward pass between vectors does it once per step for all runs.
+/// Each run is the one [`lanczos_run`] would give from its start (to rounding); a run that reaches
+/// an invariant subspace stops while the others go on.
+pub(crate) fn lanczos_lockstep(
+    op: &(impl LinearOperator + ?Sized),
+    starts: &[Tensor],
+    max_steps: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<LanczosRun>> {
+    const CONTEXT: &str = "Lanczos";
+    let dim = op.dim();
+    let steps = max_steps.min(dim);
+    let breakdown = 10.0 * dtype_eps(op.dtype()) * (dim as f64).sqrt();
+    let mut runs: Vec<LanczosRun> = Vec::with_capacity(starts.len());
+    for s in starts {
+        op.check_vector(s, CONTEXT)?;
+        runs.push(LanczosRun {
+            alpha: Vec::with_capacity(steps),
+            beta: Vec::with_capacity(steps),
+            basis: Vec::with_capacity(steps),
+            next_beta: 0.0,
+            scale: 0.0,
+            matvecs: 0,
+        });
+    }
+    let mut current: Vec<Option<Tensor>> = starts.iter().cloned().map(Some).collect();
+    let mut total = 0;
+    loop {
+        let active: Vec<usize> = (0..runs.len())
+            .filter(|&r| current[r].is_some() && runs[r].alpha.len() < steps)
+            .collect();
+        if active.is_empty() {
+            break;
+        }
+        let qs: Vec<Tensor> = active
+            .iter()
+            .map(|&r| current[r].clone().expect("an active run has a vector"))
+            .collect();
+        let ws = op.apply_many(&qs)?;
+        for ((&r, q), w) in active.iter().zip(qs).zip(ws) {
+            let run = &mut runs[r];
+            run.matvecs += 1;
+            total += 1;
+            progress(total);
+            let a = finite(vector::dot(&w, &q)?, CONTEXT, "α = qᵀHq")?;
+            run.alpha.push(a);
+            let mut w = vector::axpy(&w, -a, &q)?;
+            if let (Some(&b), Some(prev)) = (run.beta.last(), run.basis.last()) {
+                w = vector::axpy(&w, -b, prev)?;
+            }
+            run.basis.push(q);
+            w = vector::orthogonalize(&w, &run.basis)?;
+            let b = finite(vector::norm(&w)?, CONTEXT, "β = ‖r‖")?;
+            run.scale = run.scale.max(a.abs()).max(b);
+            let invariant = b <= breakdown * run.scale;
+            run.next_beta = if invariant { 0.0 } else { b };
+            if run.alpha.len() == steps || invariant {
+                current[r] = None;
+            } else {
+                run.beta.push(b);
+                current[r] = Some(w.affine(1.0 / b, 0.0)?);
+            }
+        }
+    }
+    Ok(runs)
+}

@@ -1,5 +1,6 @@
-//! [`HessianOperator`]: exact Hessian-vector products of a model's loss over a data set by double
-//! backward, a Gauss–Newton product, and a finite-difference product used as a test oracle.
+//! [`HessianOperator`]: exact Hessian-vector products of a model's loss over a data set (by the
+//! hand-written R-op sweep of [`crate::rop`], or by double backward: [`HvpMethod`]), a
+//! Gauss–Newton product, and a finite-difference product used as a test oracle.
 //!
 //! The loss is the mean over all rows of the data (the same number whatever the batch size);
 //! products are summed over batches, and each batch's autodiff graph is dropped before the next
@@ -23,6 +24,46 @@ pub enum Curvature {
     Hessian,
     /// The generalised Gauss–Newton matrix Jᵀ ∇²ℓ J (positive semi-definite for CE and MSE).
     GaussNewton,
+}
+
+/// How [`HessianOperator`] computes its products and the gradient.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum HvpMethod {
+    /// The hand-written sweep on the model's layer description ([`crate::rop`]): Pearlmutter's
+    /// R-operator for Hessian products, the same sweep for the gradient and Gauss–Newton products,
+    /// and one forward pass per batch shared by several vectors ([`LinearOperator::apply_many`]).
+    #[default]
+    Rop,
+    /// candle autodiff: double backward for Hessian products, the double-VJP trick for
+    /// Gauss–Newton products, one backward pass for the gradient. The generic fallback and the
+    /// tests' oracle.
+    DoubleBackward,
+}
+
+impl std::fmt::Display for HvpMethod {
+    /// `rop` or `double-backward`, which parse back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HvpMethod::Rop => "rop",
+            HvpMethod::DoubleBackward => "double-backward",
+        })
+    }
+}
+
+impl std::str::FromStr for HvpMethod {
+    type Err = Error;
+
+    /// `rop` (also `r-op`, `pearlmutter`) or `double-backward` (also `autodiff`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "rop" | "r-op" | "pearlmutter" => Ok(HvpMethod::Rop),
+            "double-backward" | "autodiff" => Ok(HvpMethod::DoubleBackward),
+            _ => Err(Error::config("hvp", s, "expected rop or double-backward")),
+        }
+    }
 }
 
 /// Selects parameters by name. A pattern matches a name when it is equal to it, when it is a
@@ -116,6 +157,9 @@ pub struct HessianConfig {
     pub filter: ParamFilter,
     /// Exact Hessian or Gauss–Newton.
     pub curvature: Curvature,
+    /// How products and the gradient are computed (default: the R-op sweep).
+    #[serde(default)]
+    pub hvp: HvpMethod,
 }
 
 impl HessianConfig {
@@ -128,6 +172,7 @@ impl HessianConfig {
             sample_seed: 0,
             filter: ParamFilter::all(),
             curvature: Curvature::Hessian,
+            hvp: HvpMethod::Rop,
         }
     }
 
@@ -169,6 +214,7 @@ pub struct HessianOperator<'m> {
     rows: usize,
     loss: LossKind,
     curvature: Curvature,
+    hvp: HvpMethod,
     selected: Vec<usize>,
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
@@ -214,6 +260,7 @@ impl<'m> HessianOperator<'m> {
             rows: data.len(),
             loss: config.loss,
             curvature: config.curvature,
+            hvp: config.hvp,
             selected,
             names,
             shapes,
@@ -234,6 +281,11 @@ impl<'m> HessianOperator<'m> {
     /// Which curvature matrix this operator multiplies by.
     pub fn curvature(&self) -> Curvature {
         self.curvature
+    }
+
+    /// How products and the gradient are computed.
+    pub fn hvp_method(&self) -> HvpMethod {
+        self.hvp
     }
 
     /// Number of data rows the loss averages over.
@@ -340,8 +392,13 @@ impl<'m> HessianOperator<'m> {
         attached_grads(l, &self.vars(), &self.names)
     }
 
-    /// The mean loss over the data and its gradient (flat), batch by batch.
+    /// The mean loss over the data and its gradient (flat), batch by batch: by the hand-written
+    /// backward sweep ([`HvpMethod::Rop`]) or candle autodiff ([`HvpMethod::DoubleBackward`]).
     pub fn loss_and_gradient(&self) -> Result<(f64, Tensor)> {
+        if self.hvp == HvpMethod::Rop {
+            let out = crate::rop::run(self, crate::rop::Product::Gradient, &[])?;
+            return Ok((out.loss, self.flatten(&out.grad)?));
+        }
         let mut total = 0.0;
         let mut acc: Option<Vec<Tensor>> = None;
         for bi in 0..self.batches.len() {
@@ -426,7 +483,14 @@ impl<'m> HessianOperator<'m> {
                     let p = candle_nn::ops::softmax(&z_d, candle_core::D::Minus1)?;
                     let pj = p.mul(&jv)?;
                     let s = pj.sum_keepdim(1)?;
-                    pj.sub(&p.broadcast_mul(&s)?)?.affine(w, 0.0)?
+                    let h = pj.sub(&p.broadcast_mul(&s)?)?.affine(w, 0.0)?;
+                    // Soft targets: ∇²ℓ = (Σ_k q_k)(diag p − p pᵀ).
+                    match &b.y {
+                        terrain_model::data::Targets::Soft(q) => {
+                            h.broadcast_mul(&q.to_dtype(h.dtype())?.sum_keepdim(1)?)?
+                        }
+                        _ => h,
+                    }
                 }
                 LossKind::Mse => jv.affine(2.0 * w / z.dim(1)? as f64, 0.0)?,
             };
@@ -470,13 +534,43 @@ impl LinearOperator for HessianOperator<'_> {
         self.model.device()
     }
     fn apply(&self, v: &Tensor) -> Result<Tensor> {
-        let hv = match self.curvature {
-            Curvature::Hessian => self.hvp(v)?,
-            Curvature::GaussNewton => self.ggn_vp(v)?,
+        let hv = match (self.hvp, self.curvature) {
+            (HvpMethod::Rop, _) => return Ok(self.apply_many(std::slice::from_ref(v))?.remove(0)),
+            (HvpMethod::DoubleBackward, Curvature::Hessian) => self.hvp(v)?,
+            (HvpMethod::DoubleBackward, Curvature::GaussNewton) => self.ggn_vp(v)?,
         };
         self.check_product(&hv, "Hessian-vector product")?;
         Ok(hv)
     }
+
+    /// With [`HvpMethod::Rop`], up to [`HessianOperator::MAX_SHARED`] vectors share each batch's
+    /// forward pass and backward sweep.
+    fn apply_many(&self, vs: &[Tensor]) -> Result<Vec<Tensor>> {
+        if self.hvp != HvpMethod::Rop {
+            return vs.iter().map(|v| self.apply(v)).collect();
+        }
+        let product = match self.curvature {
+            Curvature::Hessian => crate::rop::Product::Hessian,
+            Curvature::GaussNewton => crate::rop::Product::GaussNewton,
+        };
+        let mut out = Vec::with_capacity(vs.len());
+        for chunk in vs.chunks(Self::MAX_SHARED) {
+            let dirs: Vec<Vec<Tensor>> =
+                chunk.iter().map(|v| self.split(v)).collect::<Result<_>>()?;
+            for parts in crate::rop::run(self, product, &dirs)?.products {
+                let hv = self.flatten(&parts)?;
+                self.check_product(&hv, "Hessian-vector product")?;
+                out.push(hv);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl HessianOperator<'_> {
+    /// The most vectors one R-op sweep carries at once (memory grows with it: each carries a
+    /// tangent of every layer's activations).
+    pub const MAX_SHARED: usize = 8;
 }
 
 /// First derivatives of scalar `l` with respect to `vars`, attached to the graph. A variable

@@ -1,7 +1,9 @@
 //! # terrain-curvature
 //!
 //! The curvature engine of terrain: the Hessian of a model's loss over a data set as a matrix-free
-//! operator ([`HessianOperator`], exact double-backward products, Gauss–Newton products and a
+//! operator ([`HessianOperator`]: exact Hessian-vector products, the gradient, Gauss–Newton
+//! products and the exact diagonal by one hand-written sweep on the layer description
+//! ([`rop`], Pearlmutter's R-operator), candle's double backward as fallback and oracle, and a
 //! finite-difference oracle), and what is computed from it: top eigenvalues (power iteration with
 //! deflation, Lanczos), the trace (Hutchinson, Hutch++), the spectral density (stochastic Lanczos
 //! quadrature), the diagonal (exact, Hutchinson, Becker–LeCun and curvature propagation), dense
@@ -17,11 +19,13 @@ pub mod diagonal;
 pub mod eigen;
 pub mod error;
 pub mod hessian;
+mod im2col;
 pub mod input;
 pub mod linalg;
 pub mod memory;
 pub mod operator;
 pub mod propagation;
+pub mod rop;
 pub mod trace;
 pub mod vector;
 
@@ -33,7 +37,8 @@ pub use diagonal::{
 pub use eigen::{EigenPair, LanczosConfig, PowerConfig, TopEigen};
 pub use error::{Error, Result};
 pub use hessian::{
-    Curvature, FiniteDifferenceOperator, FnHessian, HessianConfig, HessianOperator, ParamFilter,
+    Curvature, FiniteDifferenceOperator, FnHessian, HessianConfig, HessianOperator, HvpMethod,
+    ParamFilter,
 };
 pub use linalg::SymmetricEigen;
 pub use memory::MemoryEstimate;

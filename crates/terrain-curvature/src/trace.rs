@@ -217,15 +217,28 @@ pub fn hutchinson(
     let mut sum = 0.0;
     // A fixed budget (tol = 0) is complete once spent; a stopping rule must fire.
     let mut converged = config.tol == 0.0;
+    // A fixed budget applies its probes in blocks (`apply_many`); a stopping rule one at a
+    // time, so that no product is spent past the point where it fires.
+    let block = if config.tol == 0.0 { BLOCK } else { 1 };
+    let mut pending: std::collections::VecDeque<(Tensor, Tensor)> = Default::default();
     for i in 0..config.max_samples {
-        let v = vector::random(
-            op.dim(),
-            config.probe,
-            rng::stream_seed(config.seed, i as u64),
-            op.dtype(),
-            op.device(),
-        )?;
-        let x = finite(vector::dot(&op.apply(&v)?, &v)?, CONTEXT, "vᵀHv")?;
+        if pending.is_empty() {
+            let vs: Vec<Tensor> = (i..(i + block).min(config.max_samples))
+                .map(|j| {
+                    vector::random(
+                        op.dim(),
+                        config.probe,
+                        rng::stream_seed(config.seed, j as u64),
+                        op.dtype(),
+                        op.device(),
+                    )
+                })
+                .collect::<Result<_>>()?;
+            let hvs = op.apply_many(&vs)?;
+            pending.extend(vs.into_iter().zip(hvs));
+        }
+        let (v, hv) = pending.pop_front().expect("a block was just applied");
+        let x = finite(vector::dot(&hv, &v)?, CONTEXT, "vᵀHv")?;
         progress(i + 1);
         draws.push(x);
         sum += x;
@@ -252,6 +265,10 @@ pub fn hutchinson(
         sketch_rank: None,
     })
 }
+
+/// How many independent products the trace estimators hand to [`LinearOperator::apply_many`] at
+/// once.
+const BLOCK: usize = 8;
 
 /// Hutch++ (Meyer, Musco, Musco & Woodruff, "Hutch++: Optimal Stochastic Trace Estimation",
 /// SOSA 2021) with a budget of `m` products: `S` with `⌊m/3⌋` random columns, `Q = orth(HS)`,
@@ -287,30 +304,42 @@ pub fn hutch_plus_plus(
             op.device(),
         )
     };
+    // Each phase's products are independent: they go to the operator in blocks of BLOCK
+    // (`apply_many`: one forward pass per batch for the whole block where the operator can).
     let mut matvecs = 0;
     let mut q: Vec<Tensor> = Vec::with_capacity(k);
-    for j in 0..k {
-        let y = op.apply(&probe(sketch_seed, j)?)?;
-        matvecs += 1;
-        progress(matvecs);
-        let ny = finite(vector::norm(&y)?, CONTEXT, "‖Hs‖")?;
-        let (u, nu) = vector::normalize(&vector::orthogonalize(&y, &q)?)?;
-        if nu > drop_below * ny {
-            q.push(u);
+    for start in (0..k).step_by(BLOCK) {
+        let s: Vec<Tensor> = (start..(start + BLOCK).min(k))
+            .map(|j| probe(sketch_seed, j))
+            .collect::<Result<_>>()?;
+        for y in op.apply_many(&s)? {
+            matvecs += 1;
+            progress(matvecs);
+            let ny = finite(vector::norm(&y)?, CONTEXT, "‖Hs‖")?;
+            let (u, nu) = vector::normalize(&vector::orthogonalize(&y, &q)?)?;
+            if nu > drop_below * ny {
+                q.push(u);
+            }
         }
     }
     let mut sketch = 0.0;
-    for u in &q {
-        sketch += finite(vector::dot(&op.apply(u)?, u)?, CONTEXT, "qᵀHq")?;
-        matvecs += 1;
-        progress(matvecs);
+    for block in q.chunks(BLOCK) {
+        for (u, hu) in block.iter().zip(op.apply_many(block)?) {
+            sketch += finite(vector::dot(&hu, u)?, CONTEXT, "qᵀHq")?;
+            matvecs += 1;
+            progress(matvecs);
+        }
     }
     let mut draws = Vec::with_capacity(g_count);
-    for j in 0..g_count {
-        let g = vector::orthogonalize(&probe(residual_seed, j)?, &q)?;
-        draws.push(finite(vector::dot(&op.apply(&g)?, &g)?, CONTEXT, "gᵀPHPg")?);
-        matvecs += 1;
-        progress(matvecs);
+    for start in (0..g_count).step_by(BLOCK) {
+        let gs: Vec<Tensor> = (start..(start + BLOCK).min(g_count))
+            .map(|j| vector::orthogonalize(&probe(residual_seed, j)?, &q))
+            .collect::<Result<_>>()?;
+        for (g, hg) in gs.iter().zip(op.apply_many(&gs)?) {
+            draws.push(finite(vector::dot(&hg, g)?, CONTEXT, "gᵀPHPg")?);
+            matvecs += 1;
+            progress(matvecs);
+        }
     }
     bar.finish();
     let (mean, std_error) = mean_se(&draws);

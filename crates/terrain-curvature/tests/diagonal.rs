@@ -587,18 +587,30 @@ fn unsupported_combinations_are_clear_errors() {
         "a GGN diagonal is non-negative"
     );
 
+    // The limit guards the product path (one product per parameter, double backward); the R-op
+    // operator's one-sweep exact diagonal has no such cost and ignores it.
     let op = HessianOperator::new(&m, &d, HessianConfig::new(LossKind::Ce)).unwrap();
+    let by_products = HessianOperator::new(
+        &m,
+        &d,
+        HessianConfig {
+            hvp: terrain_curvature::HvpMethod::DoubleBackward,
+            ..HessianConfig::new(LossKind::Ce)
+        },
+    )
+    .unwrap();
     let small = DiagonalConfig {
         exact_limit: 10,
         ..DiagonalConfig::default()
     };
-    let e = estimate_diagonal(&op, DiagonalMethod::Exact, &small)
+    let e = estimate_diagonal(&by_products, DiagonalMethod::Exact, &small)
         .unwrap_err()
         .to_string();
     assert!(
         e.contains("exact_limit") && e.contains(&op.dim().to_string()),
         "{e}"
     );
+    assert!(estimate_diagonal(&op, DiagonalMethod::Exact, &small).is_ok());
     let zero = DiagonalConfig {
         samples: 0,
         ..DiagonalConfig::default()

@@ -98,10 +98,16 @@ pub struct HessianArgs {
     /// real factors) or full (the paper's estimator of the whole Hessian, where they differ).
     #[arg(long, default_value = "diagonal")]
     diag_coverage: terrain_curvature::Coverage,
-    /// The largest number of parameters for which --diag exact runs (it costs one
-    /// Hessian-vector product per parameter).
+    /// The largest number of parameters for which --diag exact runs with --hvp double-backward
+    /// (one Hessian-vector product per parameter); with --hvp rop the exact diagonal takes one
+    /// sweep and has no limit.
     #[arg(long, default_value_t = terrain_curvature::dense::DEFAULT_DENSE_LIMIT)]
     exact_limit: usize,
+    /// Write the diagonal to this safetensors file: one f64 tensor per parameter, named and shaped
+    /// like it; stochastic estimators (hutchinson, cp, cp-tu) add `<name>.stderr`, the standard
+    /// error of each entry.
+    #[arg(long, value_name = "FILE.safetensors")]
+    diag_out: Option<PathBuf>,
     /// Random samples of the stochastic diagonal estimators.
     #[arg(long, default_value_t = 100)]
     diag_samples: usize,
@@ -118,6 +124,11 @@ pub struct HessianArgs {
     /// Use the generalised Gauss–Newton matrix instead of the Hessian.
     #[arg(long)]
     gauss_newton: bool,
+    /// How products and the gradient are computed: rop (the hand-written sweep on the layer
+    /// description: Pearlmutter's R-operator, several vectors sharing each forward pass) or
+    /// double-backward (candle autodiff, the generic fallback).
+    #[arg(long, default_value = "rop", value_name = "rop|double-backward")]
+    hvp: terrain_curvature::HvpMethod,
     /// Seed of every random probe (same seed, same numbers).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
@@ -126,6 +137,15 @@ pub struct HessianArgs {
 /// Runs `terrain hessian`.
 pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
     terrain_model::autodiff::ensure_second_order()?;
+    if let Some(path) = &a.diag_out {
+        // Before the work, like the plot path.
+        anyhow::ensure!(
+            a.diag.is_some(),
+            "--diag-out {} needs --diag METHOD (exact, hutchinson, becker-lecun, cp, cp-tu)",
+            path.display()
+        );
+        check_diag_out(path)?;
+    }
     if a.density {
         // Before the work: an unwritable plot path should not cost a density run.
         let path = a.plot_path();
@@ -152,6 +172,7 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
         } else {
             Curvature::Hessian
         },
+        hvp: a.hvp,
         ..HessianConfig::new(kind)
     };
     let op = flags(
@@ -193,6 +214,7 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
         "rows": op.rows(),
         "loss_kind": kind,
         "curvature": op.curvature(),
+        "hvp": op.hvp_method(),
         "parameters": op.dim(),
         "loss": loss,
         "top_eigenvalues": eigen.as_ref().map(|e| e.values()),
@@ -433,13 +455,55 @@ fn estimate_diagonal(
             ("exact_limit", "--exact-limit"),
         ],
     )?;
-    Ok((
-        json!({
-            "method": d.method,
-            "samples": d.samples,
-            "coverage": a.diag_coverage.to_string(),
-            "trace": d.trace(),
-        }),
-        json!(d.params),
-    ))
+    let mut summary = json!({
+        "method": d.method,
+        "samples": d.samples,
+        "coverage": a.diag_coverage.to_string(),
+        "trace": d.trace(),
+    });
+    if let Some(path) = &a.diag_out {
+        write_diagonal(op, &d, path)?;
+        summary["file"] = json!(path.display().to_string());
+    }
+    Ok((summary, json!(d.params)))
+}
+
+/// `--diag-out` must name a `.safetensors` file in an existing directory.
+fn check_diag_out(path: &std::path::Path) -> Result<()> {
+    anyhow::ensure!(
+        path.extension().is_some_and(|e| e == "safetensors"),
+        "--diag-out {}: the diagonal is written as safetensors; name a FILE.safetensors",
+        path.display()
+    );
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "cannot write {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the diagonal as one f64 tensor per parameter (named and shaped like it), with
+/// `<name>.stderr` beside it for stochastic estimators.
+fn write_diagonal(
+    op: &HessianOperator<'_>,
+    d: &diagonal::DiagonalEstimate,
+    path: &std::path::Path,
+) -> Result<()> {
+    let cpu = candle_core::Device::Cpu;
+    let mut tensors = std::collections::HashMap::new();
+    for ((name, off, len), shape) in op.layout().into_iter().zip(op.param_shapes()) {
+        let t = candle_core::Tensor::from_slice(&d.values[off..off + len], shape.as_slice(), &cpu)?;
+        tensors.insert(name.clone(), t);
+        if let Some(se) = &d.stderr {
+            let t = candle_core::Tensor::from_slice(&se[off..off + len], shape.as_slice(), &cpu)?;
+            tensors.insert(format!("{name}.stderr"), t);
+        }
+    }
+    candle_core::safetensors::save(&tensors, path)
+        .with_context(|| format!("writing the diagonal to {}", path.display()))?;
+    Ok(())
 }

@@ -79,7 +79,7 @@
 //! sweep, 0.7–0.9× and 0.7–1.5× per sample.
 
 mod noise;
-mod sweep;
+pub(crate) mod sweep;
 
 use candle_core::{DType, Tensor};
 use terrain_model::rng;

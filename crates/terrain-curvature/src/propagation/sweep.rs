@@ -142,12 +142,12 @@ struct Forward<'a> {
     slots: &'a HashMap<TensorId, usize>,
 }
 
-fn detached(v: &Var) -> Tensor {
+pub(crate) fn detached(v: &Var) -> Tensor {
     v.as_tensor().detach()
 }
 
 /// A per-channel vector `[C]` shaped to broadcast over a row `[C, ...]` of rank `rank`.
-fn channel_shape(t: &Tensor, rank: usize) -> Result<Tensor> {
+pub(crate) fn channel_shape(t: &Tensor, rank: usize) -> Result<Tensor> {
     let c = t.dim(0)?;
     let mut s = vec![c];
     s.resize(rank, 1);
@@ -306,7 +306,7 @@ impl<'a> Forward<'a> {
 
 /// `φ'(z)` and `φ''(z)` (`None` where `φ''` vanishes almost everywhere: ReLU). ReLU's derivative at
 /// 0 is 1, as in candle's backward pass.
-fn derivatives(act: Activation, z: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+pub(crate) fn derivatives(act: Activation, z: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
     let one_minus = |t: &Tensor| t.affine(-1.0, 1.0);
     Ok(match act {
         Activation::Relu => (z.ge(&z.zeros_like()?)?.to_dtype(z.dtype())?, None),
@@ -350,7 +350,7 @@ fn derivatives(act: Activation, z: &Tensor) -> Result<(Tensor, Option<Tensor>)> 
 
 /// The output padding `conv_transpose2d` needs to give back an input of height `h_in` (as
 /// candle's own conv2d backward computes it).
-fn out_padding(c: &Conv2d, k: usize, h_in: usize, h_out: usize) -> usize {
+pub(crate) fn out_padding(c: &Conv2d, k: usize, h_in: usize, h_out: usize) -> usize {
     let size = (h_out - 1) * c.stride + k - 2 * c.padding;
     h_in - size
 }
@@ -358,7 +358,7 @@ fn out_padding(c: &Conv2d, k: usize, h_in: usize, h_out: usize) -> usize {
 /// `Σ_n Σ_pos a[n, :, pos + offset] ⊗ b[n, :, pos]`, the kernel gradient of a convolution, for
 /// `a_t = a` with batch and channel swapped (`[Ca, N, H, W]`) and `b_t` likewise (`[Cb, N, H', W']`):
 /// returns `[Ca, Cb, k, k]` (candle's own formulation of the conv2d kernel gradient).
-fn kernel_grad(a_t: &Tensor, b_t: &Tensor, c: &Conv2d, k: usize) -> Result<Tensor> {
+pub(crate) fn kernel_grad(a_t: &Tensor, b_t: &Tensor, c: &Conv2d, k: usize) -> Result<Tensor> {
     let t = a_t.conv2d(&b_t.contiguous()?, c.padding, 1, c.stride, 1)?;
     let (_, _, kh, kw) = t.dims4()?;
     Ok(if kh != k || kw != k {
@@ -369,7 +369,7 @@ fn kernel_grad(a_t: &Tensor, b_t: &Tensor, c: &Conv2d, k: usize) -> Result<Tenso
 }
 
 /// Sum of `t` over every axis not in `keep`.
-fn sum_but(t: &Tensor, keep: &[usize]) -> Result<Tensor> {
+pub(crate) fn sum_but(t: &Tensor, keep: &[usize]) -> Result<Tensor> {
     let axes: Vec<usize> = (0..t.rank()).filter(|a| !keep.contains(a)).collect();
     Ok(t.sum(axes.as_slice())?)
 }
