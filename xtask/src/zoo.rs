@@ -5,7 +5,8 @@
 //! with the room-for-improvement columns and labels of methods.md §2.4.
 //!
 //! The zoo: an MLP `64-width-10` (ReLU, SGD) over width × batch size × training-set fraction ×
-//! seeds (`replicate`), clean and with 10 % label noise. Mode connectivity is the linear path
+//! seeds (`replicate`), clean and with 10 % label noise. A setting with a diverged seed (the
+//! runner records it as failed) has no feature row and is listed under `skipped`. Mode connectivity is the linear path
 //! by default (`--connect bezier` trains the MD tree's Bezier curves, slower).
 
 use std::{
@@ -13,7 +14,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use terrain_diagnose::question::{Label, Question};
 use terrain_hparams::{
@@ -133,8 +134,11 @@ pub struct Group {
     pub para_amount: usize,
     /// The seeds' checkpoints.
     pub checkpoints: Vec<PathBuf>,
-    /// The feature row.
-    pub row: FeatureRow,
+    /// The feature row (`None` when a feature is undefined, e.g. the `ln` of a non-positive
+    /// mean top eigenvalue at a saddle).
+    pub row: Option<FeatureRow>,
+    /// Why there is no row.
+    pub reason: Option<String>,
 }
 
 impl Record for Group {
@@ -220,13 +224,9 @@ pub fn run(a: Args) -> Result<()> {
         terrain_report::table::print_value(a.format, &v);
         return Ok(());
     }
-    if !summary.failed.is_empty() {
-        bail!(
-            "{} configurations failed: {:?}",
-            summary.failed.len(),
-            summary.failed
-        );
-    }
+    // A setting with a failed (diverged) seed has no feature row: it is left out of the tables.
+    let failed: std::collections::HashSet<usize> =
+        summary.failed.iter().map(|f| f.config).collect();
     // Group the seeds of each setting.
     let names: Vec<&str> = space.grid.iter().map(|(k, _)| k.as_str()).collect();
     let at = |n: &str| names.iter().position(|k| *k == n).expect("a zoo name");
@@ -237,6 +237,7 @@ pub fn run(a: Args) -> Result<()> {
         at("replicate"),
     );
     let mut groups: BTreeMap<String, (i64, i64, f64, f64, Vec<(i64, PathBuf)>)> = BTreeMap::new();
+    let mut skipped = std::collections::BTreeSet::new();
     for c in space.configurations() {
         let (w, b, n) = (
             int(&c.values[iw]),
@@ -244,6 +245,9 @@ pub fn run(a: Args) -> Result<()> {
             c.values[inoise].as_f64().unwrap_or(0.0),
         );
         let key = format!("w{w:04}-b{b:04}-n{n}-s{}", c.subset);
+        if failed.contains(&c.id) {
+            skipped.insert(key.clone());
+        }
         groups
             .entry(key)
             .or_insert_with(|| (w, b, n, c.subset, Vec::new()))
@@ -255,6 +259,8 @@ pub fn run(a: Args) -> Result<()> {
     let progress = terrain_report::progress::terminal();
     progress.start("zoo features", Some(groups.len() as u64));
     let mut measured = Vec::new();
+    let mut undefined = BTreeMap::new();
+    groups.retain(|k, _| !skipped.contains(k));
     for (key, (w, b, n, s, mut ck)) in groups {
         let path = fdir.join(format!("{key}.json"));
         let g = if path.is_file() {
@@ -263,6 +269,16 @@ pub fn run(a: Args) -> Result<()> {
             ck.sort();
             let paths: Vec<PathBuf> = ck.into_iter().map(|(_, p)| p).collect();
             let (row, data_amount, para_amount) = measure(&paths, a.connect)?;
+            let undefined = [
+                ("train_loss", row.train_loss),
+                ("hessian_e", row.hessian_e),
+                ("hessian_t", row.hessian_t),
+            ]
+            .into_iter()
+            .find(|(_, v)| !v.is_finite());
+            let reason = undefined.map(|(k, v)| {
+                format!("{k} is {v}: the ln of a non-positive seed mean (a saddle or a maximum)")
+            });
             let g = Group {
                 width: w,
                 bs: b,
@@ -271,7 +287,8 @@ pub fn run(a: Args) -> Result<()> {
                 data_amount,
                 para_amount,
                 checkpoints: paths,
-                row,
+                row: reason.is_none().then_some(row),
+                reason,
             };
             terrain_report::record::write_json(&path, &g)?;
             // Read back: a resumed run's rows come from the file, so must this run's (JSON
@@ -280,7 +297,12 @@ pub fn run(a: Args) -> Result<()> {
         };
         progress.set_message(&key);
         progress.inc(1);
-        measured.push(g);
+        match &g.reason {
+            Some(r) => {
+                undefined.insert(key, r.clone());
+            }
+            None => measured.push(g),
+        }
     }
     progress.finish();
     let mut out = serde_json::Map::new();
@@ -298,6 +320,15 @@ pub fn run(a: Args) -> Result<()> {
             serde_json::json!({"rows": gs.len(), "csv": csv}),
         );
     }
+    out.insert(
+        "skipped".into(),
+        serde_json::json!({
+            "settings": skipped.len(),
+            "why": "a seed failed (diverged); see sweep.failed",
+            "which": skipped,
+        }),
+    );
+    out.insert("undefined".into(), serde_json::to_value(&undefined)?);
     out.insert("sweep".into(), serde_json::to_value(&summary)?);
     out.insert(
         "connectivity".into(),
@@ -323,7 +354,13 @@ fn rfi(acc: &[f64], line: &[usize], i: usize, upward: bool) -> f64 {
 pub fn table(gs: &[&Group]) -> Result<Table> {
     let acc: Vec<f64> = gs
         .iter()
-        .map(|g| 100.0 - g.row.test_error.unwrap_or(f64::NAN))
+        .map(|g| {
+            100.0
+                - g.row
+                    .as_ref()
+                    .and_then(|r| r.test_error)
+                    .unwrap_or(f64::NAN)
+        })
         .collect();
     let line = |i: usize, same: &dyn Fn(&Group, &Group) -> bool, knob: &dyn Fn(&Group) -> f64| {
         let mut l: Vec<usize> = (0..gs.len()).filter(|&j| same(gs[i], gs[j])).collect();
@@ -349,7 +386,7 @@ pub fn table(gs: &[&Group]) -> Result<Table> {
             Label::Class(c) => q.classes()[c].to_string(),
             Label::Optimal => "optimal".to_string(),
         };
-        let r = &g.row;
+        let r = g.row.as_ref().expect("measured groups have rows");
         let train_error = r.train_error.unwrap_or(f64::NAN);
         let test_error = r.test_error.unwrap_or(f64::NAN);
         let f = |x: Option<f64>| x.map_or(Cell::Null, Cell::Float);
@@ -360,7 +397,7 @@ pub fn table(gs: &[&Group]) -> Result<Table> {
             Cell::Float((g.para_amount as f64).ln()),
             Cell::Float((g.bs as f64).ln()),
             Cell::Int(g.width),
-            Cell::Float(100.0 * g.subset),
+            Cell::Float(10.0 * g.subset),
             Cell::Int(g.bs),
             Cell::Float(100.0 - test_error),
             Cell::Float(100.0 - train_error),

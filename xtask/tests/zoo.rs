@@ -73,7 +73,7 @@ fn small_zoo_matches_metrics_and_the_public_schema() {
                 g["label_noise"].as_f64() == Some(0.1)
                     && g["width"].as_f64() == Some(width[i])
                     && g["bs"].as_f64() == Some(bs[i])
-                    && (g["subset"].as_f64().unwrap() * 100.0 - data[i]).abs() < 1e-9
+                    && (g["subset"].as_f64().unwrap() * 10.0 - data[i]).abs() < 1e-9
             })
             .expect("a group per row");
         let paths: Vec<PathBuf> = g["checkpoints"]
