@@ -54,6 +54,12 @@ pub struct Args {
     /// Number of shards, for schedulers that give only the index (Kubernetes indexed jobs).
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
+    /// Data set, as for `terrain train --data` (the zoo's grid assumes 10 classes).
+    #[arg(long, default_value = "digits")]
+    data: String,
+    /// Architecture template; `{width}` is the grid's width [default: mlp:64-{width}-10:relu].
+    #[arg(long, value_name = "TEMPLATE")]
+    arch: Option<String>,
     /// Mode connectivity path: linear (no training) or bezier (the MD tree's).
     #[arg(long, default_value = "linear")]
     connect: Method,
@@ -62,8 +68,8 @@ pub struct Args {
     format: Format,
 }
 
-/// The zoo's search space.
-pub fn space(small: bool) -> Space {
+/// The zoo's search space (`arch`: the template, `{width}` the grid's width).
+pub fn space(small: bool, arch: &str) -> terrain_hparams::Result<Space> {
     let (grid, epochs, subset) = if small {
         (
             "width = [4, 16]\nbatch_size = [32, 128]\nlabel_noise = [0.0, 0.1]\nreplicate = [0, 1]",
@@ -79,11 +85,11 @@ pub fn space(small: bool) -> Space {
         )
     };
     let text = format!(
-        "seed = 13\narch = \"mlp:64-{{width}}-10:relu\"\n[data]\nholdout = 0.3\nvalidation = 0.0\n\
+        "seed = 13\narch = \"{arch}\"\n[data]\nholdout = 0.3\nvalidation = 0.0\n\
          [fixed]\noptimizer = \"sgd\"\nlr = 0.05\n[grid]\n{grid}\n[fidelity]\nepochs = {epochs}\n\
          subset = {subset}\n"
     );
-    Space::parse(Path::new("zoo.toml"), &text).expect("the zoo's space is valid")
+    Space::parse(Path::new("zoo.toml"), &text)
 }
 
 /// The columns of the MD tree's public tables, in their order.
@@ -200,9 +206,14 @@ fn int(v: &HpValue) -> i64 {
     }
 }
 
+/// A setting: width, batch size, label noise, training-set fraction and its seeds' checkpoints
+/// (by replicate).
+type Setting = (i64, i64, f64, f64, Vec<(i64, PathBuf)>);
+
 /// Runs `cargo xtask zoo`.
 pub fn run(a: Args) -> Result<()> {
-    let space = space(a.small);
+    let arch = a.arch.as_deref().unwrap_or("mlp:64-{width}-10:relu");
+    let space = space(a.small, arch).context("invalid --arch")?;
     let dir = a.out.join("sweep");
     let shard = match a.shard {
         Some(s) => s,
@@ -215,7 +226,7 @@ pub fn run(a: Args) -> Result<()> {
         progress: terrain_report::progress::terminal(),
         keep_checkpoints: true,
     };
-    let summary = sweep::run(&space, "digits", &dir, &options)?;
+    let summary = sweep::run(&space, &a.data, &dir, &options)?;
     if shard.count > 1 {
         let v = serde_json::json!({
             "sweep": summary,
@@ -236,7 +247,7 @@ pub fn run(a: Args) -> Result<()> {
         at("label_noise"),
         at("replicate"),
     );
-    let mut groups: BTreeMap<String, (i64, i64, f64, f64, Vec<(i64, PathBuf)>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Setting> = BTreeMap::new();
     let mut skipped = std::collections::BTreeSet::new();
     for c in space.configurations() {
         let (w, b, n) = (
