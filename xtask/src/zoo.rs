@@ -60,6 +60,10 @@ pub struct Args {
     /// Architecture template; `{width}` is the grid's width [default: mlp:64-{width}-10:relu].
     #[arg(long, value_name = "TEMPLATE")]
     arch: Option<String>,
+    /// Compute device of training and metrics: cpu, cuda or cuda:N (CUDA needs a build with
+    /// --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Mode connectivity path: linear (no training) or bezier (the MD tree's).
     #[arg(long, default_value = "linear")]
     connect: Method,
@@ -183,12 +187,22 @@ pub fn recipe_data(ckpt: &Checkpoint) -> Result<(Dataset, Option<Dataset>)> {
 }
 
 /// Measures one group (the checkpoints of its seeds).
-pub fn measure(paths: &[PathBuf], connect: Method) -> Result<(FeatureRow, usize, usize)> {
+pub fn measure(
+    paths: &[PathBuf],
+    connect: Method,
+    device: &candle_core::Device,
+) -> Result<(FeatureRow, usize, usize)> {
     let mut ckpts = Vec::new();
     for p in paths {
         ckpts.push(
-            checkpoint::load(p, &LoadOptions::default())
-                .with_context(|| format!("loading {}", p.display()))?,
+            checkpoint::load(
+                p,
+                &LoadOptions {
+                    device: device.clone(),
+                    ..LoadOptions::default()
+                },
+            )
+            .with_context(|| format!("loading {}", p.display()))?,
         );
     }
     let (train, test) = recipe_data(&ckpts[0])?;
@@ -214,6 +228,7 @@ type Setting = (i64, i64, f64, f64, Vec<(i64, PathBuf)>);
 pub fn run(a: Args) -> Result<()> {
     let arch = a.arch.as_deref().unwrap_or("mlp:64-{width}-10:relu");
     let space = space(a.small, arch).context("invalid --arch")?;
+    let device = terrain_model::device::parse_device(&a.device).context("invalid --device")?;
     let dir = a.out.join("sweep");
     let shard = match a.shard {
         Some(s) => s,
@@ -225,6 +240,7 @@ pub fn run(a: Args) -> Result<()> {
         data_dir: None,
         progress: terrain_report::progress::terminal(),
         keep_checkpoints: true,
+        device: Some(device.clone()),
     };
     let summary = sweep::run(&space, &a.data, &dir, &options)?;
     if shard.count > 1 {
@@ -279,7 +295,7 @@ pub fn run(a: Args) -> Result<()> {
         } else {
             ck.sort();
             let paths: Vec<PathBuf> = ck.into_iter().map(|(_, p)| p).collect();
-            let (row, data_amount, para_amount) = measure(&paths, a.connect)?;
+            let (row, data_amount, para_amount) = measure(&paths, a.connect, &device)?;
             let undefined = [
                 ("train_loss", row.train_loss),
                 ("hessian_e", row.hessian_e),

@@ -157,6 +157,8 @@ pub struct SweepOptions {
     /// Keep each configuration's trained model as `checkpoints/config-NNNNNN.safetensors` (with
     /// its training record), written before the configuration counts as finished.
     pub keep_checkpoints: bool,
+    /// Compute device of the training (default: CPU).
+    pub device: Option<candle_core::Device>,
 }
 
 impl Default for SweepOptions {
@@ -167,6 +169,7 @@ impl Default for SweepOptions {
             data_dir: None,
             progress: Progress::hidden(),
             keep_checkpoints: false,
+            device: None,
         }
     }
 }
@@ -375,16 +378,18 @@ pub fn run_configuration(
     data: &str,
     data_dir: Option<&Path>,
 ) -> Vec<Row> {
-    run_configuration_with(space, c, data, data_dir, None)
+    run_configuration_with(space, c, data, data_dir, None, None)
 }
 
-/// [`run_configuration`], also writing the trained model to `checkpoint` when given.
+/// [`run_configuration`] on `device` (default: CPU), also writing the trained model to
+/// `checkpoint` when given.
 pub fn run_configuration_with(
     space: &Space,
     c: &Configuration,
     data: &str,
     data_dir: Option<&Path>,
     checkpoint: Option<&Path>,
+    device: Option<&candle_core::Device>,
 ) -> Vec<Row> {
     let started = Instant::now();
     let mut at: BTreeMap<usize, Row> = BTreeMap::new();
@@ -410,6 +415,7 @@ pub fn run_configuration_with(
         let options = RunOptions {
             data_dir: data_dir.map(Path::to_path_buf),
             checkpoint: checkpoint.map(Path::to_path_buf),
+            device: device.cloned(),
             ..RunOptions::default()
         };
         spec.run_observed(&options, objective, &mut |event| {
@@ -485,6 +491,7 @@ pub fn run(space: &Space, data: &str, dir: &Path, options: &SweepOptions) -> Res
                         data,
                         options.data_dir.as_deref(),
                         ckpt.as_deref(),
+                        options.device.as_ref(),
                     );
                     let failed = rows[0].status != "ok";
                     let piece = Piece {
