@@ -12,6 +12,7 @@ mod reproduce_hp;
 mod reproduce_mdtree;
 mod reproduce_softad;
 mod sweep;
+mod zoo;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -47,6 +48,9 @@ enum Command {
     /// Hyperparameter sweeps: train every configuration of a TOML search space (resumable,
     /// parallel, sharded for SLURM arrays and Kubernetes indexed jobs); `sweep merge DIR`.
     Sweep(sweep::Args),
+    /// The MD tree's model zoo on digits through the sweep runner, then one feature row per
+    /// configuration in the public tables' schema (`--small` for CI).
+    Zoo(zoo::Args),
     // Room for sweeps, model zoos and paper reproductions.
 }
 
@@ -74,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         cli.command,
         Command::Sweep(_) | Command::Reproduce(Reproduce::HpLandscapes(_))
     );
+    let sweeps = sweeps || matches!(cli.command, Command::Zoo(_));
     if sweeps && cli.threads.is_none() {
         cli.threads = Some(1);
     }
@@ -89,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         Command::Reproduce(Reproduce::Softad(args)) => reproduce_softad::run(args),
         Command::Reproduce(Reproduce::HpLandscapes(args)) => reproduce_hp::run(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Zoo(args) => zoo::run(args),
     }
 }
 

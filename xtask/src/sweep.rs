@@ -84,6 +84,8 @@ pub fn run(a: Args) -> Result<()> {
         shard,
         data_dir: a.data_dir,
         progress: terrain_report::progress::terminal(),
+        keep_checkpoints: false,
+        device: None,
     };
     let s = sweep::run(&space, &data, &out, &options).map_err(|e| match e {
         terrain_hparams::Error::Model(terrain_model::Error::InvalidConfig {

@@ -24,7 +24,8 @@
 //! form such as `sgd:momentum=0`), `momentum` (SGD's momentum, Adam's β1), `weight_decay`,
 //! `lr_decay` (compact form), `mixup` (Beta(α, α) mixup; 0 is none), `label_noise`, `objective`
 //! (terrain-robust's compact form, e.g. `flood:level=0.05`), and any name the `arch` template
-//! uses (`width`, `depth`, `activation`, ...). Anything else is refused by name.
+//! uses (`width`, `depth`, `activation`, ...). Anything else is refused by name. `replicate`
+//! (e.g. `[0, 1, 2, 3, 4]`) changes nothing but the seed: independent seeds of one setting.
 
 use std::path::Path;
 
@@ -83,7 +84,7 @@ pub enum Kind {
 }
 
 /// The names [`Space`] maps onto a [`RunSpec`] (besides the `arch` template's).
-pub const KNOWN: [&str; 10] = [
+pub const KNOWN: [&str; 11] = [
     "lr",
     "batch_size",
     "optimizer",
@@ -94,6 +95,7 @@ pub const KNOWN: [&str; 10] = [
     "label_noise",
     "objective",
     "epochs",
+    "replicate",
 ];
 
 /// How the data are split and prepared (the source is given when the sweep runs).
@@ -596,7 +598,7 @@ impl Space {
                     let o: terrain_robust::ObjectiveSpec = v.to_string().parse()?;
                     objective = Some(o);
                 }
-                _ => {} // epochs (a fidelity) and the arch template's names
+                _ => {} // epochs (a fidelity), replicate (only the seed) and the arch's names
             }
         }
         spec.check()?;

@@ -154,6 +154,11 @@ pub struct SweepOptions {
     pub data_dir: Option<PathBuf>,
     /// Where progress goes (one step per configuration).
     pub progress: Progress,
+    /// Keep each configuration's trained model as `checkpoints/config-NNNNNN.safetensors` (with
+    /// its training record), written before the configuration counts as finished.
+    pub keep_checkpoints: bool,
+    /// Compute device of the training (default: CPU).
+    pub device: Option<candle_core::Device>,
 }
 
 impl Default for SweepOptions {
@@ -163,6 +168,8 @@ impl Default for SweepOptions {
             shard: Shard::default(),
             data_dir: None,
             progress: Progress::hidden(),
+            keep_checkpoints: false,
+            device: None,
         }
     }
 }
@@ -357,12 +364,32 @@ pub fn open(space: &Space, data: &str, dir: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
+/// The kept checkpoint of configuration `id` in the sweep directory `dir`
+/// ([`SweepOptions::keep_checkpoints`]).
+pub fn checkpoint_path(dir: &Path, id: usize) -> PathBuf {
+    dir.join("checkpoints")
+        .join(format!("config-{id:06}.safetensors"))
+}
+
 /// Trains one configuration through the training recipe; never fails (a failure is a row).
 pub fn run_configuration(
     space: &Space,
     c: &Configuration,
     data: &str,
     data_dir: Option<&Path>,
+) -> Vec<Row> {
+    run_configuration_with(space, c, data, data_dir, None, None)
+}
+
+/// [`run_configuration`] on `device` (default: CPU), also writing the trained model to
+/// `checkpoint` when given.
+pub fn run_configuration_with(
+    space: &Space,
+    c: &Configuration,
+    data: &str,
+    data_dir: Option<&Path>,
+    checkpoint: Option<&Path>,
+    device: Option<&candle_core::Device>,
 ) -> Vec<Row> {
     let started = Instant::now();
     let mut at: BTreeMap<usize, Row> = BTreeMap::new();
@@ -387,6 +414,8 @@ pub fn run_configuration(
         let objective = objective.map(|o| o.build()).transpose()?;
         let options = RunOptions {
             data_dir: data_dir.map(Path::to_path_buf),
+            checkpoint: checkpoint.map(Path::to_path_buf),
+            device: device.cloned(),
             ..RunOptions::default()
         };
         spec.run_observed(&options, objective, &mut |event| {
@@ -440,6 +469,10 @@ pub fn run(space: &Space, data: &str, dir: &Path, options: &SweepOptions) -> Res
         .filter(|c| !piece_path(dir, c.id).is_file())
         .collect();
     let already_done = mine.len() - pending.len();
+    if options.keep_checkpoints {
+        let d = dir.join("checkpoints");
+        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+    }
     let progress = &options.progress;
     progress.start("sweep", Some(pending.len() as u64));
     let next = AtomicUsize::new(0);
@@ -451,7 +484,15 @@ pub fn run(space: &Space, data: &str, dir: &Path, options: &SweepOptions) -> Res
                 while !stop.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(c) = pending.get(i) else { break };
-                    let rows = run_configuration(space, c, data, options.data_dir.as_deref());
+                    let ckpt = options.keep_checkpoints.then(|| checkpoint_path(dir, c.id));
+                    let rows = run_configuration_with(
+                        space,
+                        c,
+                        data,
+                        options.data_dir.as_deref(),
+                        ckpt.as_deref(),
+                        options.device.as_ref(),
+                    );
                     let failed = rows[0].status != "ok";
                     let piece = Piece {
                         fingerprint: manifest.fingerprint.clone(),

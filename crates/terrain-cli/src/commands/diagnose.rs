@@ -6,8 +6,8 @@
 //! - `explain`: apply a tree file to one model's features (a table row or `name=value` pairs)
 //!   and print the diagnosis with its evidence, optionally drawing the tree with the path taken.
 //!
-//! Diagnosing checkpoints directly (`terrain diagnose CKPT...`) needs the landscape metrics of
-//! the checkpoints; the library side takes a feature row, so it only has to compute one.
+//! - `check CKPT...`: diagnose checkpoints directly (see `diagnose_check`): a subcommand rather
+//!   than a bare `diagnose CKPT`, which clap cannot tell from the subcommand names.
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +28,7 @@ use super::{Context, check_plot_path};
 /// A fitted MD tree on disk (`diagnose fit --out`, `diagnose explain --tree`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
-struct TreeRecord(FittedTree);
+pub(super) struct TreeRecord(pub(super) FittedTree);
 
 impl Record for TreeRecord {
     const KIND: &'static str = "mdtree";
@@ -53,6 +53,9 @@ enum DiagnoseCommand {
     /// Diagnose one model from its metrics with a fitted tree: each decision, the metric's
     /// value, the threshold, and what to change.
     Explain(ExplainArgs),
+    /// Diagnose checkpoints (seeds of one configuration) directly: measure their MD tree
+    /// features, apply the shipped trees (or --tree), print each decision and the advice.
+    Check(super::diagnose_check::CheckArgs),
 }
 
 /// Arguments of `terrain diagnose fit`.
@@ -152,6 +155,7 @@ pub fn run(ctx: &Context, a: DiagnoseArgs) -> Result<()> {
         DiagnoseCommand::Evaluate(a) => run_evaluate(ctx, a),
         DiagnoseCommand::Fit(a) => run_fit(ctx, a),
         DiagnoseCommand::Explain(a) => run_explain(ctx, a),
+        DiagnoseCommand::Check(a) => super::diagnose_check::run(ctx, a),
     }
 }
 
@@ -275,7 +279,7 @@ fn run_fit(ctx: &Context, a: FitArgs) -> Result<()> {
 }
 
 /// Reads a tree file, refusing one whose features are not its tree's.
-fn read_tree(path: &Path) -> Result<FittedTree> {
+pub(super) fn read_tree(path: &Path) -> Result<FittedTree> {
     let TreeRecord(tree) =
         read_json(path).with_context(|| format!("reading --tree {}", path.display()))?;
     tree.check(&path.display().to_string())?;
@@ -337,7 +341,11 @@ fn run_explain(ctx: &Context, a: ExplainArgs) -> Result<()> {
 
 /// The tree as a diagram: questions at the inner nodes, labels and advice at the leaves; with a
 /// diagnosis, the nodes on its path are marked and show the model's values.
-fn tree_picture(tree: &FittedTree, diagnosis: Option<&Diagnosis>, title: String) -> TreeDiagram {
+pub(super) fn tree_picture(
+    tree: &FittedTree,
+    diagnosis: Option<&Diagnosis>,
+    title: String,
+) -> TreeDiagram {
     const ON_PATH: &str = "on this model's path";
     fn build(
         node: &Node,

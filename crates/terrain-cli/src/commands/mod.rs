@@ -3,6 +3,7 @@
 pub mod cka;
 pub mod connect;
 pub mod diagnose;
+pub mod diagnose_check;
 pub mod eval;
 pub mod hessian;
 pub mod info;

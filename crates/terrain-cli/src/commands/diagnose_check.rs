@@ -1,0 +1,228 @@
+//! `terrain diagnose check CKPT [CKPT2 ...] --data D [--tree FILE]`: diagnose checkpoints
+//! directly. Measures the MD tree feature row of the checkpoints (seeds of one configuration)
+//! with terrain-metrics, applies the given tree or the three shipped default trees (fitted on
+//! `cargo xtask zoo`, in `crates/terrain-diagnose/trees/`), and prints each decision (metric,
+//! value, threshold), the label and the advice; `--plot` draws each tree with the path taken.
+//!
+//! Every MD tree reads `mode_connectivity_peak`, which needs two checkpoints of the same
+//! configuration: with one checkpoint the command refuses, saying so.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::json;
+use terrain_diagnose::diagnosis::{FeatureRow, FittedTree};
+use terrain_metrics::{
+    cka::{CkaConfig, Outputs},
+    connect::{ConnectConfig, CurveTraining, Method},
+    mdtree::{self, FeatureConfig},
+    sharpness::BasicsConfig,
+};
+use terrain_model::{checkpoint::Checkpoint, data::Dataset, loss::LossKind};
+use terrain_report::Format;
+use terrain_report::chart::Chart as _;
+
+use super::diagnose::{TreeRecord, read_tree, tree_picture};
+use super::{Context, DataArgs, check_plot_path, load_checkpoint};
+
+/// The shipped default trees: (file name, JSON), fitted on the default `cargo xtask zoo`.
+pub const DEFAULT_TREES: [(&str, &str); 3] = [
+    (
+        "temp.json",
+        include_str!("../../../terrain-diagnose/trees/temp.json"),
+    ),
+    (
+        "width.json",
+        include_str!("../../../terrain-diagnose/trees/width.json"),
+    ),
+    (
+        "data.json",
+        include_str!("../../../terrain-diagnose/trees/data.json"),
+    ),
+];
+
+/// The shipped default trees, checked.
+pub fn default_trees() -> Result<Vec<(String, FittedTree)>> {
+    DEFAULT_TREES
+        .iter()
+        .map(|(name, text)| {
+            let origin = format!("shipped tree {name}");
+            let TreeRecord(t) = terrain_report::record::from_json_str(text, Path::new(&origin))?;
+            t.check(&origin)?;
+            Ok((origin, t))
+        })
+        .collect()
+}
+
+/// Arguments of `terrain diagnose check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Checkpoints of one configuration (different seeds); the MD trees' mode connectivity
+    /// needs at least two.
+    #[arg(value_name = "CHECKPOINT", num_args = 1..)]
+    checkpoints: Vec<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// A tree file (from `terrain diagnose fit`) [default: the three shipped trees: temp,
+    /// width, data].
+    #[arg(long, value_name = "TREE.json")]
+    tree: Option<PathBuf>,
+    /// Mode connectivity path: linear (no training; what the shipped trees were fitted with) or
+    /// bezier.
+    #[arg(long, default_value = "linear")]
+    connect: Method,
+    /// Seed of the Hessian rows, CKA rows and curve training.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Draw each tree with the path taken: FILE, or FILE with `-QUESTION` before the extension
+    /// when several trees are applied.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+}
+
+/// The training and test rows of the first checkpoint on `--data` (its recipe's split when it
+/// was trained on that source, else all rows standardised as it was).
+fn datasets(a: &CheckArgs, first: &Checkpoint) -> Result<(Dataset, Option<Dataset>)> {
+    let record = first.record()?;
+    if let Some(r) = record
+        .run
+        .as_ref()
+        .filter(|r| terrain_model::data::same_source(&r.data.source, &a.data.data))
+    {
+        let p = r.prepare_data(a.data.data_dir.as_deref())?;
+        return Ok((p.train, p.test));
+    }
+    let d = a.data.load(a.seed)?;
+    terrain_model::loss::check_fits(&first.model, &d)?;
+    let d = match &record.standardizer {
+        Some(s) => s.apply(&d)?,
+        None => d,
+    };
+    Ok((d, None))
+}
+
+fn plot_path(base: &Path, question: &str, several: bool) -> PathBuf {
+    if !several {
+        return base.to_path_buf();
+    }
+    let stem = base.file_stem().and_then(|s| s.to_str()).unwrap_or("tree");
+    let ext = base.extension().and_then(|s| s.to_str()).unwrap_or("png");
+    base.with_file_name(format!("{stem}-{question}.{ext}"))
+}
+
+/// Runs `terrain diagnose check`.
+pub fn run(ctx: &Context, a: CheckArgs) -> Result<()> {
+    let trees = match &a.tree {
+        Some(p) => vec![(p.display().to_string(), read_tree(p)?)],
+        None => default_trees()?,
+    };
+    if let Some(p) = &a.plot {
+        check_plot_path(p)?;
+    }
+    let pair_features = ["mode_connectivity", "mode_connectivity_peak", "CKA"];
+    if a.checkpoints.len() < 2
+        && let Some((origin, t)) = trees.iter().find(|(_, t)| {
+            t.features
+                .iter()
+                .any(|f| pair_features.contains(&f.as_str()))
+        })
+    {
+        bail!(
+            "{} checkpoint given, but {origin} reads {} (mode connectivity and CKA compare two \
+             trained seeds of one configuration, and every MD tree shape reads \
+             mode_connectivity_peak): give two or more checkpoints of the same configuration",
+            a.checkpoints.len(),
+            t.features.join(", ")
+        );
+    }
+    terrain_model::autodiff::ensure_second_order()?;
+    let mut ckpts: Vec<Checkpoint> = Vec::new();
+    for p in &a.checkpoints {
+        let dt = ckpts.first().map(|c| c.model.dtype());
+        ckpts.push(load_checkpoint(p, None, dt, &ctx.device)?);
+    }
+    let names: Vec<String> = a
+        .checkpoints
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let (train, test) = datasets(&a, &ckpts[0])?;
+    let loss = LossKind::for_task(train.task);
+    let config = FeatureConfig {
+        loss,
+        basics: BasicsConfig {
+            hessian_samples: 200,
+            seed: a.seed,
+            ..BasicsConfig::default()
+        },
+        connect: ConnectConfig {
+            training: CurveTraining {
+                seed: a.seed,
+                ..CurveTraining::default()
+            },
+            ..ConnectConfig::new(a.connect, loss)
+        },
+        cka: CkaConfig {
+            samples: 768,
+            mixup_alpha: 16.0,
+            seed: a.seed,
+            outputs: Outputs::Softmax,
+            ..CkaConfig::default()
+        },
+    };
+    let models: Vec<&terrain_model::Model> = ckpts.iter().map(|c| &c.model).collect();
+    let report = mdtree::feature_row(&models, &names, &train, test.as_ref(), &config)?;
+    let row_json = serde_json::to_value(&report.row)?;
+    let mut row = FeatureRow::new();
+    for (k, v) in row_json.as_object().expect("an object") {
+        if let Some(x) = v.as_f64() {
+            row.insert(k.clone(), x);
+        }
+    }
+    let mut diagnoses = Vec::new();
+    for (origin, tree) in &trees {
+        let d = tree
+            .diagnose(&row)
+            .with_context(|| format!("applying {origin}"))?;
+        let mut v = serde_json::to_value(&d)?;
+        v["tree_file"] = json!(origin);
+        if let Some(p) = &a.plot {
+            let p = plot_path(p, tree.question.name(), trees.len() > 1);
+            let title = format!(
+                "MD tree `{}` on {} checkpoint(s): {} ({})",
+                tree.kind,
+                names.len(),
+                d.advice,
+                d.label
+            );
+            tree_picture(tree, Some(&d), title)
+                .save(&p)
+                .with_context(|| format!("drawing --plot {}", p.display()))?;
+            v["plot"] = json!(p.display().to_string());
+        }
+        if ctx.format == Format::Table {
+            v["evidence"] = json!(
+                d.evidence
+                    .iter()
+                    .map(|e| format!(
+                        "{} = {} {} {} ({})",
+                        e.metric,
+                        terrain_report::table::format_float(e.value),
+                        e.direction,
+                        terrain_report::table::format_float(e.threshold),
+                        e.meaning
+                    ))
+                    .collect::<Vec<_>>()
+            );
+        }
+        diagnoses.push(v);
+    }
+    let value = json!({
+        "checkpoints": names,
+        "connectivity": format!("{:?}", a.connect).to_lowercase(),
+        "features": row_json,
+        "diagnoses": diagnoses,
+    });
+    terrain_report::table::print_value(ctx.format, &value);
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! End to end: `terrain diagnose check` on two zoo-like checkpoints (an MLP on digits, two
+//! seeds) measures the same feature row as `terrain metrics --connect linear`, walks each
+//! shipped tree exactly as the MD tree's rules say (recomputed here from the tree files), draws
+//! the trees, and refuses one checkpoint, a tree file for other features and a missing file.
+
+use std::path::Path;
+
+use terrain_e2e::{fails, ok};
+
+fn train(dir: &Path, name: &str, seed: &str) -> String {
+    let p = dir.join(name).to_str().unwrap().to_string();
+    ok(&[
+        "train",
+        "--arch",
+        "mlp:64-8-10:relu",
+        "--data",
+        "digits",
+        "--epochs",
+        "3",
+        "--seed",
+        seed,
+        "--out",
+        &p,
+        "--format",
+        "json",
+    ]);
+    p
+}
+
+fn tree_file(name: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../terrain-diagnose/trees")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn check_measures_walks_the_shipped_trees_draws_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = train(dir.path(), "a.safetensors", "1");
+    let b = train(dir.path(), "b.safetensors", "2");
+    let plot = dir.path().join("tree.png");
+    let v = ok(&[
+        "diagnose",
+        "check",
+        &a,
+        &b,
+        "--data",
+        "digits",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let m = ok(&[
+        "metrics",
+        &a,
+        &b,
+        "--data",
+        "digits",
+        "--connect",
+        "linear",
+        "--format",
+        "json",
+    ]);
+    for k in [
+        "train_error",
+        "train_loss",
+        "test_error",
+        "hessian_e",
+        "hessian_t",
+        "mode_connectivity",
+        "mode_connectivity_peak",
+        "CKA",
+    ] {
+        let (x, y) = (
+            v["features"][k].as_f64().unwrap(),
+            m["row"][k].as_f64().unwrap(),
+        );
+        assert!((x - y).abs() <= 1e-9 * (1.0 + y.abs()), "{k}: {x} vs {y}");
+    }
+    let f = |k: &str| v["features"][k].as_f64().unwrap();
+    let ds = v["diagnoses"].as_array().unwrap();
+    assert_eq!(ds.len(), 3);
+    // The temp tree by methods.md §2.5's rules, on the shipped thresholds.
+    let temp = tree_file("temp.json");
+    let t: Vec<f64> = temp["data"]["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let (te, mc, ht) = (
+        f("train_error"),
+        f("mode_connectivity_peak"),
+        f("hessian_t"),
+    );
+    let (label, steps) = if te <= t[0] {
+        ("small", 1)
+    } else if mc <= t[1] {
+        (if ht <= t[2] { "large" } else { "small" }, 3)
+    } else {
+        ("large", 2)
+    };
+    let d = &ds[0];
+    assert_eq!(d["question"], "temp");
+    assert_eq!(d["label"], label);
+    let ev = d["evidence"].as_array().unwrap();
+    assert_eq!(ev.len(), steps);
+    assert_eq!(ev[0]["metric"], "train_error");
+    assert_eq!(ev[0]["value"].as_f64().unwrap(), te);
+    assert_eq!(ev[0]["threshold"].as_f64().unwrap(), t[0]);
+    assert_eq!(ev[0]["direction"], if te <= t[0] { "<=" } else { ">" });
+    assert!(d["advice"].as_str().unwrap().contains("batch size"));
+    // The width tree: train_error, then mc_peak against slot 1 or 2.
+    let width = tree_file("width.json");
+    let w: Vec<f64> = width["data"]["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let wt = if te <= w[0] { w[1] } else { w[2] };
+    assert_eq!(ds[1]["label"], if mc <= wt { "width" } else { "batch" });
+    assert_eq!(ds[1]["evidence"][1]["threshold"].as_f64().unwrap(), wt);
+    for q in ["temp", "width", "data"] {
+        let p = dir.path().join(format!("tree-{q}.png"));
+        assert!(std::fs::metadata(&p).unwrap().len() > 1000, "{q} picture");
+    }
+
+    // One checkpoint: every shipped tree needs mode connectivity.
+    let e = fails(&["diagnose", "check", &a, "--data", "digits"]);
+    assert!(e.contains("1 checkpoint given"), "{e}");
+    assert!(e.contains("two or more checkpoints"), "{e}");
+    // A tree file for other features.
+    let mut bad = temp.clone();
+    bad["data"]["features"] = serde_json::json!(["train_error", "CKA", "test_loss"]);
+    let bad_path = dir.path().join("bad.json");
+    std::fs::write(&bad_path, bad.to_string()).unwrap();
+    let e = fails(&[
+        "diagnose",
+        "check",
+        &a,
+        &b,
+        "--data",
+        "digits",
+        "--tree",
+        bad_path.to_str().unwrap(),
+    ]);
+    assert!(e.contains("bad.json"), "{e}");
+    assert!(e.contains("test_loss"), "{e}");
+    // A missing checkpoint.
+    let missing = dir.path().join("nope.safetensors");
+    let e = fails(&[
+        "diagnose",
+        "check",
+        &a,
+        missing.to_str().unwrap(),
+        "--data",
+        "digits",
+    ]);
+    assert!(e.contains("nope.safetensors"), "{e}");
+}

@@ -1,0 +1,192 @@
+//! End to end: `cargo xtask zoo --small` trains its 32 runs through the sweep runner, writes
+//! tables with exactly the columns of the MD tree's public tables, whose feature columns equal
+//! terrain-metrics' feature row (what `terrain metrics --connect linear` computes) re-measured
+//! here from the kept checkpoints, whose sizes are hand-counted and whose RFI columns and labels
+//! are recomputed here from the test accuracies (methods.md §2.4); a rerun resumes everything.
+
+use std::{path::PathBuf, process::Command};
+
+use terrain_diagnose::table::MetricTable;
+use terrain_metrics::{
+    cka::{CkaConfig, Outputs},
+    connect::{ConnectConfig, Method},
+    mdtree::{FeatureConfig, feature_row},
+    sharpness::BasicsConfig,
+};
+use terrain_model::{
+    checkpoint::{self, LoadOptions},
+    loss::LossKind,
+};
+
+fn zoo(out: &std::path::Path) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["zoo", "--small", "--format", "json", "--out"])
+        .arg(out)
+        .env("RUST_LOG", "warn")
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("JOB_COMPLETION_INDEX")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn close(a: f64, b: f64, what: &str) {
+    assert!(
+        (a - b).abs() <= 1e-9 * (1.0 + b.abs()),
+        "{what}: table {a} vs re-measured {b}"
+    );
+}
+
+#[test]
+fn small_zoo_matches_metrics_and_the_public_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = zoo(dir.path());
+    assert_eq!(s["sweep"]["trained"], 32);
+    assert_eq!(s["normal"]["rows"], 8);
+    let public = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/mdtree/dataframe_noise_public.csv"),
+    )
+    .ok()
+    .map(|t| t.lines().next().unwrap().to_string());
+    let csv = std::fs::read_to_string(dir.path().join("zoo_noise.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    if let Some(p) = public {
+        assert_eq!(header, p, "the public table's columns");
+    }
+    let t = MetricTable::read(&dir.path().join("zoo_noise.csv")).unwrap();
+    let num = |c: &str| t.numbers(c).unwrap();
+    let (width, bs, data) = (num("width"), num("bs"), num("data"));
+    let acc = num("test_acc");
+    // Re-measure every row from its group's checkpoints (seeds = replicates 0 and 1).
+    let groups: Vec<serde_json::Value> = std::fs::read_dir(dir.path().join("features"))
+        .unwrap()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+        .collect();
+    let mut checked = 0;
+    for i in 0..t.n_rows() {
+        let g = groups
+            .iter()
+            .map(|g| &g["data"])
+            .find(|g| {
+                g["label_noise"].as_f64() == Some(0.1)
+                    && g["width"].as_f64() == Some(width[i])
+                    && g["bs"].as_f64() == Some(bs[i])
+                    && (g["subset"].as_f64().unwrap() * 10.0 - data[i]).abs() < 1e-9
+            })
+            .expect("a group per row");
+        let paths: Vec<PathBuf> = g["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| PathBuf::from(p.as_str().unwrap()))
+            .collect();
+        assert_eq!(paths.len(), 2);
+        let ckpts: Vec<_> = paths
+            .iter()
+            .map(|p| checkpoint::load(p, &LoadOptions::default()).unwrap())
+            .collect();
+        let run = ckpts[0].record().unwrap().run.unwrap();
+        let prepared = run.prepare_data(None).unwrap();
+        let config = FeatureConfig {
+            loss: LossKind::Ce,
+            basics: BasicsConfig {
+                hessian_samples: 200,
+                seed: 0,
+                ..BasicsConfig::default()
+            },
+            connect: ConnectConfig::new(Method::Linear, LossKind::Ce),
+            cka: CkaConfig {
+                samples: 768,
+                mixup_alpha: 16.0,
+                seed: 0,
+                outputs: Outputs::Softmax,
+                ..CkaConfig::default()
+            },
+        };
+        let models: Vec<_> = ckpts.iter().map(|c| &c.model).collect();
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let r = feature_row(
+            &models,
+            &names,
+            &prepared.train,
+            prepared.test.as_ref(),
+            &config,
+        )
+        .unwrap()
+        .row;
+        close(num("train_error")[i], r.train_error.unwrap(), "train_error");
+        close(num("train_loss")[i], r.train_loss, "train_loss");
+        close(num("test_error")[i], r.test_error.unwrap(), "test_error");
+        close(num("test_loss")[i], r.test_loss.unwrap(), "test_loss");
+        close(num("hessian_e")[i], r.hessian_e, "hessian_e");
+        close(num("hessian_t")[i], r.hessian_t, "hessian_t");
+        close(num("CKA")[i], r.cka.unwrap(), "CKA");
+        close(
+            num("mode_connectivity")[i],
+            r.mode_connectivity.unwrap(),
+            "mc",
+        );
+        close(
+            num("mode_connectivity_peak")[i],
+            r.mode_connectivity_peak.unwrap(),
+            "mc_peak",
+        );
+        close(acc[i], 100.0 - r.test_error.unwrap(), "test_acc");
+        // Hand counts: the training rows of the recipe, and 64·w + w + 10·w + 10 parameters.
+        assert_eq!(num("data_amount")[i], prepared.train.len() as f64);
+        assert_eq!(num("para_amount")[i], 75.0 * width[i] + 10.0);
+        checked += 1;
+    }
+    assert_eq!(checked, 8);
+    // RFI and labels, recomputed: the best accuracy along each knob's direction minus this row's.
+    let best = |i: usize, same: &dyn Fn(usize) -> bool, beyond: &dyn Fn(usize) -> bool| {
+        (0..t.n_rows())
+            .filter(|&j| same(j) && beyond(j))
+            .map(|j| acc[j])
+            .fold(acc[i], f64::max)
+            - acc[i]
+    };
+    let texts = |c: &str| t.texts(c).unwrap();
+    let (bsf, wvb, dvb) = (
+        texts("bs_failure"),
+        texts("width_vs_batch"),
+        texts("data_vs_batch"),
+    );
+    for i in 0..t.n_rows() {
+        let same_wd = |j: usize| width[j] == width[i] && data[j] == data[i];
+        let inc = best(i, &same_wd, &|j| bs[j] < bs[i]);
+        let dec = best(i, &same_wd, &|j| bs[j] > bs[i]);
+        let rw = best(i, &|j| bs[j] == bs[i] && data[j] == data[i], &|j| {
+            width[j] > width[i]
+        });
+        let rd = best(i, &|j| bs[j] == bs[i] && width[j] == width[i], &|j| {
+            data[j] > data[i]
+        });
+        close(num("rfi_inc_temp")[i], inc, "rfi_inc_temp");
+        close(num("rfi_dec_temp")[i], dec, "rfi_dec_temp");
+        close(num("rfi_width")[i], rw, "rfi_width");
+        close(num("rfi_data")[i], rd, "rfi_data");
+        let cmp = |a: f64, b: f64, hi: &str, lo: &str| {
+            if a > b {
+                hi.to_string()
+            } else if a < b {
+                lo.to_string()
+            } else {
+                "optimal".to_string()
+            }
+        };
+        assert_eq!(bsf[i], cmp(inc, dec, "small", "large"));
+        assert_eq!(wvb[i], cmp(rw, inc.max(dec), "width", "batch"));
+        assert_eq!(dvb[i], cmp(rd, inc.max(dec), "data", "batch"));
+    }
+    // A rerun resumes: nothing trained again, the same table.
+    let again = zoo(dir.path());
+    assert_eq!(again["sweep"]["trained"], 0);
+    assert_eq!(again["sweep"]["already_done"], 32);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("zoo_noise.csv")).unwrap(),
+        csv
+    );
+}
