@@ -44,7 +44,7 @@ use terrain_model::{
 use crate::{
     Error, HessianOperator, Result,
     im2col::Geom,
-    propagation::sweep::{channel_shape, derivatives, detached, sum_but},
+    propagation::sweep::{ce_targets, channel_shape, derivatives, detached, mse_targets, sum_but},
 };
 
 /// What a sweep computes.
@@ -610,30 +610,9 @@ impl Sweep {
         let (_, o) = z.dims2()?;
         let dtype = z.dtype();
         let want_g = self.product != Product::GaussNewton;
-        let one_hot = |labels: &Tensor| -> Result<Tensor> {
-            Ok(
-                candle_nn::encoding::one_hot(labels.to_dtype(DType::U32)?, o, 1f64, 0f64)?
-                    .to_dtype(dtype)?
-                    .to_device(z.device())?,
-            )
-        };
         match kind {
             LossKind::Ce => {
-                let (t, mass) = match y {
-                    Targets::Classes(l) => (one_hot(l)?, None),
-                    Targets::Soft(q) => {
-                        let q = q.to_dtype(dtype)?;
-                        let mass = q.sum_keepdim(1)?;
-                        (q, Some(mass))
-                    }
-                    Targets::Values(_) => {
-                        return Err(Error::config(
-                            "loss",
-                            "ce",
-                            "cross-entropy needs class labels; this data set has real-valued targets (use mse)",
-                        ));
-                    }
-                };
+                let (t, mass) = ce_targets(y, z)?;
                 let p = candle_nn::ops::softmax_last_dim(z)?;
                 let g = if want_g {
                     let sp = match &mass {
@@ -676,10 +655,7 @@ impl Sweep {
             LossKind::Mse => {
                 let curv = 2.0 * weight / o as f64;
                 let g = if want_g {
-                    let t = match y {
-                        Targets::Classes(l) => one_hot(l)?,
-                        Targets::Soft(t) | Targets::Values(t) => t.to_dtype(dtype)?,
-                    };
+                    let t = mse_targets(y, z)?;
                     Some(z.sub(&t)?.affine(curv, 0.0)?)
                 } else {
                     None

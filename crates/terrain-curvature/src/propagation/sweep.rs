@@ -497,30 +497,9 @@ impl<'s> Sweep<'s> {
     fn loss(&mut self, z: &Tensor, y: &Targets, kind: LossKind, weight: f64) -> Result<Flow> {
         let (n, o) = z.dims2()?;
         let dtype = z.dtype();
-        let one_hot = |labels: &Tensor| -> Result<Tensor> {
-            Ok(
-                candle_nn::encoding::one_hot(labels.to_dtype(DType::U32)?, o, 1f64, 0f64)?
-                    .to_dtype(dtype)?
-                    .to_device(z.device())?,
-            )
-        };
         match kind {
             LossKind::Ce => {
-                let (t, mass) = match y {
-                    Targets::Classes(l) => (one_hot(l)?, None),
-                    Targets::Soft(q) => {
-                        let q = q.to_dtype(dtype)?;
-                        let mass = q.sum_keepdim(1)?;
-                        (q, Some(mass))
-                    }
-                    Targets::Values(_) => {
-                        return Err(Error::config(
-                            "loss",
-                            "ce",
-                            "cross-entropy needs class labels; this data set has real-valued targets (use mse)",
-                        ));
-                    }
-                };
+                let (t, mass) = ce_targets(y, z)?;
                 let p = candle_nn::ops::softmax(z, D::Minus1)?;
                 // ∇ = weight·(mass·p − t); ∇² = weight·mass·(diag p − p pᵀ).
                 let scaled_p = match &mass {
@@ -556,10 +535,7 @@ impl<'s> Sweep<'s> {
                 Ok(Flow { g, c })
             }
             LossKind::Mse => {
-                let t = match y {
-                    Targets::Classes(l) => one_hot(l)?,
-                    Targets::Soft(t) | Targets::Values(t) => t.to_dtype(dtype)?,
-                };
+                let t = mse_targets(y, z)?;
                 // ℓ = mean over outputs of (z − t)²: ∇ = 2(z − t)/O, ∇² = (2/O) I.
                 let curv = 2.0 * weight / o as f64;
                 let g = z.sub(&t)?.affine(curv, 0.0)?;
@@ -1001,4 +977,41 @@ pub(crate) fn run(
             }
         })
         .collect()
+}
+
+/// Labels `[N]` as one-hot rows `[N, O]` in the dtype and on the device of the logits `z`.
+fn one_hot_like(labels: &Tensor, z: &Tensor) -> Result<Tensor> {
+    let (_, o) = z.dims2()?;
+    Ok(
+        candle_nn::encoding::one_hot(labels.to_dtype(DType::U32)?, o, 1f64, 0f64)?
+            .to_dtype(z.dtype())?
+            .to_device(z.device())?,
+    )
+}
+
+/// Cross-entropy targets for the logits `z` `[N, O]`: the target rows `t` and, for soft targets,
+/// their per-row mass `Σ_o q` (`None` for class labels, whose mass is 1). Real-valued targets
+/// are an error.
+pub(crate) fn ce_targets(y: &Targets, z: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    match y {
+        Targets::Classes(l) => Ok((one_hot_like(l, z)?, None)),
+        Targets::Soft(q) => {
+            let q = q.to_dtype(z.dtype())?;
+            let mass = q.sum_keepdim(1)?;
+            Ok((q, Some(mass)))
+        }
+        Targets::Values(_) => Err(Error::config(
+            "loss",
+            "ce",
+            "cross-entropy needs class labels; this data set has real-valued targets (use mse)",
+        )),
+    }
+}
+
+/// Mean-squared-error targets for the logits `z` `[N, O]` (class labels one-hot).
+pub(crate) fn mse_targets(y: &Targets, z: &Tensor) -> Result<Tensor> {
+    match y {
+        Targets::Classes(l) => one_hot_like(l, z),
+        Targets::Soft(t) | Targets::Values(t) => Ok(t.to_dtype(z.dtype())?),
+    }
 }
