@@ -46,6 +46,24 @@ pub fn ok(args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// Trains a checkpoint `dir/name` with `terrain train --arch ARCH --data DATA` and the `extra`
+/// flags, asserts success, and returns its path.
+pub fn train_checkpoint(
+    dir: &std::path::Path,
+    name: &str,
+    arch: &str,
+    data: &str,
+    extra: &[&str],
+) -> PathBuf {
+    let path = dir.join(name);
+    let out = path.to_str().expect("a UTF-8 temporary path");
+    let mut args = vec!["train", "--arch", arch, "--data", data, "--out", out];
+    args.extend_from_slice(extra);
+    args.extend(["--format", "json"]);
+    ok(&args);
+    path
+}
+
 /// Runs `terrain` with `args`, asserts failure without a panic and returns stderr.
 pub fn fails(args: &[&str]) -> String {
     let out = terrain(args);

@@ -6,25 +6,17 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use terrain_curvature::{DenseHessian, HessianConfig, HessianOperator, HvpMethod};
-use terrain_e2e::{fails, ok};
+use terrain_e2e::{fails, ok, train_checkpoint};
 use terrain_model::{checkpoint, data, loss::LossKind};
 
 fn trained_iris(dir: &Path) -> PathBuf {
-    let ckpt = dir.join("iris.safetensors");
-    ok(&[
-        "train",
-        "--arch",
+    train_checkpoint(
+        dir,
+        "iris.safetensors",
         "mlp:4-6-3:tanh",
-        "--data",
         "iris",
-        "--epochs",
-        "20",
-        "--out",
-        ckpt.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    ckpt
+        &["--epochs", "20"],
+    )
 }
 
 #[test]

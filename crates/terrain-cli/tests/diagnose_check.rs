@@ -5,26 +5,12 @@
 
 use std::path::Path;
 
-use terrain_e2e::{fails, ok};
+use terrain_e2e::{fails, ok, train_checkpoint};
 
 fn train(dir: &Path, name: &str, seed: &str) -> String {
-    let p = dir.join(name).to_str().unwrap().to_string();
-    ok(&[
-        "train",
-        "--arch",
-        "mlp:64-8-10:relu",
-        "--data",
-        "digits",
-        "--epochs",
-        "3",
-        "--seed",
-        seed,
-        "--out",
-        &p,
-        "--format",
-        "json",
-    ]);
-    p
+    let extra = ["--epochs", "3", "--seed", seed];
+    let p = train_checkpoint(dir, name, "mlp:64-8-10:relu", "digits", &extra);
+    p.to_str().unwrap().to_string()
 }
 
 fn tree_file(name: &str) -> serde_json::Value {

@@ -5,25 +5,17 @@ use std::path::{Path, PathBuf};
 
 use candle_core::DType;
 use terrain_curvature::{DenseHessian, HessianConfig, HessianOperator};
-use terrain_e2e::{fails, ok, terrain};
+use terrain_e2e::{fails, ok, terrain, train_checkpoint};
 use terrain_model::{checkpoint, data, loss::LossKind};
 
 fn trained_iris(dir: &Path) -> PathBuf {
-    let ckpt = dir.join("iris.safetensors");
-    ok(&[
-        "train",
-        "--arch",
+    train_checkpoint(
+        dir,
+        "iris.safetensors",
         "mlp:4-6-3:tanh",
-        "--data",
         "iris",
-        "--epochs",
-        "30",
-        "--out",
-        ckpt.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    ckpt
+        &["--epochs", "30"],
+    )
 }
 
 #[test]

@@ -4,22 +4,17 @@
 
 use std::path::Path;
 
-use terrain_e2e::{fails, ok};
+use terrain_e2e::{fails, ok, train_checkpoint};
 
 /// Trains a checkpoint (the digits without standardisation, so seeds see the same inputs;
 /// regression sets standardised, as they need).
 fn train(dir: &Path, name: &str, arch: &str, data: &str, seed: &str) -> String {
-    let p = dir.join(name);
-    let p = p.to_str().unwrap().to_string();
-    let mut args = vec![
-        "train", "--arch", arch, "--data", data, "--epochs", "3", "--seed", seed, "--out", &p,
-    ];
+    let mut extra = vec!["--epochs", "3", "--seed", seed];
     if data == "digits" {
-        args.push("--no-standardize");
+        extra.push("--no-standardize");
     }
-    args.extend(["--format", "json"]);
-    ok(&args);
-    p
+    let p = train_checkpoint(dir, name, arch, data, &extra);
+    p.to_str().unwrap().to_string()
 }
 
 #[test]
