@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::brent::BrentConfig;
 use crate::evaluate::prepare;
-use crate::mdtree::{MdTree, Node, TreeKind};
+use crate::mdtree::{Bounds, MdTree, Node, TreeKind};
 use crate::question::Question;
 use crate::sample::Sampling;
 use crate::table::MetricTable;
@@ -62,6 +62,12 @@ pub struct FittedTree {
     pub sample: Option<String>,
     /// The sampling seed.
     pub seed: Option<u32>,
+    /// The bounds rule of the fit (`paper` or `data`; files without it are `paper`).
+    #[serde(default)]
+    pub bounds: Bounds,
+    /// Each slot's search interval `[lo, hi]` in the fit (empty for untrained thresholds).
+    #[serde(default)]
+    pub intervals: Vec<(f64, f64)>,
 }
 
 /// One decision on the path through the tree.
@@ -107,11 +113,13 @@ impl FittedTree {
             table: None,
             sample: None,
             seed: None,
+            bounds: Bounds::Paper,
+            intervals: Vec::new(),
         }
     }
 
     /// Fits a `kind` tree on the rows of `table` that `sampling` keeps for `seed` (minus
-    /// `optimal` rows and models narrower than `min_width`).
+    /// `optimal` rows and models narrower than `min_width`), with the paper's bounds.
     pub fn fit(
         table: &MetricTable,
         kind: TreeKind,
@@ -119,6 +127,19 @@ impl FittedTree {
         seed: u32,
         min_width: Option<f64>,
         brent: &BrentConfig,
+    ) -> Result<FittedTree> {
+        Self::fit_with(table, kind, sampling, seed, min_width, brent, Bounds::Paper)
+    }
+
+    /// [`FittedTree::fit`] with the search intervals and initial thresholds of `bounds`.
+    pub fn fit_with(
+        table: &MetricTable,
+        kind: TreeKind,
+        sampling: Sampling,
+        seed: u32,
+        min_width: Option<f64>,
+        brent: &BrentConfig,
+        bounds: Bounds,
     ) -> Result<FittedTree> {
         sampling.check()?;
         let p = prepare(table, kind.question(), kind.features(), min_width)?;
@@ -136,8 +157,10 @@ impl FittedTree {
         }
         let x: Vec<Vec<f64>> = keep.iter().map(|&i| p.x[i].clone()).collect();
         let y: Vec<usize> = keep.iter().map(|&i| p.y[i]).collect();
-        let fit = MdTree::fit(kind, &x, &y, brent)?;
+        let fit = MdTree::fit_with(kind, &x, &y, brent, bounds)?;
         let mut out = FittedTree::new(fit.tree);
+        out.bounds = fit.bounds;
+        out.intervals = fit.intervals;
         out.train_accuracy = Some(100.0 * fit.train_accuracy);
         out.n_train = keep.len();
         out.table = Some(table.path().display().to_string());

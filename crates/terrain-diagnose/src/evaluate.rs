@@ -8,6 +8,7 @@
 //!
 //! Methods ([`Method`]):
 //! - `mdtree` / `mdtree-cka`: the fixed-shape MD tree of the question ([`TreeKind`]);
+//! - `mdtree-single`: the question's single-checkpoint tree (no mode connectivity, no CKA);
 //! - `hyper-dt`: CART on hyperparameters: (log_data_amount, log_para_amount) for `temp`,
 //!   log_data_amount for `width`, log_para_amount for `data` (the authors' scripts);
 //! - `valid-dt`: CART on (train_error, train_loss, test_loss, test_error).
@@ -35,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::brent::BrentConfig;
 use crate::cart::{Cart, CartConfig};
-use crate::mdtree::{MdTree, TreeKind};
+use crate::mdtree::{Bounds, MdTree, TreeKind};
 use crate::question::{Label, Question};
 use crate::sample::Sampling;
 use crate::table::MetricTable;
@@ -54,6 +55,10 @@ pub enum Method {
     /// The MD tree with CKA instead of the Hessian trace (temperature question only).
     #[serde(rename = "mdtree-cka")]
     MdTreeCka,
+    /// The single-checkpoint tree of the question (`temp-single`, `width-single`,
+    /// `data-single`: train_error and Hessian features only).
+    #[serde(rename = "mdtree-single")]
+    MdTreeSingle,
     /// CART on hyperparameters ("Hyper + DT").
     HyperDt,
     /// CART on validation metrics ("Valid + DT").
@@ -62,9 +67,10 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 5] = [
         Method::MdTree,
         Method::MdTreeCka,
+        Method::MdTreeSingle,
         Method::HyperDt,
         Method::ValidDt,
     ];
@@ -74,6 +80,7 @@ impl Method {
         match self {
             Method::MdTree => "mdtree",
             Method::MdTreeCka => "mdtree-cka",
+            Method::MdTreeSingle => "mdtree-single",
             Method::HyperDt => "hyper-dt",
             Method::ValidDt => "valid-dt",
         }
@@ -86,6 +93,7 @@ impl Method {
             (Method::MdTree, Question::Width) => Some(TreeKind::Width),
             (Method::MdTree, Question::Data) => Some(TreeKind::Data),
             (Method::MdTreeCka, Question::Temp) => Some(TreeKind::TempCka),
+            (Method::MdTreeSingle, q) => Some(TreeKind::single(q)),
             _ => None,
         }
     }
@@ -93,7 +101,7 @@ impl Method {
     /// The table columns this method reads for `question`, in order.
     pub fn features(self, question: Question) -> Vec<&'static str> {
         match self {
-            Method::MdTree | Method::MdTreeCka => self
+            Method::MdTree | Method::MdTreeCka | Method::MdTreeSingle => self
                 .tree_kind(question)
                 .map(|k| k.features().to_vec())
                 .unwrap_or_default(),
@@ -124,7 +132,8 @@ impl FromStr for Method {
                 terrain_model::Error::config(
                     "method",
                     s,
-                    "must be one of `mdtree`, `mdtree-cka`, `hyper-dt`, `valid-dt`",
+                    "must be one of `mdtree`, `mdtree-cka`, `mdtree-single`, `hyper-dt`, \
+                     `valid-dt`",
                 )
             })
     }
@@ -149,6 +158,9 @@ pub struct EvalConfig {
     pub max_depth: usize,
     /// The threshold search of the MD tree.
     pub brent: BrentConfig,
+    /// The MD tree's search intervals and initial thresholds (`paper` in `new`).
+    #[serde(default)]
+    pub bounds: Bounds,
 }
 
 impl EvalConfig {
@@ -164,6 +176,7 @@ impl EvalConfig {
             dt_random_state: None,
             max_depth: 4,
             brent: BrentConfig::default(),
+            bounds: Bounds::Paper,
         }
     }
 
@@ -227,6 +240,8 @@ pub struct Evaluation {
     pub sample: String,
     /// The features the method read, in order.
     pub features: Vec<String>,
+    /// The MD tree's bounds rule (`paper` or `data`).
+    pub bounds: Bounds,
 }
 
 /// The rows of a table a question and method can use: features, labels, data and width.
@@ -320,6 +335,7 @@ pub fn evaluate(
         method: config.method,
         sample: config.sampling.to_string(),
         features: features.iter().map(|s| s.to_string()).collect(),
+        bounds: config.bounds,
     };
     let empty = |reason: String| Error::EmptySample {
         path: train.path().to_path_buf(),
@@ -340,7 +356,7 @@ pub fn evaluate(
         let x = subset(&tr.x, &keep);
         let y = subset(&tr.y, &keep);
         let (test_correct, train_acc, thresholds) = if let Some(kind) = config.method.tree_kind(q) {
-            let fit = MdTree::fit(kind, &x, &y, &config.brent)?;
+            let fit = MdTree::fit_with(kind, &x, &y, &config.brent, config.bounds)?;
             let correct =
                 te.x.iter()
                     .zip(&te.y)

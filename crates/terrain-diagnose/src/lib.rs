@@ -52,7 +52,7 @@ pub mod table;
 pub use diagnosis::{Diagnosis, FeatureRow, FittedTree};
 pub use error::{Error, Result};
 pub use evaluate::{EvalConfig, Evaluation, Method, evaluate};
-pub use mdtree::{MdTree, TreeKind};
+pub use mdtree::{Bounds, MdTree, TreeKind};
 pub use question::Question;
 pub use sample::Sampling;
 pub use table::MetricTable;

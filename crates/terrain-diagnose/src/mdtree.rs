@@ -8,6 +8,10 @@
 //! other thresholds held at their current values; every comparison is `value <= threshold`.
 //! `train_error` is in percent while its bound is [0, 1], as in the authors' code.
 //!
+//! [`Bounds`] chooses each slot's search interval and initial threshold: `paper` (the
+//! published ones, for the paper's tables) or `data` (from the training rows' feature values,
+//! for tables at another scale; see [`Bounds::Data`] for the exact rule).
+//!
 //! ```
 //! use terrain_diagnose::mdtree::{MdTree, TreeKind};
 //! use terrain_diagnose::brent::BrentConfig;
@@ -34,7 +38,29 @@ use crate::brent::{BrentConfig, minimize_bounded};
 use crate::question::Question;
 use crate::{Error, Result};
 
-/// The fixed tree shapes of the paper.
+/// The fixed tree shapes of the paper, and single-checkpoint shapes of ours.
+///
+/// The paper's four shapes read `mode_connectivity_peak` (and `temp-cka` CKA), which compare
+/// two trained seeds of one configuration. The three `*-single` shapes read only features of
+/// one model (train_error, hessian_t, hessian_e), so one checkpoint can be diagnosed. They keep
+/// the paper's first split (interpolating or not, train_error in percent, bound [0, 1]) and
+/// replace the connectivity tests by curvature tests, following the loss-landscape taxonomy
+/// the paper builds on (methods.md §2): a too-low temperature (large batch) ends in a sharp,
+/// poorly connected region, a too-high one (small batch) in a flat one; a model that is too
+/// narrow sits in a sharper region than one limited by its optimizer; models limited by their
+/// data amount are flatter than ones limited by the batch size (the paper's data tree sends
+/// `hessian_t <= t` to `data`). Their paper-scale bounds span the public tables' values
+/// (hessian_t [4, 9] as in the paper, hessian_e [1, 7]).
+///
+/// - `temp-single` (train_error, hessian_t, hessian_e): `te <= t0` → small (interpolating);
+///   else `hessian_t <= t1` → large (flat: noise-dominated, the temperature is too high);
+///   else `hessian_e <= t2` → large, else small (sharp bulk and sharp top direction: the
+///   temperature is too low). The paper's temp tree with "poorly connected" read as "sharp".
+/// - `width-single` (train_error, hessian_e, hessian_e): in each train_error regime,
+///   `hessian_e <= t` → batch, else width (the paper's width tree with "poorly connected"
+///   read as "a sharp top direction").
+/// - `data-single` (train_error, hessian_t, hessian_t), width ≥ 32 as the data tree: in each
+///   train_error regime, `hessian_t <= t` → data, else batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TreeKind {
@@ -47,6 +73,91 @@ pub enum TreeKind {
     /// `MDtree_data`: (train_error, mc_peak, hessian_t, mc_peak, hessian_t, hessian_t) for Q2
     /// data, on models of width ≥ 32.
     Data,
+    /// `temp-single`: (train_error, hessian_t, hessian_e) for Q1, from one checkpoint.
+    TempSingle,
+    /// `width-single`: (train_error, hessian_e, hessian_e) for Q2 width, from one checkpoint.
+    WidthSingle,
+    /// `data-single`: (train_error, hessian_t, hessian_t) for Q2 data (width ≥ 32), from one
+    /// checkpoint.
+    DataSingle,
+}
+
+/// How [`MdTree::fit_with`] chooses each slot's search interval and initial threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bounds {
+    /// The published bounds and initial thresholds ([`TreeKind::bounds`],
+    /// [`TreeKind::initial`]); what the paper's numbers need.
+    #[default]
+    Paper,
+    /// From the training rows: slot `k` (feature column `f`) searches
+    /// `[min − r/100, max + r/100]`, `min`, `max` of `f` over the training rows and
+    /// `r = max − min` (`[v − 1, v + 1]` when every row has the value `v`), and starts at the
+    /// median of `f` over those rows. Why: the published bounds are in the units of ResNet-18
+    /// on CIFAR-10 (hessian_t in [4, 9], train_error in [0, 1] %); on another model family a
+    /// bound can miss every value (an MLP's hessian_t of 2–3 is below 4, so every row goes one
+    /// way and the split is dead). The margins make both "every row `<=`" and "every row `>`"
+    /// reachable, so the interval holds every distinct split, and Brent's first two probes
+    /// (at 0.382 and 0.618 of the interval) land on both sides of a constant column; the
+    /// median starts a slot that is not fitted yet at a split that sends rows both ways.
+    /// Brent's settings and the single ordered pass are unchanged. Brent searches a step
+    /// function locally, as in the paper: it can stop on a plateau short of the best split.
+    Data,
+}
+
+impl Bounds {
+    /// The compact name (`paper`, `data`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Bounds::Paper => "paper",
+            Bounds::Data => "data",
+        }
+    }
+
+    /// The search interval and initial threshold of each slot of `kind` on rows `x`
+    /// (features in [`TreeKind::features`] order; `x` must not be empty for `data`).
+    pub fn resolve(self, kind: TreeKind, x: &[Vec<f64>]) -> (Vec<(f64, f64)>, Vec<f64>) {
+        match self {
+            Bounds::Paper => (kind.bounds().to_vec(), kind.initial().to_vec()),
+            Bounds::Data => (0..kind.features().len())
+                .map(|k| {
+                    let mut col: Vec<f64> = x.iter().map(|r| r[k]).collect();
+                    col.sort_by(f64::total_cmp);
+                    let (lo, hi) = (col[0], col[col.len() - 1]);
+                    let n = col.len();
+                    let median = if n % 2 == 1 {
+                        col[n / 2]
+                    } else {
+                        0.5 * (col[n / 2 - 1] + col[n / 2])
+                    };
+                    let r = hi - lo;
+                    let margin = if r > 0.0 { r / 100.0 } else { 1.0 };
+                    ((lo - margin, hi + margin), median)
+                })
+                .unzip(),
+        }
+    }
+}
+
+impl fmt::Display for Bounds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Bounds {
+    type Err = terrain_model::Error;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "paper" => Ok(Bounds::Paper),
+            "data" => Ok(Bounds::Data),
+            _ => Err(terrain_model::Error::config(
+                "bounds",
+                s,
+                "must be `paper` or `data`",
+            )),
+        }
+    }
 }
 
 /// A node of a fixed tree shape.
@@ -83,32 +194,60 @@ fn split(slot: usize, left: Node, right: Node) -> Node {
 
 const MC: &str = "mode_connectivity_peak";
 
+/// Features that compare two trained seeds of one configuration.
+pub const PAIR_FEATURES: [&str; 3] = ["mode_connectivity", "mode_connectivity_peak", "CKA"];
+
 impl TreeKind {
     /// Every kind.
-    pub const ALL: [TreeKind; 4] = [
+    pub const ALL: [TreeKind; 7] = [
         TreeKind::Temp,
         TreeKind::TempCka,
         TreeKind::Width,
         TreeKind::Data,
+        TreeKind::TempSingle,
+        TreeKind::WidthSingle,
+        TreeKind::DataSingle,
     ];
 
-    /// The compact name (`temp`, `temp-cka`, `width`, `data`).
+    /// The compact name (`temp`, `temp-cka`, `width`, `data`, `temp-single`, `width-single`,
+    /// `data-single`).
     pub fn name(self) -> &'static str {
         match self {
             TreeKind::Temp => "temp",
             TreeKind::TempCka => "temp-cka",
             TreeKind::Width => "width",
             TreeKind::Data => "data",
+            TreeKind::TempSingle => "temp-single",
+            TreeKind::WidthSingle => "width-single",
+            TreeKind::DataSingle => "data-single",
         }
     }
 
     /// The question the tree answers.
     pub fn question(self) -> Question {
         match self {
-            TreeKind::Temp | TreeKind::TempCka => Question::Temp,
-            TreeKind::Width => Question::Width,
-            TreeKind::Data => Question::Data,
+            TreeKind::Temp | TreeKind::TempCka | TreeKind::TempSingle => Question::Temp,
+            TreeKind::Width | TreeKind::WidthSingle => Question::Width,
+            TreeKind::Data | TreeKind::DataSingle => Question::Data,
         }
+    }
+
+    /// The single-checkpoint shape of `question`.
+    pub fn single(question: Question) -> TreeKind {
+        match question {
+            Question::Temp => TreeKind::TempSingle,
+            Question::Width => TreeKind::WidthSingle,
+            Question::Data => TreeKind::DataSingle,
+        }
+    }
+
+    /// The first feature that needs two or more seeds of one configuration
+    /// ([`PAIR_FEATURES`]), if the tree reads one.
+    pub fn pair_feature(self) -> Option<&'static str> {
+        self.features()
+            .iter()
+            .copied()
+            .find(|f| PAIR_FEATURES.contains(f))
     }
 
     /// The feature (table column) of each threshold slot.
@@ -118,6 +257,9 @@ impl TreeKind {
             TreeKind::TempCka => &["train_error", MC, "CKA"],
             TreeKind::Width => &["train_error", MC, MC],
             TreeKind::Data => &["train_error", MC, "hessian_t", MC, "hessian_t", "hessian_t"],
+            TreeKind::TempSingle => &["train_error", "hessian_t", "hessian_e"],
+            TreeKind::WidthSingle => &["train_error", "hessian_e", "hessian_e"],
+            TreeKind::DataSingle => &["train_error", "hessian_t", "hessian_t"],
         }
     }
 
@@ -128,6 +270,9 @@ impl TreeKind {
             TreeKind::TempCka => &[0.5, -10.0, 0.5],
             TreeKind::Width => &[0.5, -10.0, -10.0],
             TreeKind::Data => &[0.5, -10.0, 7.0, -10.0, 7.0, 7.0],
+            TreeKind::TempSingle => &[0.5, 7.0, 4.5],
+            TreeKind::WidthSingle => &[0.5, 4.0, 4.0],
+            TreeKind::DataSingle => &[0.5, 7.0, 7.0],
         }
     }
 
@@ -145,6 +290,9 @@ impl TreeKind {
                 (4.0, 9.0),
                 (4.0, 9.0),
             ],
+            TreeKind::TempSingle => &[(0.0, 1.0), (4.0, 9.0), (1.0, 7.0)],
+            TreeKind::WidthSingle => &[(0.0, 1.0), (1.0, 7.0), (1.0, 7.0)],
+            TreeKind::DataSingle => &[(0.0, 1.0), (4.0, 9.0), (4.0, 9.0)],
         }
     }
 
@@ -162,6 +310,12 @@ impl TreeKind {
                 split(1, split(4, leaf(1), leaf(0)), split(2, leaf(1), leaf(0))),
                 split(3, leaf(0), split(5, leaf(1), leaf(0))),
             ),
+            // Classes: 0 = large, 1 = small.
+            TreeKind::TempSingle => split(0, leaf(1), split(1, leaf(0), split(2, leaf(0), leaf(1)))),
+            // Classes: 0 = batch, 1 = width.
+            TreeKind::WidthSingle => split(0, split(1, leaf(0), leaf(1)), split(2, leaf(0), leaf(1))),
+            // Classes: 0 = batch, 1 = data.
+            TreeKind::DataSingle => split(0, split(1, leaf(1), leaf(0)), split(2, leaf(1), leaf(0))),
         }
     }
 
@@ -180,6 +334,10 @@ impl TreeKind {
             Some("hessian_t") => (
                 "locally flat: a small Hessian trace",
                 "locally sharp: a large Hessian trace",
+            ),
+            Some("hessian_e") => (
+                "flat top direction: a small top Hessian eigenvalue",
+                "sharp top direction: a large top Hessian eigenvalue",
             ),
             Some("CKA") => (
                 "dissimilar seeds: low CKA between their outputs",
@@ -208,7 +366,8 @@ impl FromStr for TreeKind {
                 terrain_model::Error::config(
                     "tree",
                     &s,
-                    "must be one of `temp`, `temp-cka`, `width`, `data`",
+                    "must be one of `temp`, `temp-cka`, `width`, `data`, `temp-single`, \
+                     `width-single`, `data-single`",
                 )
             })
     }
@@ -232,6 +391,12 @@ pub struct MdFit {
     pub train_accuracy: f64,
     /// Objective evaluations of each slot's search.
     pub evaluations: Vec<usize>,
+    /// The bounds rule used.
+    pub bounds: Bounds,
+    /// Each slot's search interval.
+    pub intervals: Vec<(f64, f64)>,
+    /// Each slot's initial threshold.
+    pub initial: Vec<f64>,
 }
 
 /// One decision on the path through a tree.
@@ -306,6 +471,17 @@ impl MdTree {
     /// `y` (indices into the question's classes): one bounded Brent search per slot, in order,
     /// in one pass.
     pub fn fit(kind: TreeKind, x: &[Vec<f64>], y: &[usize], brent: &BrentConfig) -> Result<MdFit> {
+        Self::fit_with(kind, x, y, brent, Bounds::Paper)
+    }
+
+    /// [`MdTree::fit`] with the search intervals and initial thresholds of `bounds`.
+    pub fn fit_with(
+        kind: TreeKind,
+        x: &[Vec<f64>],
+        y: &[usize],
+        brent: &BrentConfig,
+        bounds: Bounds,
+    ) -> Result<MdFit> {
         let what = format!("MD tree `{kind}`");
         if x.is_empty() {
             return Err(Error::EmptyTraining { what });
@@ -318,16 +494,17 @@ impl MdTree {
         }
         Self::check_rows(kind, x, &what)?;
         let shape = kind.shape();
-        let mut thresholds = kind.initial().to_vec();
+        let (intervals, initial) = bounds.resolve(kind, x);
+        let mut thresholds = initial.clone();
         let mut evaluations = Vec::new();
-        for (slot, &bounds) in kind.bounds().iter().enumerate() {
+        for (slot, &interval) in intervals.iter().enumerate() {
             let mut t = thresholds.clone();
             let r = minimize_bounded(
                 |v| {
                     t[slot] = v;
                     -accuracy(&shape, x, y, &t)
                 },
-                bounds,
+                interval,
                 brent,
             )?;
             thresholds[slot] = r.x;
@@ -338,6 +515,9 @@ impl MdTree {
             tree: MdTree { kind, thresholds },
             train_accuracy,
             evaluations,
+            bounds,
+            intervals,
+            initial,
         })
     }
 

@@ -6,8 +6,9 @@
 //! - `explain`: apply a tree file to one model's features (a table row or `name=value` pairs)
 //!   and print the diagnosis with its evidence, optionally drawing the tree with the path taken.
 //!
-//! - `check CKPT...`: diagnose checkpoints directly (see `diagnose_check`): a subcommand rather
-//!   than a bare `diagnose CKPT`, which clap cannot tell from the subcommand names.
+//! - `diagnose CKPT [CKPT2 ...] --data D` (or `diagnose check CKPT...`): diagnose checkpoints
+//!   directly (see `diagnose_check`); a checkpoint file named like a subcommand needs a path
+//!   (`./fit`).
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,7 @@ use terrain_diagnose::brent::BrentConfig;
 use terrain_diagnose::diagnosis::{Diagnosis, FeatureRow, FittedTree};
 use terrain_diagnose::evaluate::{EvalConfig, Method, PAPER_SEEDS, evaluate};
 use terrain_diagnose::mdtree::Node;
-use terrain_diagnose::{MetricTable, Question, Sampling};
+use terrain_diagnose::{Bounds, MetricTable, Question, Sampling};
 use terrain_report::Format;
 use terrain_report::chart::{Chart, TreeDiagram, TreeNode};
 use terrain_report::record::{Record, read_json, write_json};
@@ -35,11 +36,14 @@ impl Record for TreeRecord {
     const SCHEMA_VERSION: u32 = 1;
 }
 
-/// Arguments of `terrain diagnose`.
+/// Arguments of `terrain diagnose`: a subcommand, or checkpoints to diagnose.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct DiagnoseArgs {
     #[command(subcommand)]
-    command: DiagnoseCommand,
+    command: Option<DiagnoseCommand>,
+    #[command(flatten)]
+    check: Option<super::diagnose_check::CheckArgs>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -53,8 +57,9 @@ enum DiagnoseCommand {
     /// Diagnose one model from its metrics with a fitted tree: each decision, the metric's
     /// value, the threshold, and what to change.
     Explain(ExplainArgs),
-    /// Diagnose checkpoints (seeds of one configuration) directly: measure their MD tree
-    /// features, apply the shipped trees (or --tree), print each decision and the advice.
+    /// Diagnose checkpoints (seeds of one configuration) directly, as `terrain diagnose
+    /// CKPT...`: measure their MD tree features, apply the shipped trees (or --tree), print
+    /// each decision and the advice.
     Check(super::diagnose_check::CheckArgs),
 }
 
@@ -67,9 +72,15 @@ pub struct FitArgs {
     /// The question: temp, width or data.
     #[arg(long)]
     question: Question,
-    /// The tree: mdtree, or mdtree-cka (temp only; CKA instead of the Hessian trace).
+    /// The tree: mdtree, mdtree-cka (temp only; CKA instead of the Hessian trace), or
+    /// mdtree-single (train_error and Hessian only: diagnoses one checkpoint).
     #[arg(long, default_value = "mdtree")]
     method: Method,
+    /// Threshold search intervals and starting values: paper (the published ones, in the units
+    /// of the paper's ResNet-18 tables) or data ([min - r/100, max + r/100] of each feature over
+    /// the training rows, r = max - min, starting at the median: for tables at another scale).
+    #[arg(long, default_value = "paper")]
+    bounds: Bounds,
     /// Which rows to fit on (see `diagnose evaluate --help`).
     #[arg(long, default_value = "all")]
     sample: Sampling,
@@ -127,10 +138,15 @@ pub struct EvaluateArgs {
     /// temperature), data (data amount or temperature; models of width >= 32).
     #[arg(long)]
     question: Question,
-    /// The method: mdtree, mdtree-cka (temp only), hyper-dt (CART on hyperparameters),
-    /// valid-dt (CART on train/test error and loss).
+    /// The method: mdtree, mdtree-cka (temp only), mdtree-single (the single-checkpoint tree:
+    /// train_error and Hessian only), hyper-dt (CART on hyperparameters), valid-dt (CART on
+    /// train/test error and loss).
     #[arg(long, default_value = "mdtree")]
     method: Method,
+    /// MD tree threshold search intervals and starting values: paper (published) or data (from
+    /// the training rows; see `diagnose fit --help`).
+    #[arg(long, default_value = "paper")]
+    bounds: Bounds,
     /// Training configurations: random:K (K random (data, width) cells with all their batch
     /// sizes), data-limit:K (data <= K tenths), width-limit:W, random-data:K, random-width:K, all.
     #[arg(long, default_value = "random:8")]
@@ -151,11 +167,17 @@ pub struct EvaluateArgs {
 
 /// Runs `terrain diagnose`.
 pub fn run(ctx: &Context, a: DiagnoseArgs) -> Result<()> {
-    match a.command {
-        DiagnoseCommand::Evaluate(a) => run_evaluate(ctx, a),
-        DiagnoseCommand::Fit(a) => run_fit(ctx, a),
-        DiagnoseCommand::Explain(a) => run_explain(ctx, a),
-        DiagnoseCommand::Check(a) => super::diagnose_check::run(ctx, a),
+    match (a.command, a.check) {
+        (Some(DiagnoseCommand::Evaluate(a)), _) => run_evaluate(ctx, a),
+        (Some(DiagnoseCommand::Fit(a)), _) => run_fit(ctx, a),
+        (Some(DiagnoseCommand::Explain(a)), _) => run_explain(ctx, a),
+        (Some(DiagnoseCommand::Check(a)), _) | (None, Some(a)) => {
+            super::diagnose_check::run(ctx, a)
+        }
+        (None, None) => bail!(
+            "give checkpoints to diagnose (terrain diagnose CKPT [CKPT2 ...] --data D) or a \
+             subcommand (evaluate, fit, explain, check); see terrain diagnose --help"
+        ),
     }
 }
 
@@ -171,6 +193,7 @@ fn flag_of(e: &terrain_diagnose::Error) -> Option<&'static str> {
         "min_width" => "--min-width",
         "max_depth" => "--max-depth",
         "sample" => "--sample",
+        "bounds" => "--bounds",
         _ => return None,
     })
 }
@@ -192,6 +215,7 @@ fn run_evaluate(ctx: &Context, a: EvaluateArgs) -> Result<()> {
     }
     cfg.dt_random_state = a.dt_random_state;
     cfg.max_depth = a.max_depth;
+    cfg.bounds = a.bounds;
     let e = with_flag(evaluate(&train, &test, &cfg))?;
     let value = match ctx.format {
         Format::Table => {
@@ -218,6 +242,7 @@ fn run_evaluate(ctx: &Context, a: EvaluateArgs) -> Result<()> {
                 "method": e.method,
                 "sample": e.sample,
                 "features": e.features,
+                "bounds": e.bounds,
                 "accuracy": e.accuracy,
                 "n_test": e.n_test,
                 "per_seed": per_seed,
@@ -232,7 +257,7 @@ fn run_evaluate(ctx: &Context, a: EvaluateArgs) -> Result<()> {
 fn run_fit(ctx: &Context, a: FitArgs) -> Result<()> {
     let Some(kind) = a.method.tree_kind(a.question) else {
         bail!(
-            "invalid --method: `{}` fits no MD tree for --question {} (use mdtree{})",
+            "invalid --method: `{}` fits no MD tree for --question {} (use mdtree, mdtree-single{})",
             a.method,
             a.question,
             if a.question == Question::Temp {
@@ -249,13 +274,14 @@ fn run_fit(ctx: &Context, a: FitArgs) -> Result<()> {
     let min_width = a
         .min_width
         .or((a.question == Question::Data).then_some(32.0));
-    let tree = with_flag(FittedTree::fit(
+    let tree = with_flag(FittedTree::fit_with(
         &table,
         kind,
         a.sample,
         a.seed,
         min_width,
         &BrentConfig::default(),
+        a.bounds,
     ))?;
     write_json(&a.out, &TreeRecord(tree.clone()))
         .with_context(|| format!("writing --out {}", a.out.display()))?;

@@ -1,11 +1,15 @@
-//! `terrain diagnose check CKPT [CKPT2 ...] --data D [--tree FILE]`: diagnose checkpoints
-//! directly. Measures the MD tree feature row of the checkpoints (seeds of one configuration)
-//! with terrain-metrics, applies the given tree or the three shipped default trees (fitted on
-//! `cargo xtask zoo`, in `crates/terrain-diagnose/trees/`), and prints each decision (metric,
-//! value, threshold), the label and the advice; `--plot` draws each tree with the path taken.
+//! `terrain diagnose CKPT [CKPT2 ...] --data D [--tree FILE]` (also `terrain diagnose check
+//! ...`): diagnose checkpoints directly. Measures the MD tree feature row of the checkpoints
+//! (seeds of one configuration) with terrain-metrics, applies the given tree or the shipped
+//! default trees (fitted on `cargo xtask zoo`, in `crates/terrain-diagnose/trees/`), and prints
+//! each decision (metric, value, threshold), the label and the advice; `--plot` draws each tree
+//! with the path taken.
 //!
-//! Every MD tree reads `mode_connectivity_peak`, which needs two checkpoints of the same
-//! configuration: with one checkpoint the command refuses, saying so.
+//! Mode connectivity and CKA compare two trained seeds of one configuration. With two or more
+//! checkpoints the shipped full trees (`temp`, `width`, `data`) are applied; with one, the
+//! shipped single-checkpoint trees (`temp-single`, `width-single`, `data-single`: train_error
+//! and Hessian features only), and the output says so (`single_checkpoint`, `note`). A tree file
+//! that reads a two-seed feature, given one checkpoint, is refused naming that feature.
 
 use std::path::{Path, PathBuf};
 
@@ -41,9 +45,35 @@ pub const DEFAULT_TREES: [(&str, &str); 3] = [
     ),
 ];
 
+/// The shipped single-checkpoint trees: (file name, JSON), fitted on the default
+/// `cargo xtask zoo`.
+pub const SINGLE_TREES: [(&str, &str); 3] = [
+    (
+        "temp-single.json",
+        include_str!("../../../terrain-diagnose/trees/temp-single.json"),
+    ),
+    (
+        "width-single.json",
+        include_str!("../../../terrain-diagnose/trees/width-single.json"),
+    ),
+    (
+        "data-single.json",
+        include_str!("../../../terrain-diagnose/trees/data-single.json"),
+    ),
+];
+
 /// The shipped default trees, checked.
 pub fn default_trees() -> Result<Vec<(String, FittedTree)>> {
-    DEFAULT_TREES
+    shipped(&DEFAULT_TREES)
+}
+
+/// The shipped single-checkpoint trees, checked.
+pub fn single_trees() -> Result<Vec<(String, FittedTree)>> {
+    shipped(&SINGLE_TREES)
+}
+
+fn shipped(files: &[(&str, &str)]) -> Result<Vec<(String, FittedTree)>> {
+    files
         .iter()
         .map(|(name, text)| {
             let origin = format!("shipped tree {name}");
@@ -54,17 +84,17 @@ pub fn default_trees() -> Result<Vec<(String, FittedTree)>> {
         .collect()
 }
 
-/// Arguments of `terrain diagnose check`.
+/// Arguments of `terrain diagnose CKPT...` (and `terrain diagnose check`).
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// Checkpoints of one configuration (different seeds); the MD trees' mode connectivity
-    /// needs at least two.
-    #[arg(value_name = "CHECKPOINT", num_args = 1..)]
+    /// Checkpoints of one configuration (different seeds). Mode connectivity and CKA need at
+    /// least two; with one, the single-checkpoint trees are used.
+    #[arg(value_name = "CHECKPOINT", num_args = 1.., required = true)]
     checkpoints: Vec<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     /// A tree file (from `terrain diagnose fit`) [default: the three shipped trees: temp,
-    /// width, data].
+    /// width, data; with one checkpoint temp-single, width-single, data-single].
     #[arg(long, value_name = "TREE.json")]
     tree: Option<PathBuf>,
     /// Mode connectivity path: linear (no training; what the shipped trees were fitted with) or
@@ -110,29 +140,29 @@ fn plot_path(base: &Path, question: &str, several: bool) -> PathBuf {
     base.with_file_name(format!("{stem}-{question}.{ext}"))
 }
 
-/// Runs `terrain diagnose check`.
+/// Runs `terrain diagnose CKPT...` (and `terrain diagnose check`).
 pub fn run(ctx: &Context, a: CheckArgs) -> Result<()> {
+    let single = a.checkpoints.len() < 2;
     let trees = match &a.tree {
         Some(p) => vec![(p.display().to_string(), read_tree(p)?)],
+        None if single => single_trees()?,
         None => default_trees()?,
     };
     if let Some(p) = &a.plot {
         check_plot_path(p)?;
     }
-    let pair_features = ["mode_connectivity", "mode_connectivity_peak", "CKA"];
-    if a.checkpoints.len() < 2
-        && let Some((origin, t)) = trees.iter().find(|(_, t)| {
-            t.features
-                .iter()
-                .any(|f| pair_features.contains(&f.as_str()))
-        })
+    if single
+        && let Some((origin, t, f)) = trees
+            .iter()
+            .find_map(|(o, t)| t.kind.pair_feature().map(|f| (o, t, f)))
     {
         bail!(
-            "{} checkpoint given, but {origin} reads {} (mode connectivity and CKA compare two \
-             trained seeds of one configuration, and every MD tree shape reads \
-             mode_connectivity_peak): give two or more checkpoints of the same configuration",
+            "{} checkpoint given, but {origin} (an MD tree `{}`) reads {f}, which compares two \
+             trained seeds of one configuration: give two or more checkpoints of the same \
+             configuration, or a single-checkpoint tree (fitted with `terrain diagnose fit \
+             --method mdtree-single`)",
             a.checkpoints.len(),
-            t.features.join(", ")
+            t.kind
         );
     }
     terrain_model::autodiff::ensure_second_order()?;
@@ -217,12 +247,20 @@ pub fn run(ctx: &Context, a: CheckArgs) -> Result<()> {
         }
         diagnoses.push(v);
     }
-    let value = json!({
+    let mut value = json!({
         "checkpoints": names,
-        "connectivity": format!("{:?}", a.connect).to_lowercase(),
+        "single_checkpoint": single,
         "features": row_json,
         "diagnoses": diagnoses,
     });
+    if single {
+        value["note"] = json!(
+            "one checkpoint: mode connectivity and CKA need two or more seed checkpoints of one \
+             configuration, so the trees read train_error and the Hessian only"
+        );
+    } else {
+        value["connectivity"] = json!(format!("{:?}", a.connect).to_lowercase());
+    }
     terrain_report::table::print_value(ctx.format, &value);
     Ok(())
 }
