@@ -1,7 +1,9 @@
-//! End to end: `terrain diagnose check` on two zoo-like checkpoints (an MLP on digits, two
-//! seeds) measures the same feature row as `terrain metrics --connect linear`, walks each
-//! shipped tree exactly as the MD tree's rules say (recomputed here from the tree files), draws
-//! the trees, and refuses one checkpoint, a tree file for other features and a missing file.
+//! End to end: `terrain diagnose CKPT...` (and its alias `terrain diagnose check`) on two
+//! zoo-like checkpoints (an MLP on digits, two seeds) measures the same feature row as
+//! `terrain metrics --connect linear`, walks each shipped tree exactly as the MD tree's rules
+//! say (recomputed here from the tree files), and draws the trees; on one checkpoint it walks
+//! the shipped single-checkpoint trees and says so; it refuses a full tree given one
+//! checkpoint (naming the two-seed feature), a tree file for other features and a missing file.
 
 use std::path::Path;
 
@@ -28,7 +30,6 @@ fn check_measures_walks_the_shipped_trees_draws_and_refuses_bad_input() {
     let plot = dir.path().join("tree.png");
     let v = ok(&[
         "diagnose",
-        "check",
         &a,
         &b,
         "--data",
@@ -68,6 +69,9 @@ fn check_measures_walks_the_shipped_trees_draws_and_refuses_bad_input() {
     let f = |k: &str| v["features"][k].as_f64().unwrap();
     let ds = v["diagnoses"].as_array().unwrap();
     assert_eq!(ds.len(), 3);
+    assert_eq!(v["single_checkpoint"], false);
+    assert!(v.get("note").is_none());
+    assert_eq!(ds[0]["tree"], "temp");
     // The temp tree by methods.md §2.5's rules, on the shipped thresholds.
     let temp = tree_file("temp.json");
     let t: Vec<f64> = temp["data"]["thresholds"]
@@ -114,10 +118,117 @@ fn check_measures_walks_the_shipped_trees_draws_and_refuses_bad_input() {
         assert!(std::fs::metadata(&p).unwrap().len() > 1000, "{q} picture");
     }
 
-    // One checkpoint: every shipped tree needs mode connectivity.
-    let e = fails(&["diagnose", "check", &a, "--data", "digits"]);
+    // One checkpoint: the single-checkpoint trees, said so, walked by hand.
+    let single_plot = dir.path().join("single.svg");
+    let one = ok(&[
+        "diagnose",
+        &a,
+        "--data",
+        "digits",
+        "--plot",
+        single_plot.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(one["single_checkpoint"], true);
+    assert!(
+        one["note"].as_str().unwrap().contains("two or more"),
+        "{one}"
+    );
+    // The features of one model (not the two seeds' means above).
+    let g = |k: &str| one["features"][k].as_f64().unwrap();
+    let (te, ht, he) = (g("train_error"), g("hessian_t"), g("hessian_e"));
+    assert!(one["features"]["mode_connectivity_peak"].is_null());
+    let ts = |name: &str| -> Vec<f64> {
+        tree_file(name)["data"]["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let (t, w, d) = (
+        ts("temp-single.json"),
+        ts("width-single.json"),
+        ts("data-single.json"),
+    );
+    let temp_label = if te <= t[0] {
+        "small"
+    } else if ht <= t[1] || he <= t[2] {
+        "large"
+    } else {
+        "small"
+    };
+    let wt = if te <= w[0] { w[1] } else { w[2] };
+    let dt = if te <= d[0] { d[1] } else { d[2] };
+    let ds1 = one["diagnoses"].as_array().unwrap();
+    let temp_steps = if te <= t[0] {
+        1
+    } else if ht <= t[1] {
+        2
+    } else {
+        3
+    };
+    let want = [
+        ("temp-single", temp_label, temp_steps),
+        ("width-single", if he <= wt { "batch" } else { "width" }, 2),
+        ("data-single", if ht <= dt { "data" } else { "batch" }, 2),
+    ];
+    for (d, (tree, label, steps)) in ds1.iter().zip(want) {
+        assert_eq!(d["tree"], tree);
+        assert_eq!(d["label"], label, "{tree}");
+        let ev = d["evidence"].as_array().unwrap();
+        assert_eq!(ev[0]["metric"], "train_error");
+        assert_eq!(ev[0]["value"].as_f64().unwrap(), te);
+        assert_eq!(ev.len(), steps, "{tree}");
+        assert!(d["advice"].as_str().unwrap().len() > 10);
+    }
+    for q in ["temp", "width", "data"] {
+        let p = dir.path().join(format!("single-{q}.svg"));
+        let svg = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            svg.contains("<svg") && svg.contains("hessian"),
+            "{q} picture"
+        );
+    }
+    // The table output says so too.
+    let text = terrain_e2e::terrain(&["diagnose", &a, "--data", "digits"]);
+    assert!(text.status.success());
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("two or more seed checkpoints"), "{text}");
+    assert!(text.contains("temp-single"), "{text}");
+    // A full tree given one checkpoint: refused, naming the two-seed feature.
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("../terrain-diagnose/trees/temp.json");
+    let e = fails(&[
+        "diagnose",
+        &a,
+        "--data",
+        "digits",
+        "--tree",
+        full.to_str().unwrap(),
+    ]);
     assert!(e.contains("1 checkpoint given"), "{e}");
+    assert!(e.contains("mode_connectivity_peak"), "{e}");
     assert!(e.contains("two or more checkpoints"), "{e}");
+    // A single-checkpoint tree given two checkpoints is fine (the alias `check`).
+    let single =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../terrain-diagnose/trees/temp-single.json");
+    let two = ok(&[
+        "diagnose",
+        "check",
+        &a,
+        &b,
+        "--data",
+        "digits",
+        "--tree",
+        single.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(two["diagnoses"][0]["tree"], "temp-single");
+    assert_eq!(two["single_checkpoint"], false);
+    let e2 = &two["diagnoses"][0]["evidence"][0];
+    assert_eq!(e2["value"].as_f64().unwrap(), f("train_error"));
     // A tree file for other features.
     let mut bad = temp.clone();
     bad["data"]["features"] = serde_json::json!(["train_error", "CKA", "test_loss"]);

@@ -311,11 +311,17 @@ impl TreeKind {
                 split(3, leaf(0), split(5, leaf(1), leaf(0))),
             ),
             // Classes: 0 = large, 1 = small.
-            TreeKind::TempSingle => split(0, leaf(1), split(1, leaf(0), split(2, leaf(0), leaf(1)))),
+            TreeKind::TempSingle => {
+                split(0, leaf(1), split(1, leaf(0), split(2, leaf(0), leaf(1))))
+            }
             // Classes: 0 = batch, 1 = width.
-            TreeKind::WidthSingle => split(0, split(1, leaf(0), leaf(1)), split(2, leaf(0), leaf(1))),
+            TreeKind::WidthSingle => {
+                split(0, split(1, leaf(0), leaf(1)), split(2, leaf(0), leaf(1)))
+            }
             // Classes: 0 = batch, 1 = data.
-            TreeKind::DataSingle => split(0, split(1, leaf(1), leaf(0)), split(2, leaf(1), leaf(0))),
+            TreeKind::DataSingle => {
+                split(0, split(1, leaf(1), leaf(0)), split(2, leaf(1), leaf(0)))
+            }
         }
     }
 

@@ -18,10 +18,7 @@ fn mlp_scale() -> (Vec<Vec<f64>>, Vec<usize>) {
     (0..20)
         .map(|i| {
             let h = 0.10 + 0.01 * i as f64;
-            (
-                vec![6.0, -36.0, h],
-                usize::from(h > 0.195),
-            )
+            (vec![6.0, -36.0, h], usize::from(h > 0.195))
         })
         .unzip()
 }
@@ -108,7 +105,10 @@ fn the_single_trees_read_one_model_and_walk_as_documented() {
         TreeKind::Temp.pair_feature(),
         Some("mode_connectivity_peak")
     );
-    assert_eq!(TreeKind::TempCka.pair_feature(), Some("mode_connectivity_peak"));
+    assert_eq!(
+        TreeKind::TempCka.pair_feature(),
+        Some("mode_connectivity_peak")
+    );
     // temp-single at (0.5, 7, 4.5); classes 0 = large, 1 = small.
     let t = MdTree::initial(TreeKind::TempSingle);
     assert_eq!(t.predict(&[0.5, 9.0, 9.0]).unwrap(), 1); // interpolating
@@ -177,7 +177,11 @@ fn the_single_temp_tree_on_the_paper_tables_is_scored_as_walked_by_hand() {
         }
         assert_eq!(n, 1560);
         let acc = 100.0 * correct as f64 / n as f64;
-        assert!((acc - e.per_seed[s]).abs() < 1e-9, "seed {s}: {acc} vs {}", e.per_seed[s]);
+        assert!(
+            (acc - e.per_seed[s]).abs() < 1e-9,
+            "seed {s}: {acc} vs {}",
+            e.per_seed[s]
+        );
     }
     // Better than the constant majority predictor of the noisy table (small 1010 of 1560).
     assert!(e.accuracy > 100.0 * 1010.0 / 1560.0, "{}", e.accuracy);

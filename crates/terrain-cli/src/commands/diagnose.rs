@@ -43,7 +43,7 @@ pub struct DiagnoseArgs {
     #[command(subcommand)]
     command: Option<DiagnoseCommand>,
     #[command(flatten)]
-    check: Option<super::diagnose_check::CheckArgs>,
+    check: super::diagnose_check::CheckArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -167,17 +167,12 @@ pub struct EvaluateArgs {
 
 /// Runs `terrain diagnose`.
 pub fn run(ctx: &Context, a: DiagnoseArgs) -> Result<()> {
-    match (a.command, a.check) {
-        (Some(DiagnoseCommand::Evaluate(a)), _) => run_evaluate(ctx, a),
-        (Some(DiagnoseCommand::Fit(a)), _) => run_fit(ctx, a),
-        (Some(DiagnoseCommand::Explain(a)), _) => run_explain(ctx, a),
-        (Some(DiagnoseCommand::Check(a)), _) | (None, Some(a)) => {
-            super::diagnose_check::run(ctx, a)
-        }
-        (None, None) => bail!(
-            "give checkpoints to diagnose (terrain diagnose CKPT [CKPT2 ...] --data D) or a \
-             subcommand (evaluate, fit, explain, check); see terrain diagnose --help"
-        ),
+    match a.command {
+        Some(DiagnoseCommand::Evaluate(a)) => run_evaluate(ctx, a),
+        Some(DiagnoseCommand::Fit(a)) => run_fit(ctx, a),
+        Some(DiagnoseCommand::Explain(a)) => run_explain(ctx, a),
+        Some(DiagnoseCommand::Check(a)) => super::diagnose_check::run(ctx, a),
+        None => super::diagnose_check::run(ctx, a.check),
     }
 }
 

@@ -91,8 +91,13 @@ pub struct CheckArgs {
     /// least two; with one, the single-checkpoint trees are used.
     #[arg(value_name = "CHECKPOINT", num_args = 1.., required = true)]
     checkpoints: Vec<PathBuf>,
-    #[command(flatten)]
-    data: DataArgs,
+    /// Data set, as for `terrain train --data` (the checkpoints' recipe split when they were
+    /// trained on it).
+    #[arg(long, required = true)]
+    data: Option<String>,
+    /// Directory of fetched hub data sets (default: $TERRAIN_DATA_DIR or ~/.cache/terrain/datasets).
+    #[arg(long, env = "TERRAIN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// A tree file (from `terrain diagnose fit`) [default: the three shipped trees: temp,
     /// width, data; with one checkpoint temp-single, width-single, data-single].
     #[arg(long, value_name = "TREE.json")]
@@ -113,16 +118,20 @@ pub struct CheckArgs {
 /// The training and test rows of the first checkpoint on `--data` (its recipe's split when it
 /// was trained on that source, else all rows standardised as it was).
 fn datasets(a: &CheckArgs, first: &Checkpoint) -> Result<(Dataset, Option<Dataset>)> {
+    let data = DataArgs {
+        data: a.data.clone().context("--data is required")?,
+        data_dir: a.data_dir.clone(),
+    };
     let record = first.record()?;
     if let Some(r) = record
         .run
         .as_ref()
-        .filter(|r| terrain_model::data::same_source(&r.data.source, &a.data.data))
+        .filter(|r| terrain_model::data::same_source(&r.data.source, &data.data))
     {
-        let p = r.prepare_data(a.data.data_dir.as_deref())?;
+        let p = r.prepare_data(data.data_dir.as_deref())?;
         return Ok((p.train, p.test));
     }
-    let d = a.data.load(a.seed)?;
+    let d = data.load(a.seed)?;
     terrain_model::loss::check_fits(&first.model, &d)?;
     let d = match &record.standardizer {
         Some(s) => s.apply(&d)?,
