@@ -4,7 +4,7 @@
 //! the schema of the MD tree's public tables (`zoo_normal.csv`, `zoo_noise.csv` and `.parquet`)
 //! with the room-for-improvement columns and labels of methods.md §2.4.
 //!
-//! The zoo: an MLP `64-width-10` (ReLU, SGD) over width × batch size × training-set fraction ×
+//! The zoo: an MLP `64-width-10` (ReLU, SGD at lr [`LR`] = 0.03) over width × batch size × training-set fraction ×
 //! seeds (`replicate`), clean and with 10 % label noise. A setting with a diverged seed (the
 //! runner records it as failed) has no feature row and is listed under `skipped`. Mode connectivity is the linear path
 //! by default (`--connect bezier` trains the MD tree's Bezier curves, slower).
@@ -70,7 +70,7 @@ pub struct Args {
     /// Learning rate of every configuration (SGD, fixed: the temperature axis is the batch
     /// size). 0.05 diverged at batch 8 (width 128, all data, 5 of 5 seeds); 0.03 trains every
     /// setting, batch 8 to 256.
-    #[arg(long, default_value_t = LR)]
+    #[arg(long, default_value_t = LR, allow_negative_numbers = true)]
     lr: f64,
     /// Output format of the summary: table or json.
     #[arg(long, default_value = "table")]

@@ -250,3 +250,17 @@ fn small_zoo_with_bezier_curves_has_finite_connectivity_below_the_linear_barrier
     assert!(n >= 12, "the curve beats the line in only {n} of 16 rows");
     assert!(gains > 0.0, "{gains}");
 }
+
+#[test]
+fn a_non_positive_learning_rate_is_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["zoo", "--small", "--lr", "-0.1", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--lr") && e.contains("-0.1"), "{e}");
+    assert!(!dir.path().join("sweep").exists(), "nothing trained");
+}
