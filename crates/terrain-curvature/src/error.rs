@@ -112,6 +112,16 @@ pub enum Error {
         /// What it does not support.
         what: String,
     },
+
+    /// A solver's state store stopped it after an iteration (the state it was given is the one
+    /// to continue from).
+    #[error("{solver} stopped by its state store after {matvecs} products")]
+    Interrupted {
+        /// The solver.
+        solver: String,
+        /// Products done when it stopped.
+        matvecs: usize,
+    },
 }
 
 impl Error {
