@@ -315,7 +315,7 @@ pub fn power_iteration_with_state(
     config.memory(op.dim(), op.dtype()).check()?;
     let settings = config.state_settings(op);
     let saved = match store.load(&settings)? {
-        Some(state) => match state.to_operator(op)? {
+        Some(state) => match state.onto_operator(op)? {
             SolverState::Power(s) if s.found.len() <= config.top_k => Some(s),
             other => {
                 return Err(Error::config(
@@ -451,7 +451,7 @@ pub fn lanczos_with_state(
     config.memory(op.dim(), op.dtype()).check()?;
     let settings = config.state_settings(op);
     let saved = match store.load(&settings)? {
-        Some(state) => match state.to_operator(op)? {
+        Some(state) => match state.onto_operator(op)? {
             SolverState::Lanczos(s) if s.alpha.len() < config.max_iter.min(op.dim()) => Some(s),
             other => {
                 return Err(Error::config(

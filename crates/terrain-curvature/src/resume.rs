@@ -135,7 +135,7 @@ impl SolverState {
     }
 
     /// Moves every vector to `op`'s device and dtype and checks its length.
-    pub(crate) fn to_operator(self, op: &(impl LinearOperator + ?Sized)) -> Result<Self> {
+    pub(crate) fn onto_operator(self, op: &(impl LinearOperator + ?Sized)) -> Result<Self> {
         let fit = |t: Tensor| -> Result<Tensor> {
             let t = t.to_dtype(op.dtype())?.to_device(op.device())?;
             op.check_vector(&t, "a saved solver state")?;
