@@ -268,11 +268,10 @@ impl StateFile {
     }
 
     fn bad(&self, reason: impl Into<String>) -> Error {
-        terrain_model::Error::Safetensors {
+        Error::StateFile {
             path: self.path.clone(),
             reason: reason.into(),
         }
-        .into()
     }
 }
 
@@ -295,12 +294,19 @@ impl StateStore for StateFile {
         if !self.path.exists() {
             return Ok(None);
         }
+        // Reading holds the file's bytes and the tensors decoded from them.
+        let size = std::fs::metadata(&self.path)
+            .map_err(|e| terrain_model::Error::io(&self.path, e))?
+            .len();
+        crate::MemoryEstimate {
+            bytes: size.saturating_mul(2),
+            what: format!("reading the solver state {}", self.path.display()),
+        }
+        .check()?;
         let raw = checkpoint::read_file(&self.path)?;
         let meta = &raw.metadata;
         if meta.get(VERSION_KEY).map(String::as_str) != Some(VERSION) {
-            return Err(self.bad(
-                "not an eigenvalue-solver state file of this version of terrain; delete it to start over",
-            ));
+            return Err(self.bad("not an eigenvalue-solver state file of this version of terrain"));
         }
         let get = |key: &str| {
             meta.get(key)

@@ -420,17 +420,13 @@ impl CurveState {
     /// device of the curve's parameters.
     fn read(path: &Path, settings: &BTreeMap<String, String>, like: &ParamVec) -> Result<Self> {
         let raw = terrain_model::checkpoint::read_file(path)?;
-        let bad = |reason: String| -> Error {
-            terrain_model::Error::Safetensors {
-                path: path.to_path_buf(),
-                reason,
-            }
-            .into()
+        let bad = |reason: String| Error::StateFile {
+            path: path.to_path_buf(),
+            reason,
         };
         if raw.metadata.get(STATE_VERSION).map(String::as_str) != Some("1") {
             return Err(bad(
-                "not a curve-training state file of this version of terrain; delete it to start over"
-                    .into(),
+                "not a curve-training state file of this version of terrain".into(),
             ));
         }
         let get = |key: &str| {

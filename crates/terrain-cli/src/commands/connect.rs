@@ -138,20 +138,31 @@ pub fn run(ctx: &Context, a: ConnectArgs) -> Result<()> {
         &config,
         a.state.as_deref(),
     )
-    .map_err(|e| match (&a.state, &e) {
-        (Some(p), terrain_metrics::Error::Model(m))
-            if matches!(
-                **m,
-                terrain_model::Error::Safetensors { .. }
-                    | terrain_model::Error::MissingTensor { .. }
-            ) =>
-        {
-            anyhow::Error::from(e).context(format!(
-                "--state {}: not a state this run can continue from; delete it to start over",
-                p.display()
-            ))
+    .map_err(|e| {
+        let what = match (&e, &a.state) {
+            (terrain_metrics::Error::StateFile { path, .. }, Some(state)) if path == state => {
+                Some("not a state this run can continue from; delete it to start over")
+            }
+            (terrain_metrics::Error::Model(m), Some(state)) => match &**m {
+                terrain_model::Error::Safetensors { path, .. }
+                | terrain_model::Error::MissingTensor { path, .. }
+                    if path == state =>
+                {
+                    Some("not a state this run can continue from; delete it to start over")
+                }
+                terrain_model::Error::Io { path, .. } if path == state => {
+                    Some("cannot read or write it")
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        match (what, &a.state) {
+            (Some(w), Some(state)) => {
+                anyhow::Error::from(e).context(format!("--state {}: {w}", state.display()))
+            }
+            _ => anyhow::Error::from(e),
         }
-        _ => anyhow::Error::from(e),
     })?;
 
     let name_a = a.input.checkpoint.display().to_string();

@@ -193,8 +193,8 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
             path.display()
         );
         anyhow::ensure!(
-            a.state_interval.is_finite() && a.state_interval >= 0.0,
-            "--state-interval {}: must be a finite number of seconds, at least 0",
+            std::time::Duration::try_from_secs_f64(a.state_interval).is_ok(),
+            "--state-interval {:?}: must be a number of seconds from 0 to 1e19",
             a.state_interval
         );
     }
@@ -227,7 +227,7 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
     let mut state = match &a.state {
         Some(path) => {
             let mut f = StateFile::new(path, state_settings(&a, &ckpt, &data, &op, kind)?);
-            f.min_interval = std::time::Duration::from_secs_f64(a.state_interval);
+            f.min_interval = std::time::Duration::try_from_secs_f64(a.state_interval)?;
             Some(f)
         }
         None => None,
@@ -383,24 +383,34 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Names the flag behind a state that cannot be continued. (A state of other settings names
-/// them, with the file, already.)
+/// Names the flag behind a state file that cannot be read or written. (A state of other
+/// settings names them, with the file, already.)
 fn state_hint(e: anyhow::Error, a: &HessianArgs) -> anyhow::Error {
-    let unreadable = e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<terrain_curvature::Error>(),
-            Some(terrain_curvature::Error::Model(
-                terrain_model::Error::Safetensors { .. }
-                    | terrain_model::Error::MissingTensor { .. }
-            ))
-        )
+    let Some(state) = &a.state else { return e };
+    let what = e.chain().find_map(|c| {
+        let m = match c.downcast_ref::<terrain_curvature::Error>()? {
+            terrain_curvature::Error::StateFile { path, .. } if path == state => {
+                return Some("not a state this run can continue from; delete it to start over");
+            }
+            terrain_curvature::Error::Model(m) => m,
+            _ => return None,
+        };
+        match m {
+            terrain_model::Error::Safetensors { path, .. }
+            | terrain_model::Error::MissingTensor { path, .. }
+                if path == state =>
+            {
+                Some("not a state this run can continue from; delete it to start over")
+            }
+            terrain_model::Error::Io { path, .. } if path == state => {
+                Some("cannot read or write it")
+            }
+            _ => None,
+        }
     });
-    match (&a.state, unreadable) {
-        (Some(p), true) => e.context(format!(
-            "--state {}: not a state this run can continue from; delete it to start over",
-            p.display()
-        )),
-        _ => e,
+    match what {
+        Some(w) => e.context(format!("--state {}: {w}", state.display())),
+        None => e,
     }
 }
 
