@@ -17,8 +17,10 @@
 //! differs with its saved and current value.
 //!
 //! Size: a Lanczos state after `m` steps holds `m + 1` vectors of the operator's dimension `p`
-//! (`(m + 1)·p·4` bytes in f32); a power-iteration state at most `top_k + 1`. Writing one holds a
-//! second copy in memory while it is encoded.
+//! (`(m + 1)·p·4` bytes in f32); a power-iteration state at most `top_k + 1`. Writing streams one
+//! vector at a time (no second copy of the basis in memory) and flushes the file to disk before
+//! renaming it into place; reading one holds the file's bytes and the decoded vectors (twice
+//! its size, checked against the memory available first).
 //!
 //! ```
 //! use candle_core::{DType, Device};
@@ -49,7 +51,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use terrain_model::checkpoint;
 
 use crate::{EigenPair, Error, LinearOperator, Result};
@@ -497,9 +499,123 @@ impl StateStore for StateFile {
                 }
             }
         }
-        checkpoint::write_file(&self.path, &tensors, &meta)?;
+        write_streamed(&self.path, &tensors, &meta)?;
         self.last_write = Some(Instant::now());
         Ok(())
+    }
+}
+
+/// Writes `tensors` (flat f32 or f64 vectors on the CPU) and `metadata` as safetensors to `path`
+/// the way terrain-model's [`checkpoint::write_file`] does — the same bytes: tensors in name
+/// order, sorted metadata, the header padded to 8 bytes — but streamed one vector at a time, so
+/// a Lanczos basis is never held twice in memory; then flushed to disk (fsync) and renamed into
+/// place. Other dtypes go through [`checkpoint::write_file`].
+fn write_streamed(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    use std::io::Write as _;
+    if tensors
+        .iter()
+        .any(|(_, t)| !matches!(t.dtype(), DType::F32 | DType::F64))
+    {
+        return Ok(checkpoint::write_file(path, tensors, metadata)?);
+    }
+    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let json = |s: &str| serde_json::to_string(s).expect("strings serialise");
+    let mut header = String::from("{");
+    if !metadata.is_empty() {
+        header.push_str("\"__metadata__\":{");
+        let entries: Vec<String> = metadata
+            .iter()
+            .map(|(k, v)| format!("{}:{}", json(k), json(v)))
+            .collect();
+        header.push_str(&entries.join(","));
+        header.push('}');
+    }
+    let mut offset = 0usize;
+    let mut parts = Vec::with_capacity(sorted.len());
+    for (name, t) in &sorted {
+        let bytes = t.elem_count() * t.dtype().size_in_bytes();
+        let dtype = if t.dtype() == DType::F32 {
+            "F32"
+        } else {
+            "F64"
+        };
+        parts.push(format!(
+            "{}:{{\"dtype\":\"{dtype}\",\"shape\":{},\"data_offsets\":[{offset},{}]}}",
+            json(name),
+            serde_json::to_string(t.dims()).expect("shapes serialise"),
+            offset + bytes
+        ));
+        offset += bytes;
+    }
+    if !metadata.is_empty() && !parts.is_empty() {
+        header.push(',');
+    }
+    header.push_str(&parts.join(","));
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| terrain_model::Error::io(dir, e))?;
+    }
+    let tmp = path.with_extension("safetensors.partial");
+    let write = || -> std::result::Result<(), WriteError> {
+        let file = std::fs::File::create(&tmp)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&(header.len() as u64).to_le_bytes())?;
+        out.write_all(header.as_bytes())?;
+        for (_, t) in &sorted {
+            // One vector's bytes at a time.
+            let t = t.flatten_all()?;
+            let bytes: Vec<u8> = if t.dtype() == DType::F32 {
+                t.to_vec1::<f32>()?
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect()
+            } else {
+                t.to_vec1::<f64>()?
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect()
+            };
+            out.write_all(&bytes)?;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    };
+    match write() {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            std::fs::remove_file(&tmp).ok();
+            Err(match e {
+                WriteError::Io(e) => terrain_model::Error::io(path, e).into(),
+                WriteError::Candle(e) => e.into(),
+            })
+        }
+    }
+}
+
+enum WriteError {
+    Io(std::io::Error),
+    Candle(candle_core::Error),
+}
+
+impl From<std::io::Error> for WriteError {
+    fn from(e: std::io::Error) -> Self {
+        WriteError::Io(e)
+    }
+}
+
+impl From<candle_core::Error> for WriteError {
+    fn from(e: candle_core::Error) -> Self {
+        WriteError::Candle(e)
     }
 }
 
@@ -510,4 +626,48 @@ struct SavedPair {
     residual: String,
     iterations: usize,
     converged: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_streamed_file_has_exactly_the_bytes_of_terrain_models_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = Device::Cpu;
+        let f32s =
+            Tensor::from_vec(vec![1.5f32, -0.0, f32::MIN_POSITIVE, 3.25e7], 4, &cpu).unwrap();
+        let f64s = Tensor::from_vec(vec![0.1f64, -2.0, 1e-300], 3, &cpu).unwrap();
+        let two_d = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0], (2, 3), &cpu).unwrap();
+        let tensors = vec![
+            ("next".to_string(), f32s.clone()),
+            (
+                "basis.000000001".to_string(),
+                f32s.affine(2.0, 1.0).unwrap(),
+            ),
+            ("basis.000000000".to_string(), f32s),
+            ("found \"quoted\"".to_string(), f64s),
+            ("matrix".to_string(), two_d),
+        ];
+        let mut meta = BTreeMap::new();
+        meta.insert("b".to_string(), "two \"words\"\n".to_string());
+        meta.insert("a".to_string(), "1,2,3".to_string());
+        for meta in [meta, BTreeMap::new()] {
+            let (ours, theirs) = (
+                dir.path().join("a.safetensors"),
+                dir.path().join("b.safetensors"),
+            );
+            write_streamed(&ours, &tensors, &meta).unwrap();
+            checkpoint::write_file(&theirs, &tensors, &meta).unwrap();
+            assert_eq!(
+                std::fs::read(&ours).unwrap(),
+                std::fs::read(&theirs).unwrap()
+            );
+            assert!(!dir.path().join("a.safetensors.partial").exists());
+            let back = checkpoint::read_file(&ours).unwrap();
+            assert_eq!(back.metadata, meta);
+            assert_eq!(back.tensors.len(), tensors.len());
+        }
+    }
 }
