@@ -499,18 +499,19 @@ impl StateStore for StateFile {
                 }
             }
         }
-        write_streamed(&self.path, &tensors, &meta)?;
+        write_atomic(&self.path, &tensors, &meta)?;
         self.last_write = Some(Instant::now());
         Ok(())
     }
 }
 
-/// Writes `tensors` (flat f32 or f64 vectors on the CPU) and `metadata` as safetensors to `path`
+/// Writes `tensors` (f32 or f64, any device) and `metadata` as safetensors to `path`
 /// the way terrain-model's [`checkpoint::write_file`] does — the same bytes: tensors in name
 /// order, sorted metadata, the header padded to 8 bytes — but streamed one vector at a time, so
-/// a Lanczos basis is never held twice in memory; then flushed to disk (fsync) and renamed into
-/// place. Other dtypes go through [`checkpoint::write_file`].
-fn write_streamed(
+/// a Lanczos basis is never held twice in memory, to a temporary file that is flushed to disk
+/// (fsync) and renamed into place: a kill or a power cut leaves the old file or the new one.
+/// Other dtypes go through [`checkpoint::write_file`]. Every state file of terrain is written so.
+pub fn write_atomic(
     path: &Path,
     tensors: &[(String, Tensor)],
     metadata: &BTreeMap<String, String>,
@@ -658,7 +659,7 @@ mod tests {
                 dir.path().join("a.safetensors"),
                 dir.path().join("b.safetensors"),
             );
-            write_streamed(&ours, &tensors, &meta).unwrap();
+            write_atomic(&ours, &tensors, &meta).unwrap();
             checkpoint::write_file(&theirs, &tensors, &meta).unwrap();
             assert_eq!(
                 std::fs::read(&ours).unwrap(),

@@ -237,7 +237,8 @@ pub fn train_bezier(
 /// [`train_bezier`] that keeps its state in the safetensors file `state` after every epoch (the
 /// middle point, the momentum buffer, the epochs done, the position of the generator that draws
 /// `t`, the last epoch's loss; written atomically: a temporary file renamed into place) and, when
-/// the file exists, continues from it, so a killed run ends exactly as an uninterrupted one. A
+/// the file exists, continues from it, so a killed run ends exactly as an uninterrupted one
+/// (written by [`terrain_curvature::resume::write_atomic`], flushed to disk before the rename). A
 /// state written for other endpoints, data or settings is refused, naming each setting with its
 /// saved and current value. Returns also the epochs a resumed run found done.
 pub fn train_bezier_resumable(
@@ -411,7 +412,7 @@ impl CurveState {
         meta.insert(STATE_WORD_POS.to_string(), self.word_pos.to_string());
         // Rust's shortest round-trip form: parses back to the same bits.
         meta.insert(STATE_LAST.to_string(), self.last.to_string());
-        Ok(terrain_model::checkpoint::write_file(
+        Ok(terrain_curvature::resume::write_atomic(
             path, &tensors, &meta,
         )?)
     }
