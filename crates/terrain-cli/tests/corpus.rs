@@ -564,6 +564,41 @@ fn no_input_panics_or_aborts_and_every_error_names_its_culprit() {
         "hessian --batch-size u64::MAX",
         &hessian(&["--batch-size", m, "--top-k", "1"]),
     ));
+    // `hessian --state` given a file that is no solver state: each named, none overwritten.
+    for (name, path, needle) in [
+        ("empty file", &empty, "empty.safetensors"),
+        ("three bytes", &tiny, "tiny.safetensors"),
+        ("header length u64::MAX", &huge_header, "huge-header"),
+        ("header not JSON", &not_json, "not-json"),
+        ("truncated data", &truncated, "truncated"),
+        ("a checkpoint", &good, "not an eigenvalue-solver state"),
+        ("a directory", &directory, "a-directory"),
+    ] {
+        cases.push(case(
+            &format!("hessian --state: {name}"),
+            &hessian(&["--top-k", "1", "--state", path]),
+            &[needle, "--state"],
+        ));
+    }
+    for v in ["nan", "1e300", "inf"] {
+        cases.push(case(
+            &format!("hessian --state-interval {v}"),
+            &hessian(&[
+                "--top-k",
+                "1",
+                "--state",
+                &p("s.safetensors"),
+                "--state-interval",
+                v,
+            ]),
+            &["--state-interval"],
+        ));
+    }
+    cases.push(case(
+        "hessian --state without eigenvalues",
+        &hessian(&["--trace", "--state", &p("s.safetensors")]),
+        &["--top-k"],
+    ));
 
     // 6. `eval`.
     cases.push(case(

@@ -19,10 +19,13 @@
 //! # }
 //! ```
 
+use std::collections::BTreeMap;
+
 use candle_core::{DType, Tensor};
 use terrain_model::{progress::Progress, rng};
 
 use crate::linalg::{self, SymmetricEigen};
+use crate::resume::{LanczosSnapshot, NoState, PowerSnapshot, PowerStep, SolverState, StateStore};
 use crate::vector::{self, Probe};
 use crate::{Error, LinearOperator, MemoryEstimate, Result};
 
@@ -61,8 +64,11 @@ pub struct TopEigen {
     /// The eigenpairs: for Lanczos in descending order of value; for power iteration in the order
     /// found (descending magnitude).
     pub pairs: Vec<EigenPair>,
-    /// Operator products spent in all, residual checks included.
+    /// Operator products spent in all, residual checks included (those of a resumed run before
+    /// it was interrupted too).
     pub matvecs: usize,
+    /// Products already done by the saved state the run continued from (`None`: a fresh run).
+    pub resumed_at: Option<usize>,
 }
 
 impl TopEigen {
@@ -112,6 +118,17 @@ impl PowerConfig {
         check_top_k(self.top_k)?;
         terrain_model::config::count("max_iter", self.max_iter)?;
         check_tol(self.tol)
+    }
+
+    /// The settings a saved state of this solver must match on `op` (see [`crate::resume`]).
+    pub fn state_settings(&self, op: &(impl LinearOperator + ?Sized)) -> BTreeMap<String, String> {
+        solver_settings(
+            "power",
+            [self.top_k, self.max_iter],
+            self.tol,
+            self.seed,
+            op,
+        )
     }
 }
 
@@ -172,6 +189,38 @@ impl LanczosConfig {
         }
         check_tol(self.tol)
     }
+
+    /// The settings a saved state of this solver must match on `op` (see [`crate::resume`]).
+    pub fn state_settings(&self, op: &(impl LinearOperator + ?Sized)) -> BTreeMap<String, String> {
+        solver_settings(
+            "lanczos",
+            [self.top_k, self.max_iter],
+            self.tol,
+            self.seed,
+            op,
+        )
+    }
+}
+
+fn solver_settings(
+    solver: &str,
+    [top_k, max_iter]: [usize; 2],
+    tol: f64,
+    seed: u64,
+    op: &(impl LinearOperator + ?Sized),
+) -> BTreeMap<String, String> {
+    [
+        ("solver", solver.to_string()),
+        ("top_k", top_k.to_string()),
+        ("max_iter", max_iter.to_string()),
+        ("tol", tol.to_string()),
+        ("seed", seed.to_string()),
+        ("dim", op.dim().to_string()),
+        ("dtype", format!("{:?}", op.dtype()).to_lowercase()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 fn check_top_k(k: usize) -> Result<()> {
@@ -247,32 +296,74 @@ pub fn power_iteration(
     op: &(impl LinearOperator + ?Sized),
     config: &PowerConfig,
 ) -> Result<TopEigen> {
+    power_iteration_with_state(op, config, &mut NoState)
+}
+
+/// [`power_iteration`] that continues from the state in `store` (when it holds one for these
+/// settings) and gives it the state after every power step and every eigenpair found: the
+/// eigenpairs found, the current vector, its iteration count and previous estimate. A resumed
+/// run gives exactly (bitwise, on the same device) the eigenpairs of an uninterrupted one; its
+/// progress starts at the products already done.
+pub fn power_iteration_with_state(
+    op: &(impl LinearOperator + ?Sized),
+    config: &PowerConfig,
+    store: &mut dyn StateStore,
+) -> Result<TopEigen> {
     const CONTEXT: &str = "power iteration";
     config.check()?;
     check_dim(config.top_k, op.dim())?;
     config.memory(op.dim(), op.dtype()).check()?;
+    let settings = config.state_settings(op);
+    let saved = match store.load(&settings)? {
+        Some(state) => match state.onto_operator(op)? {
+            SolverState::Power(s) if s.found.len() <= config.top_k => Some(s),
+            other => {
+                return Err(Error::config(
+                    "state",
+                    other.kind(),
+                    "is not a power-iteration state for these settings",
+                ));
+            }
+        },
+        None => None,
+    };
+    let resumed_at = saved.as_ref().map(|s| s.matvecs);
     let progress = &config.progress;
     progress.start(
         "eigenvalues (power)",
         Some((config.top_k * (config.max_iter + 1)) as u64),
     );
     let progress = |n: usize| progress.set_position(n as u64);
-    let mut found: Vec<Tensor> = Vec::new();
-    let mut pairs = Vec::new();
-    let mut matvecs = 0;
-    for k in 0..config.top_k {
-        let start = vector::random(
-            op.dim(),
-            Probe::Gaussian,
-            rng::stream_seed(config.seed, k as u64),
-            op.dtype(),
-            op.device(),
-        )?;
-        let mut v = vector::normalize(&start)?.0;
-        let mut eigenvalue: Option<f64> = None;
-        let mut iterations = 0;
+    let (mut pairs, mut current, mut matvecs) = match saved {
+        Some(s) => (s.found, s.current, s.matvecs),
+        None => (Vec::new(), None, 0),
+    };
+    progress(matvecs);
+    let mut save = |pairs: &[EigenPair], current: Option<PowerStep>, matvecs: usize| {
+        let state = SolverState::Power(PowerSnapshot {
+            found: pairs.to_vec(),
+            current,
+            matvecs,
+        });
+        store.save(&settings, &state)
+    };
+    for k in pairs.len()..config.top_k {
+        let found: Vec<Tensor> = pairs.iter().map(|p: &EigenPair| p.vector.clone()).collect();
+        let (mut v, mut eigenvalue, mut iterations) = match current.take() {
+            Some(step) => (step.vector, step.eigenvalue, step.iterations),
+            None => {
+                let start = vector::random(
+                    op.dim(),
+                    Probe::Gaussian,
+                    rng::stream_seed(config.seed, k as u64),
+                    op.dtype(),
+                    op.device(),
+                )?;
+                (vector::normalize(&start)?.0, None, 0)
+            }
+        };
         let mut converged = false;
-        for _ in 0..config.max_iter {
+        while iterations < config.max_iter {
             v = vector::normalize(&vector::orthogonalize(&v, &found)?)?.0;
             let hv = op.apply(&v)?;
             matvecs += 1;
@@ -290,12 +381,17 @@ pub fn power_iteration(
                 break;
             }
             eigenvalue = Some(current);
+            let step = PowerStep {
+                vector: v.clone(),
+                eigenvalue,
+                iterations,
+            };
+            save(&pairs, Some(step), matvecs)?;
         }
         let v = vector::normalize(&vector::orthogonalize(&v, &found)?)?.0;
         let (value, residual) = rayleigh(op, &v, CONTEXT)?;
         matvecs += 1;
         progress(matvecs);
-        found.push(v.clone());
         pairs.push(EigenPair {
             value,
             residual,
@@ -303,12 +399,14 @@ pub fn power_iteration(
             converged,
             vector: v,
         });
+        save(&pairs, None, matvecs)?;
     }
     config.progress.finish();
     Ok(TopEigen {
         method: EigenMethod::Power,
         pairs,
         matvecs,
+        resumed_at,
     })
 }
 
@@ -333,11 +431,39 @@ pub fn power_iteration(
 /// Progress goes to `config.progress`: at most `min(max_iter, dim) + top_k` products (the steps,
 /// then one product per pair for its residual).
 pub fn lanczos(op: &(impl LinearOperator + ?Sized), config: &LanczosConfig) -> Result<TopEigen> {
+    lanczos_with_state(op, config, &mut NoState)
+}
+
+/// [`lanczos`] that continues from the state in `store` (when it holds one for these settings)
+/// and gives it the state after every step that does not end the run: the basis, `α`, `β`, the
+/// next vector and the restart bookkeeping. A resumed run gives exactly (bitwise, on the same
+/// device) the eigenpairs of an uninterrupted one; its progress starts at the steps already done.
+/// The state after `m` steps holds `m + 1` vectors of the operator's dimension.
+pub fn lanczos_with_state(
+    op: &(impl LinearOperator + ?Sized),
+    config: &LanczosConfig,
+    store: &mut dyn StateStore,
+) -> Result<TopEigen> {
     const CONTEXT: &str = "Lanczos";
     config.check()?;
     let k = config.top_k;
     check_dim(k, op.dim())?;
     config.memory(op.dim(), op.dtype()).check()?;
+    let settings = config.state_settings(op);
+    let saved = match store.load(&settings)? {
+        Some(state) => match state.onto_operator(op)? {
+            SolverState::Lanczos(s) if s.alpha.len() < config.max_iter.min(op.dim()) => Some(s),
+            other => {
+                return Err(Error::config(
+                    "state",
+                    other.kind(),
+                    "is not a Lanczos state for these settings",
+                ));
+            }
+        },
+        None => None,
+    };
+    let resumed_at = saved.as_ref().map(|s| s.matvecs);
     let bar = &config.progress;
     bar.start(
         "eigenvalues (Lanczos)",
@@ -365,11 +491,17 @@ pub fn lanczos(op: &(impl LinearOperator + ?Sized), config: &LanczosConfig) -> R
             })
             .collect::<Vec<bool>>()
     };
+    let mut save =
+        |snapshot: LanczosSnapshot| store.save(&settings, &SolverState::Lanczos(snapshot));
     let run = lanczos_run(
         op,
         &start,
         config.max_iter,
         Some(config.seed),
+        Resume {
+            from: saved,
+            save: &mut save,
+        },
         &mut |state| {
             let m = state.alpha.len();
             if m < k || (!state.invariant && m > 100 && m % 10 != 0) {
@@ -430,6 +562,7 @@ pub fn lanczos(op: &(impl LinearOperator + ?Sized), config: &LanczosConfig) -> R
         method: EigenMethod::Lanczos,
         pairs,
         matvecs,
+        resumed_at,
     })
 }
 
@@ -480,16 +613,24 @@ pub(crate) struct LanczosState<'a> {
 /// A stopping rule for [`lanczos_run`].
 pub(crate) type StopRule<'a> = dyn FnMut(&LanczosState) -> Result<bool> + 'a;
 
+/// Where a [`lanczos_run`] starts (a saved state, or its start vector) and where its state goes
+/// after every step that does not end it.
+pub(crate) struct Resume<'a> {
+    pub from: Option<LanczosSnapshot>,
+    pub save: &'a mut dyn FnMut(LanczosSnapshot) -> Result<()>,
+}
+
 /// Lanczos with full reorthogonalisation from the unit vector `start`, for at most
 /// `min(max_steps, dim)` steps. After each step `stop` may end the run. On an invariant subspace
 /// (`β` at rounding level) that `stop` does not end, the run ends when `restart_seed` is `None`,
 /// and otherwise continues from a random vector orthogonal to the basis (`T` then splits, with a
-/// zero in `beta`).
+/// zero in `beta`). With a saved state in `resume`, the run continues from it instead of `start`.
 pub(crate) fn lanczos_run(
     op: &(impl LinearOperator + ?Sized),
     start: &Tensor,
     max_steps: usize,
     restart_seed: Option<u64>,
+    resume: Resume<'_>,
     stop: &mut StopRule<'_>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<LanczosRun> {
@@ -508,6 +649,17 @@ pub(crate) fn lanczos_run(
     };
     let mut block_start = 0;
     let mut q = start.clone();
+    if let Some(s) = resume.from {
+        op.check_vector(&s.next, CONTEXT)?;
+        run.alpha = s.alpha;
+        run.beta = s.beta;
+        run.basis = s.basis;
+        run.scale = s.scale;
+        run.matvecs = s.matvecs;
+        block_start = s.block_start;
+        q = s.next;
+        progress(run.matvecs);
+    }
     while run.alpha.len() < steps {
         let mut w = op.apply(&q)?;
         run.matvecs += 1;
@@ -560,6 +712,15 @@ pub(crate) fn lanczos_run(
             run.beta.push(b);
             q = w.affine(1.0 / b, 0.0)?;
         }
+        (resume.save)(LanczosSnapshot {
+            alpha: run.alpha.clone(),
+            beta: run.beta.clone(),
+            basis: run.basis.clone(),
+            next: q.clone(),
+            scale: run.scale,
+            block_start,
+            matvecs: run.matvecs,
+        })?;
     }
     Ok(run)
 }

@@ -112,6 +112,25 @@ pub enum Error {
         /// What it does not support.
         what: String,
     },
+
+    /// A solver state file holds something a solver cannot continue from.
+    #[error("{path}: {reason}")]
+    StateFile {
+        /// The state file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A solver's state store stopped it after an iteration (the state it was given is the one
+    /// to continue from).
+    #[error("{solver} stopped by its state store after {matvecs} products")]
+    Interrupted {
+        /// The solver.
+        solver: String,
+        /// Products done when it stopped.
+        matvecs: usize,
+    },
 }
 
 impl Error {

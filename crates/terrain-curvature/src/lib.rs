@@ -25,6 +25,7 @@ pub mod linalg;
 pub mod memory;
 pub mod operator;
 pub mod propagation;
+pub mod resume;
 pub mod rop;
 pub mod trace;
 pub mod vector;

@@ -2,6 +2,9 @@
 //! line, or a quadratic Bezier curve whose middle point is trained (Garipov et al. 2018) — and
 //! the summaries of Yang et al. 2021 (`mc`) and the MD tree (`mc_peak`).
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use candle_core::{Tensor, Var};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
@@ -162,6 +165,10 @@ pub struct Connectivity {
     pub mc_peak: f64,
     /// The trained middle point's final training loss (Bezier only).
     pub curve_train_loss: Option<f64>,
+    /// Epochs of curve training a saved state had done when this run continued from it (`None`:
+    /// a fresh run, or no training).
+    #[serde(default)]
+    pub resumed_at_epoch: Option<usize>,
 }
 
 /// Yang et al.'s mode connectivity of values `e` along a path: `(e₀+e_last)/2 − e_u` with
@@ -223,16 +230,53 @@ pub fn train_bezier(
     loss_kind: LossKind,
     cfg: &CurveTraining,
 ) -> Result<(ParamVec, f64)> {
+    let (mid, last, _) = train_bezier_resumable(work, a, b, train, loss_kind, cfg, None)?;
+    Ok((mid, last))
+}
+
+/// [`train_bezier`] that keeps its state in the safetensors file `state` after every epoch (the
+/// middle point, the momentum buffer, the epochs done, the position of the generator that draws
+/// `t`, the last epoch's loss; written atomically: a temporary file renamed into place) and, when
+/// the file exists, continues from it, so a killed run ends exactly as an uninterrupted one
+/// (written by [`terrain_curvature::resume::write_atomic`], flushed to disk before the rename). A
+/// state written for other endpoints, data or settings is refused, naming each setting with its
+/// saved and current value. Returns also the epochs a resumed run found done.
+pub fn train_bezier_resumable(
+    work: &Model,
+    a: &ParamVec,
+    b: &ParamVec,
+    train: &Dataset,
+    loss_kind: LossKind,
+    cfg: &CurveTraining,
+    state: Option<&Path>,
+) -> Result<(ParamVec, f64, Option<usize>)> {
     cfg.check()?;
     loss::check_fits(work, train)?;
     let mut mid = a.scale(0.5)?.axpy(0.5, b)?;
     let mut velocity = mid.scale(0.0)?;
     let mut rng = terrain_model::rng::rng_stream(cfg.seed, 1);
+    let mut last = f64::NAN;
+    let mut done = 0;
+    let settings = match state {
+        Some(_) => curve_settings(work, a, b, train, loss_kind, cfg)?,
+        None => BTreeMap::new(),
+    };
+    let mut resumed_at = None;
+    if let Some(path) = state.filter(|p| p.exists()) {
+        let saved = CurveState::read(path, &settings, &mid)?;
+        mid = saved.mid;
+        velocity = saved.velocity;
+        rng.set_word_pos(saved.word_pos);
+        last = saved.last;
+        done = saved.epochs;
+        resumed_at = Some(done);
+        tracing::info!(path = %path.display(), epochs = done, "resuming curve training");
+    }
     let vars: Vec<Var> = work.params().iter().map(|p| p.var.clone()).collect();
     let steps = train.num_batches(cfg.batch_size, true).max(1) as u64;
     cfg.progress.start("curve", Some(steps * cfg.epochs as u64));
-    let mut last = f64::NAN;
-    for epoch in 1..=cfg.epochs {
+    cfg.progress.set_position(steps * done as u64);
+    for epoch in done + 1..=cfg.epochs {
         let lr = cfg.lr_at(epoch);
         let shuffle = terrain_model::rng::stream_seed(cfg.seed, epoch as u64 + 1);
         let drop_last = train.len() > cfg.batch_size;
@@ -279,9 +323,177 @@ pub fn train_bezier(
             cfg.progress.inc(1);
         }
         last = sum / n.max(1) as f64;
+        if let Some(path) = state {
+            CurveState {
+                mid: mid.clone(),
+                velocity: velocity.clone(),
+                word_pos: rng.get_word_pos(),
+                last,
+                epochs: epoch,
+            }
+            .write(path, &settings)?;
+        }
     }
     cfg.progress.finish();
-    Ok((mid, last))
+    Ok((mid, last, resumed_at))
+}
+
+/// Everything that shapes a curve's training, for its state file: the architecture, dtype and
+/// device, the endpoints' and data's fingerprints, the loss and every training setting.
+fn curve_settings(
+    work: &Model,
+    a: &ParamVec,
+    b: &ParamVec,
+    train: &Dataset,
+    loss_kind: LossKind,
+    cfg: &CurveTraining,
+) -> Result<BTreeMap<String, String>> {
+    let mut s = BTreeMap::new();
+    s.insert("arch".to_string(), work.spec().to_string());
+    s.insert("dtype".into(), format!("{:?}", work.dtype()));
+    s.insert("device".into(), format!("{:?}", work.device().location()));
+    s.insert(
+        "endpoint a".into(),
+        format!("{:016x}", direction::fingerprint(a)?),
+    );
+    s.insert(
+        "endpoint b".into(),
+        format!("{:016x}", direction::fingerprint(b)?),
+    );
+    s.insert(
+        "data".into(),
+        format!(
+            "{} ({} rows, hash {:016x})",
+            train.name,
+            train.len(),
+            train.content_hash()?
+        ),
+    );
+    s.insert("loss".into(), loss_kind.to_string());
+    s.insert("epochs".into(), cfg.epochs.to_string());
+    s.insert("lr".into(), cfg.lr.to_string());
+    s.insert("momentum".into(), cfg.momentum.to_string());
+    s.insert("weight_decay".into(), cfg.weight_decay.to_string());
+    s.insert("batch_size".into(), cfg.batch_size.to_string());
+    s.insert("seed".into(), cfg.seed.to_string());
+    Ok(s)
+}
+
+const STATE_VERSION: &str = "terrain.curve_state.version";
+const STATE_SETTINGS: &str = "terrain.curve_state.settings";
+const STATE_EPOCHS: &str = "terrain.curve_state.epochs";
+const STATE_WORD_POS: &str = "terrain.curve_state.rng_word_pos";
+const STATE_LAST: &str = "terrain.curve_state.last_loss";
+
+/// Curve training after an epoch.
+struct CurveState {
+    mid: ParamVec,
+    velocity: ParamVec,
+    word_pos: u128,
+    last: f64,
+    epochs: usize,
+}
+
+impl CurveState {
+    fn write(&self, path: &Path, settings: &BTreeMap<String, String>) -> Result<()> {
+        let mut tensors = Vec::new();
+        for (prefix, v) in [("mid", &self.mid), ("velocity", &self.velocity)] {
+            for (name, t) in v.names.iter().zip(&v.tensors) {
+                tensors.push((format!("{prefix}.{name}"), t.clone()));
+            }
+        }
+        let mut meta = BTreeMap::new();
+        meta.insert(STATE_VERSION.to_string(), "1".to_string());
+        meta.insert(
+            STATE_SETTINGS.to_string(),
+            serde_json::to_string(settings).expect("maps serialise"),
+        );
+        meta.insert(STATE_EPOCHS.to_string(), self.epochs.to_string());
+        meta.insert(STATE_WORD_POS.to_string(), self.word_pos.to_string());
+        // Rust's shortest round-trip form: parses back to the same bits.
+        meta.insert(STATE_LAST.to_string(), self.last.to_string());
+        Ok(terrain_curvature::resume::write_atomic(
+            path, &tensors, &meta,
+        )?)
+    }
+
+    /// Reads a state, refusing one of other settings; `like` gives the names, shapes, dtype and
+    /// device of the curve's parameters.
+    fn read(path: &Path, settings: &BTreeMap<String, String>, like: &ParamVec) -> Result<Self> {
+        let raw = terrain_model::checkpoint::read_file(path)?;
+        let bad = |reason: String| Error::StateFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if raw.metadata.get(STATE_VERSION).map(String::as_str) != Some("1") {
+            return Err(bad(
+                "not a curve-training state file of this version of terrain".into(),
+            ));
+        }
+        let get = |key: &str| {
+            raw.metadata
+                .get(key)
+                .ok_or_else(|| bad(format!("metadata `{key}` is missing")))
+        };
+        let saved: BTreeMap<String, String> = serde_json::from_str(get(STATE_SETTINGS)?)
+            .map_err(|e| bad(format!("metadata `{STATE_SETTINGS}` is malformed: {e}")))?;
+        let differ = crate::surface::settings_diff(&saved, settings);
+        if !differ.is_empty() {
+            return Err(terrain_model::Error::ResumeMismatch {
+                path: path.to_path_buf(),
+                settings: differ.join("; "),
+            }
+            .into());
+        }
+        let parse = |key: &str| -> Result<String> { Ok(get(key)?.clone()) };
+        let epochs: usize = parse(STATE_EPOCHS)?
+            .parse()
+            .map_err(|e| bad(format!("metadata `{STATE_EPOCHS}`: {e}")))?;
+        let word_pos: u128 = parse(STATE_WORD_POS)?
+            .parse()
+            .map_err(|e| bad(format!("metadata `{STATE_WORD_POS}`: {e}")))?;
+        let last: f64 = parse(STATE_LAST)?
+            .parse()
+            .map_err(|e| bad(format!("metadata `{STATE_LAST}`: {e}")))?;
+        let load = |prefix: &str| -> Result<ParamVec> {
+            let tensors = like
+                .names
+                .iter()
+                .zip(&like.tensors)
+                .map(|(name, t)| {
+                    let key = format!("{prefix}.{name}");
+                    let saved = raw.tensors.get(&key).ok_or_else(|| {
+                        Error::from(terrain_model::Error::MissingTensor {
+                            path: path.to_path_buf(),
+                            name: key.clone(),
+                            available: format!("{} tensors", raw.tensors.len()),
+                        })
+                    })?;
+                    if saved.dims() != t.dims() || saved.dtype() != t.dtype() {
+                        return Err(bad(format!(
+                            "tensor `{key}` is {:?} {:?}, the curve's is {:?} {:?}",
+                            saved.dtype(),
+                            saved.dims(),
+                            t.dtype(),
+                            t.dims()
+                        )));
+                    }
+                    Ok(saved.to_device(t.device())?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(ParamVec {
+                names: like.names.clone(),
+                tensors,
+            })
+        };
+        Ok(CurveState {
+            mid: load("mid")?,
+            velocity: load("velocity")?,
+            word_pos,
+            last,
+            epochs,
+        })
+    }
 }
 
 /// Loss and error along the path from `a` to `b` on `train` (the training data: errors are
@@ -294,6 +506,18 @@ pub fn connect(
     train: &Dataset,
     config: &ConnectConfig,
 ) -> Result<Connectivity> {
+    connect_resumable(a, b, train, config, None)
+}
+
+/// [`connect`] whose Bezier training keeps its state in `state` after every epoch and continues
+/// from it ([`train_bezier_resumable`]); the linear path has nothing to resume and ignores it.
+pub fn connect_resumable(
+    a: &Model,
+    b: &Model,
+    train: &Dataset,
+    config: &ConnectConfig,
+    state: Option<&Path>,
+) -> Result<Connectivity> {
     config.check()?;
     direction::same_architecture(
         "mode connectivity",
@@ -305,11 +529,19 @@ pub fn connect(
     let work = a.deep_clone()?;
     let pa = ParamVec::from_model(a)?;
     let pb = ParamVec::from_model(b)?.map(|t| t.to_dtype(a.dtype())?.to_device(a.device()))?;
-    let (mid, curve_train_loss) = match config.method {
-        Method::Linear => (None, None),
+    let (mid, curve_train_loss, resumed_at_epoch) = match config.method {
+        Method::Linear => (None, None, None),
         Method::Bezier => {
-            let (m, l) = train_bezier(&work, &pa, &pb, train, config.loss, &config.training)?;
-            (Some(m), Some(l))
+            let (m, l, at) = train_bezier_resumable(
+                &work,
+                &pa,
+                &pb,
+                train,
+                config.loss,
+                &config.training,
+                state,
+            )?;
+            (Some(m), Some(l), at)
         }
     };
     let eval = Evaluator::new(&work, train, config.loss, config.batch_size)?;
@@ -340,5 +572,6 @@ pub fn connect(
         loss: losses,
         error,
         curve_train_loss,
+        resumed_at_epoch,
     })
 }

@@ -37,6 +37,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A state file holds something training cannot continue from.
+    #[error("{path}: {reason}")]
+    StateFile {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A results file was written with other settings, so its points cannot be reused.
     #[error(
         "{path} holds points computed with other settings ({settings}); delete it to start over, or rerun with the saved settings"

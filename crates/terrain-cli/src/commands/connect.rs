@@ -54,6 +54,17 @@ pub struct ConnectArgs {
     /// The picture, PNG or SVG [default: CHECKPOINT-STEM-connect.png].
     #[arg(long, value_name = "FILE.png|FILE.svg")]
     plot: Option<PathBuf>,
+    /// Bezier: keep the curve training's state in FILE (safetensors, replaced atomically after
+    /// every epoch: the middle point and its momentum buffer, two model-sized tensors), so that
+    /// a killed run, rerun with the same command, continues from its last epoch and ends with
+    /// exactly the numbers of an uninterrupted run. Resuming is automatic when FILE exists; a
+    /// state of other checkpoints, data or training settings is refused, naming each. Deleted
+    /// when the command succeeds, unless --keep-state.
+    #[arg(long, value_name = "FILE.safetensors")]
+    state: Option<PathBuf>,
+    /// Keep the --state file after success (a rerun then trains nothing).
+    #[arg(long, requires = "state")]
+    keep_state: bool,
 }
 
 /// Runs `terrain connect`.
@@ -63,6 +74,15 @@ pub fn run(ctx: &Context, a: ConnectArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_path(&a.input.checkpoint, "connect.png"));
     check_plot_path(&plot)?;
+    if let Some(state) = &a.state {
+        anyhow::ensure!(
+            a.method == Method::Bezier,
+            "--state {} keeps the state of the Bezier curve's training; --method {} trains \
+             nothing (use --method bezier)",
+            state.display(),
+            a.method
+        );
+    }
     let CheckpointData {
         ckpt, data, loss, ..
     } = a.input.load(&ctx.device, a.seed)?;
@@ -111,7 +131,39 @@ pub fn run(ctx: &Context, a: ConnectArgs) -> Result<()> {
         ("batch_size", "--batch-size"),
     ];
     metrics_flags(config.check(), &names)?;
-    let c = connect::connect(&ckpt.model, &other.model, &data, &config)?;
+    let c = connect::connect_resumable(
+        &ckpt.model,
+        &other.model,
+        &data,
+        &config,
+        a.state.as_deref(),
+    )
+    .map_err(|e| {
+        let what = match (&e, &a.state) {
+            (terrain_metrics::Error::StateFile { path, .. }, Some(state)) if path == state => {
+                Some("not a state this run can continue from; delete it to start over")
+            }
+            (terrain_metrics::Error::Model(m), Some(state)) => match &**m {
+                terrain_model::Error::Safetensors { path, .. }
+                | terrain_model::Error::MissingTensor { path, .. }
+                    if path == state =>
+                {
+                    Some("not a state this run can continue from; delete it to start over")
+                }
+                terrain_model::Error::Io { path, .. } if path == state => {
+                    Some("cannot read or write it")
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        match (what, &a.state) {
+            (Some(w), Some(state)) => {
+                anyhow::Error::from(e).context(format!("--state {}: {w}", state.display()))
+            }
+            _ => anyhow::Error::from(e),
+        }
+    })?;
 
     let name_a = a.input.checkpoint.display().to_string();
     let name_b = a.other.display().to_string();
@@ -164,8 +216,18 @@ pub fn run(ctx: &Context, a: ConnectArgs) -> Result<()> {
             "mc_peak": c.mc_peak,
             "summarised": if c.error.is_some() { "training error (%)" } else { "loss" },
             "curve_train_loss": c.curve_train_loss,
+            "resumed_at_epoch": c.resumed_at_epoch,
             "plot": plot.display().to_string(),
         }),
     );
+    if let Some(state) = a.state.as_ref().filter(|_| !a.keep_state) {
+        match std::fs::remove_file(state) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(anyhow::Error::from(e)
+                    .context(format!("removing the finished state {}", state.display())));
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }

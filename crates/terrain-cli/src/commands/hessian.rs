@@ -1,6 +1,7 @@
 //! `terrain hessian`: the Hessian of a checkpoint's loss on a data set — top eigenvalues, trace,
 //! spectral density (with a PNG plot) and the diagonal.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
@@ -10,6 +11,7 @@ use terrain_curvature::{
     density::{self, SlqConfig},
     diagonal::{self, DiagonalConfig, DiagonalMethod},
     eigen::{self, LanczosConfig, PowerConfig},
+    resume::{NoState, StateFile, StateStore},
     trace::{self, HutchPlusPlusConfig, HutchinsonConfig},
 };
 
@@ -132,6 +134,28 @@ pub struct HessianArgs {
     /// Seed of every random probe (same seed, same numbers).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
+    /// Keep the eigenvalue solver's state in FILE (safetensors, replaced atomically after every
+    /// iteration), so that a killed run, rerun with the same command, continues where it stopped
+    /// and ends with exactly the eigenvalues of an uninterrupted run. Resuming is automatic when
+    /// FILE exists; a state written with other settings (checkpoint, data, loss, dtype,
+    /// --param, --batch-size, --hvp, --eigen-method, --top-k, --max-iter, --tol, --seed...) is
+    /// refused, naming each. Size: Lanczos keeps its basis, (steps + 1) × parameters × 4 bytes
+    /// in f32 (8 in f64); power iteration (top-k + 1) × parameters × 4. Deleted when the
+    /// command succeeds, unless --keep-state.
+    #[arg(long, value_name = "FILE.safetensors")]
+    state: Option<PathBuf>,
+    /// Keep the --state file after success (a rerun then redoes only the last iteration).
+    #[arg(long, requires = "state")]
+    keep_state: bool,
+    /// Write the --state file at most once per SECONDS (for models whose basis takes long to
+    /// write; 0: after every iteration).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0.0,
+        requires = "state"
+    )]
+    state_interval: f64,
 }
 
 /// Runs `terrain hessian`.
@@ -161,6 +185,19 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
     let nothing_asked = a.top_k.is_none() && !a.trace && !a.density && diag_method.is_none();
     let top_k = a.top_k.or(nothing_asked.then_some(1));
     let want_trace = a.trace || nothing_asked;
+    if let Some(path) = &a.state {
+        anyhow::ensure!(
+            top_k.is_some(),
+            "--state {} keeps the eigenvalue solver's state, but this run computes no \
+             eigenvalues: add --top-k K",
+            path.display()
+        );
+        anyhow::ensure!(
+            std::time::Duration::try_from_secs_f64(a.state_interval).is_ok(),
+            "--state-interval {:?}: must be a number of seconds from 0 to 1e19",
+            a.state_interval
+        );
+    }
 
     let config = HessianConfig {
         batch_size: a.batch_size,
@@ -187,8 +224,18 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
         "Hessian operator ready"
     );
 
+    let mut state = match &a.state {
+        Some(path) => {
+            let mut f = StateFile::new(path, state_settings(&a, &ckpt, &data, &op, kind)?);
+            f.min_interval = std::time::Duration::try_from_secs_f64(a.state_interval)?;
+            Some(f)
+        }
+        None => None,
+    };
     let eigen = match top_k {
-        Some(k) => Some(top_eigenvalues(&op, &a, k)?),
+        Some(k) => {
+            Some(top_eigenvalues(&op, &a, k, state.as_mut()).map_err(|e| state_hint(e, &a))?)
+        }
         None => None,
     };
     let trace = if want_trace {
@@ -218,6 +265,7 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
         "parameters": op.dim(),
         "loss": loss,
         "top_eigenvalues": eigen.as_ref().map(|e| e.values()),
+        "resumed_at_iteration": eigen.as_ref().and_then(|e| e.resumed_at),
         "trace": trace.as_ref().map(|t| t.value),
         "trace_std_error": trace.as_ref().map(|t| t.std_error),
     });
@@ -265,11 +313,118 @@ pub fn run(ctx: &Context, a: HessianArgs) -> Result<()> {
         obj.insert("diagonal".into(), summary);
         obj.insert("diagonal_params".into(), params);
     }
+    if let Some(s) = &state {
+        obj.insert("state".into(), json!(s.path().display().to_string()));
+        obj.insert("state_kept".into(), json!(a.keep_state));
+    }
     terrain_report::table::print_value(ctx.format, &out);
+    if let Some(s) = &state
+        && !a.keep_state
+    {
+        s.remove()
+            .with_context(|| format!("removing the finished state {}", s.path().display()))?;
+    }
     Ok(())
 }
 
-fn top_eigenvalues(op: &HessianOperator<'_>, a: &HessianArgs, k: usize) -> Result<eigen::TopEigen> {
+/// Everything besides the solver's own settings that changes the eigenvalues: the checkpoint's
+/// bytes, the data's content, the rows used, loss, dtype, device, parameter filter, batch size,
+/// curvature and product method. (The solver adds method, top-k, max-iter, tol, seed, dimension.)
+fn state_settings(
+    a: &HessianArgs,
+    ckpt: &terrain_model::checkpoint::Checkpoint,
+    data: &terrain_model::data::Dataset,
+    op: &HessianOperator<'_>,
+    loss: terrain_model::loss::LossKind,
+) -> Result<BTreeMap<String, String>> {
+    let path = &a.input.checkpoint;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading {} to hash it", path.display()))?;
+    let mut s = BTreeMap::new();
+    s.insert(
+        "checkpoint".to_string(),
+        format!("{} bytes, hash {:016x}", bytes.len(), fnv1a(&bytes)),
+    );
+    s.insert("arch".into(), ckpt.model.spec().to_string());
+    s.insert(
+        "data".into(),
+        format!(
+            "{} ({} rows, hash {:016x})",
+            data.name,
+            data.len(),
+            data.content_hash()?
+        ),
+    );
+    s.insert(
+        "samples".into(),
+        a.samples.map_or("all".into(), |n| n.to_string()),
+    );
+    s.insert("rows".into(), op.rows().to_string());
+    s.insert("sample_seed".into(), a.seed.to_string());
+    s.insert("loss".into(), loss.to_string());
+    s.insert("model_dtype".into(), format!("{:?}", ckpt.model.dtype()));
+    s.insert(
+        "device".into(),
+        format!("{:?}", ckpt.model.device().location()),
+    );
+    s.insert("params".into(), a.params.join(" "));
+    s.insert("batch_size".into(), a.batch_size.to_string());
+    s.insert("curvature".into(), format!("{:?}", op.curvature()));
+    s.insert("hvp".into(), format!("{:?}", op.hvp_method()));
+    Ok(s)
+}
+
+/// FNV-1a of `bytes` (the checkpoint's fingerprint in a state file).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Names the flag behind a state file that cannot be read or written. (A state of other
+/// settings names them, with the file, already.)
+fn state_hint(e: anyhow::Error, a: &HessianArgs) -> anyhow::Error {
+    let Some(state) = &a.state else { return e };
+    let what = e.chain().find_map(|c| {
+        let m = match c.downcast_ref::<terrain_curvature::Error>()? {
+            terrain_curvature::Error::StateFile { path, .. } if path == state => {
+                return Some("not a state this run can continue from; delete it to start over");
+            }
+            terrain_curvature::Error::Model(m) => m,
+            _ => return None,
+        };
+        match m {
+            terrain_model::Error::Safetensors { path, .. }
+            | terrain_model::Error::MissingTensor { path, .. }
+                if path == state =>
+            {
+                Some("not a state this run can continue from; delete it to start over")
+            }
+            terrain_model::Error::Io { path, .. } if path == state => {
+                Some("cannot read or write it")
+            }
+            _ => None,
+        }
+    });
+    match what {
+        Some(w) => e.context(format!("--state {}: {w}", state.display())),
+        None => e,
+    }
+}
+
+fn top_eigenvalues(
+    op: &HessianOperator<'_>,
+    a: &HessianArgs,
+    k: usize,
+    state: Option<&mut StateFile>,
+) -> Result<eigen::TopEigen> {
+    let mut none = NoState;
+    let store: &mut dyn StateStore = match state {
+        Some(s) => s,
+        None => &mut none,
+    };
     let r = match a.eigen_method {
         EigenSolver::Lanczos => {
             let mut c = LanczosConfig {
@@ -283,7 +438,7 @@ fn top_eigenvalues(op: &HessianOperator<'_>, a: &HessianArgs, k: usize) -> Resul
                 c.tol = t;
             }
             flags(
-                eigen::lanczos(op, &c),
+                eigen::lanczos_with_state(op, &c, store),
                 &[
                     ("top_k", "--top-k"),
                     ("max_iter", "--max-iter"),
@@ -303,7 +458,7 @@ fn top_eigenvalues(op: &HessianOperator<'_>, a: &HessianArgs, k: usize) -> Resul
                 c.tol = t;
             }
             flags(
-                eigen::power_iteration(op, &c),
+                eigen::power_iteration_with_state(op, &c, store),
                 &[
                     ("top_k", "--top-k"),
                     ("max_iter", "--max-iter"),
