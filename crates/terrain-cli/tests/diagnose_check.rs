@@ -197,6 +197,17 @@ fn check_measures_walks_the_shipped_trees_draws_and_refuses_bad_input() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("two or more seed checkpoints"), "{text}");
     assert!(text.contains("temp-single"), "{text}");
+    // Each diagnosis as a readable block: verdict, what the tree was fitted on, numbered decisions.
+    assert!(text.contains("\ndiagnoses:\n  temp: "), "{text}");
+    assert!(
+        text.contains("rows of crates/terrain-diagnose/trees/zoo_normal.csv"),
+        "{text}"
+    );
+    assert!(text.contains("    1. train_error = "), "{text}");
+    assert!(
+        !text.contains("{\"question\""),
+        "no JSON lines in the table: {text}"
+    );
     // A full tree given one checkpoint: refused, naming the two-seed feature.
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("../terrain-diagnose/trees/temp.json");
     let e = fails(&[

@@ -330,8 +330,8 @@ impl TreeKind {
     pub fn branch_meaning(self, slot: usize, at_most: bool) -> &'static str {
         let (left, right) = match self.features().get(slot).copied() {
             Some("train_error") => (
-                "interpolating: the training data are (nearly) fitted",
-                "not interpolating: the training error is above the threshold",
+                "fitted: the training error is at most the threshold (the tree's interpolation test)",
+                "not fitted: the training error is above the threshold",
             ),
             Some(MC) => (
                 "poorly connected: a high error barrier between seeds",

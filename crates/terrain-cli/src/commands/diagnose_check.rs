@@ -14,8 +14,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::json;
-use terrain_diagnose::diagnosis::{FeatureRow, FittedTree};
+use serde_json::{Value, json};
+use terrain_diagnose::diagnosis::{Diagnosis, FeatureRow, FittedTree};
 use terrain_metrics::{
     cka::{CkaConfig, Outputs},
     connect::{ConnectConfig, CurveTraining, Method},
@@ -219,6 +219,7 @@ pub fn run(ctx: &Context, a: CheckArgs) -> Result<()> {
         }
     }
     let mut diagnoses = Vec::new();
+    let mut text = Vec::new();
     for (origin, tree) in &trees {
         let d = tree
             .diagnose(&row)
@@ -240,19 +241,7 @@ pub fn run(ctx: &Context, a: CheckArgs) -> Result<()> {
             v["plot"] = json!(p.display().to_string());
         }
         if ctx.format == Format::Table {
-            v["evidence"] = json!(
-                d.evidence
-                    .iter()
-                    .map(|e| format!(
-                        "{} = {} {} {} ({})",
-                        e.metric,
-                        terrain_report::table::format_float(e.value),
-                        e.direction,
-                        terrain_report::table::format_float(e.threshold),
-                        e.meaning
-                    ))
-                    .collect::<Vec<_>>()
-            );
+            text.push(diagnosis_text(&v, &d, tree));
         }
         diagnoses.push(v);
     }
@@ -270,6 +259,51 @@ pub fn run(ctx: &Context, a: CheckArgs) -> Result<()> {
     } else {
         value["connectivity"] = json!(format!("{:?}", a.connect).to_lowercase());
     }
-    terrain_report::table::print_value(ctx.format, &value);
+    if ctx.format == Format::Table {
+        // The diagnoses as readable blocks rather than JSON lines in the table.
+        value.as_object_mut().map(|o| o.remove("diagnoses"));
+        terrain_report::table::print_value(ctx.format, &value);
+        println!("\ndiagnoses:");
+        for t in &text {
+            print!("{t}");
+        }
+    } else {
+        terrain_report::table::print_value(ctx.format, &value);
+    }
     Ok(())
+}
+
+/// One diagnosis as a block of text: the question and verdict, the advice, each decision on the
+/// path with the metric's value and the threshold, what the tree was fitted on, and the picture.
+fn diagnosis_text(v: &Value, d: &Diagnosis, tree: &FittedTree) -> String {
+    let field = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+    let mut out = format!(
+        "  {}: {} (tree {}, {})\n    {}\n",
+        field("question"),
+        d.label,
+        field("tree"),
+        field("tree_file"),
+        d.advice
+    );
+    if let (Some(acc), Some(table)) = (tree.train_accuracy, &tree.table) {
+        out.push_str(&format!(
+            "    (the tree was fitted on {} rows of {table}: {acc:.1}% of them right)\n",
+            tree.n_train
+        ));
+    }
+    for (i, e) in d.evidence.iter().enumerate() {
+        out.push_str(&format!(
+            "    {}. {} = {} {} {}: {}\n",
+            i + 1,
+            e.metric,
+            terrain_report::table::format_float(e.value),
+            e.direction,
+            terrain_report::table::format_float(e.threshold),
+            e.meaning
+        ));
+    }
+    if let Some(p) = v["plot"].as_str() {
+        out.push_str(&format!("    picture: {p}\n"));
+    }
+    out
 }
