@@ -77,7 +77,8 @@ pub(crate) enum Product {
 pub(crate) struct Output {
     /// The mean loss over the operator's data.
     pub loss: f64,
-    /// The gradient (empty for [`Product::GaussNewton`]).
+    /// The gradient (empty for [`Product::GaussNewton`]; the host sweep leaves it empty beside
+    /// any products).
     pub grad: Vec<Tensor>,
     /// One product per direction, each per selected parameter.
     pub products: Vec<Vec<Tensor>>,

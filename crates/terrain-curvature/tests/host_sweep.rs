@@ -72,7 +72,7 @@ fn operator<'m>(
     engine: SweepEngine,
 ) -> HessianOperator<'m> {
     let config = HessianConfig {
-        batch_size: 4,
+        batch_size: if d.len() > 16 { d.len() - 8 } else { 4 },
         hvp: HvpMethod::Rop,
         curvature,
         filter: filter.clone(),
@@ -192,4 +192,28 @@ fn host_sweep_agrees_with_candle_sweep_in_f32() {
         eprintln!("{spec_str} f32: host vs candle sweep {e:.1e}");
         assert!(e <= 1e-5, "{spec_str} f32: {e:e}");
     }
+}
+
+/// Batches large enough for the parallel paths (split products, elementwise blocks, per-image
+/// im2col, pooling), run in a two-thread pool whatever the environment says.
+#[test]
+fn host_sweep_equals_candle_sweep_on_large_batches_in_parallel() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        assert_eq!(rayon::current_num_threads(), 2);
+        for (spec_str, loss, rows) in [
+            ("cnn:1x16x16-8-8-3:tanh", LossKind::Ce, 72),
+            ("cnn:2x16x16-8-4:relu", LossKind::Mse, 40),
+            ("mlp:64-300-10:gelu:bn", LossKind::Ce, 300),
+        ] {
+            let (spec, m) = model(spec_str, DType::F64);
+            let d = data(&spec, rows, loss);
+            let e = compare(&m, &d, loss, &ParamFilter::all(), spec_str);
+            eprintln!("{spec_str}, {rows} rows, 2 threads: host vs candle sweep {e:.1e}");
+            assert!(e <= 1e-12, "{spec_str}: {e:e}");
+        }
+    });
 }

@@ -117,6 +117,9 @@ real!(f64, DType::F64, candle_core::cpu::erf::erf_f64);
 /// Products smaller than this many multiply-adds run on the calling thread.
 const PARALLEL_MACS: usize = 1 << 18;
 
+/// The most elements of direction patches a convolution keeps from its forward pass.
+const MAX_KEPT_PATCHES: usize = 1 << 25;
+
 /// Elementwise loops over more elements than this split over rayon's pool.
 const PARALLEL_ELEMS: usize = 1 << 16;
 
@@ -424,6 +427,8 @@ enum Rec<T> {
         geom: Geom,
         /// `cols(x)` `[N·P, Q]`.
         cols: Vec<T>,
+        /// `cols(ẋ_i)` `[k, N·P, Q]` where kept (else empty).
+        dcols: Vec<T>,
         dx: Option<Vec<T>>,
         live_in: bool,
     },
@@ -502,9 +507,14 @@ impl<T: Real> Sweep<'_, T> {
         slot.and_then(|s| self.dirs[s].as_deref())
     }
 
-    fn grad_acc(&mut self, s: usize) -> &mut Vec<T> {
+    /// The gradient accumulator of slot `s`, where the gradient is wanted (not beside
+    /// products, whose callers discard it: it would cost one more product per layer).
+    fn grad_acc(&mut self, s: usize) -> Option<&mut Vec<T>> {
+        if self.product != Product::Gradient {
+            return None;
+        }
         let len = self.lens[s];
-        acc(&mut self.grad[s], len)
+        Some(acc(&mut self.grad[s], len))
     }
 
     fn prod_acc(&mut self, s: usize) -> &mut Vec<T> {
@@ -617,9 +627,18 @@ impl<T: Real> Sweep<'_, T> {
                     let vw = self.dir(*w_slot);
                     let vb = self.dir(*b_slot);
                     let mut dy: Option<Vec<T>> = None;
+                    // The tangent's patches, kept for the kernel's residual term `gᵀ cols(ẋ)`
+                    // when they fit (else rebuilt there).
+                    let keep = dh.is_some()
+                        && self.residual()
+                        && w_slot.is_some()
+                        && k * rows * q <= MAX_KEPT_PATCHES;
+                    let mut kept = Vec::new();
                     if dh.is_some() || vw.is_some() || vb.is_some() {
                         let mut t = vec![T::ZERO; k * rows * out];
-                        let mut dcols = if dh.is_some() {
+                        let mut dcols = if keep {
+                            vec![T::ZERO; k * rows * q]
+                        } else if dh.is_some() {
                             vec![T::ZERO; rows * q]
                         } else {
                             Vec::new()
@@ -629,8 +648,13 @@ impl<T: Real> Sweep<'_, T> {
                             let ti = &mut t[i * rows * out..(i + 1) * rows * out];
                             let mut accd = false;
                             if let Some(d) = &dh {
-                                geom.im2col(&d[i * img..(i + 1) * img], &mut dcols);
-                                mm(rows, out, q, ti, false, rm(&dcols, q), tr(w, q));
+                                let di = if keep {
+                                    &mut dcols[i * rows * q..(i + 1) * rows * q]
+                                } else {
+                                    &mut dcols[..]
+                                };
+                                geom.im2col(&d[i * img..(i + 1) * img], di);
+                                mm(rows, out, q, ti, false, rm(di, q), tr(w, q));
                                 accd = true;
                             }
                             if let Some(vw) = vw {
@@ -643,6 +667,9 @@ impl<T: Real> Sweep<'_, T> {
                                 }
                             }
                         }
+                        if keep {
+                            kept = dcols;
+                        }
                         dy = Some(t);
                     }
                     let live_in = *live;
@@ -650,6 +677,7 @@ impl<T: Real> Sweep<'_, T> {
                     let rec = Rec::Conv {
                         geom,
                         cols,
+                        dcols: kept,
                         dx: dh,
                         live_in,
                     };
@@ -737,57 +765,73 @@ impl<T: Real> Sweep<'_, T> {
                         return Err(shape_error("max_pool2x2", 2, shape));
                     }
                     let (ho, wo) = (hh / 2, ww / 2);
-                    let mut y = vec![T::ZERO; n * ho * wo * c];
+                    let (img_in, img_out) = (hh * ww * c, ho * wo * c);
+                    let mut y = vec![T::ZERO; n * img_out];
                     let mut mask = vec![T::ZERO; h.len()];
-                    let idx = |b: usize, i: usize, j: usize| ((b * hh + i) * ww + j) * c;
-                    for b in 0..n {
+                    let corners = |oi: usize, oj: usize| {
+                        let p = (2 * oi * ww + 2 * oj) * c;
+                        [p, p + c, p + ww * c, p + ww * c + c]
+                    };
+                    let fwd = |((x, y), m): ((&[T], &mut [T]), &mut [T])| {
                         for oi in 0..ho {
                             for oj in 0..wo {
-                                let o = ((b * ho + oi) * wo + oj) * c;
-                                let corners = [
-                                    idx(b, 2 * oi, 2 * oj),
-                                    idx(b, 2 * oi, 2 * oj + 1),
-                                    idx(b, 2 * oi + 1, 2 * oj),
-                                    idx(b, 2 * oi + 1, 2 * oj + 1),
-                                ];
+                                let o = (oi * wo + oj) * c;
+                                let cs = corners(oi, oj);
                                 for ch in 0..c {
-                                    let mut m = h[corners[0] + ch];
-                                    for &p in &corners[1..] {
-                                        if h[p + ch] > m {
-                                            m = h[p + ch];
+                                    let mut v = x[cs[0] + ch];
+                                    for &p in &cs[1..] {
+                                        if x[p + ch] > v {
+                                            v = x[p + ch];
                                         }
                                     }
-                                    y[o + ch] = m;
-                                    for &p in &corners {
-                                        if h[p + ch] == m {
-                                            mask[p + ch] = T::ONE;
+                                    y[o + ch] = v;
+                                    for &p in &cs {
+                                        if x[p + ch] == v {
+                                            m[p + ch] = T::ONE;
                                         }
                                     }
                                 }
                             }
                         }
+                    };
+                    let par = h.len() >= PARALLEL_ELEMS && rayon::current_num_threads() > 1;
+                    if par {
+                        h.par_chunks(img_in)
+                            .zip(y.par_chunks_mut(img_out))
+                            .zip(mask.par_chunks_mut(img_in))
+                            .for_each(fwd);
+                    } else {
+                        h.chunks(img_in)
+                            .zip(y.chunks_mut(img_out))
+                            .zip(mask.chunks_mut(img_in))
+                            .for_each(fwd);
                     }
                     let out_shape = Shape::Img { h: ho, w: wo, c };
                     let dy = dh.as_ref().map(|d| {
-                        let mut t = vec![T::ZERO; k * n * ho * wo * c];
-                        let (img_in, img_out) = (n * hh * ww * c, n * ho * wo * c);
-                        for i in 0..k {
-                            let (d, t) = (&d[i * img_in..], &mut t[i * img_out..]);
-                            for b in 0..n {
-                                for oi in 0..ho {
-                                    for oj in 0..wo {
-                                        let o = ((b * ho + oi) * wo + oj) * c;
-                                        for di in 0..2 {
-                                            for dj in 0..2 {
-                                                let p = idx(b, 2 * oi + di, 2 * oj + dj);
-                                                for ch in 0..c {
-                                                    t[o + ch] += d[p + ch] * mask[p + ch];
-                                                }
-                                            }
+                        let mut t = vec![T::ZERO; k * n * img_out];
+                        let tan = |(b, (d, t)): (usize, (&[T], &mut [T]))| {
+                            let m = &mask[(b % n) * img_in..][..img_in];
+                            for oi in 0..ho {
+                                for oj in 0..wo {
+                                    let o = (oi * wo + oj) * c;
+                                    for p in corners(oi, oj) {
+                                        for ch in 0..c {
+                                            t[o + ch] += d[p + ch] * m[p + ch];
                                         }
                                     }
                                 }
                             }
+                        };
+                        if par {
+                            d.par_chunks(img_in)
+                                .zip(t.par_chunks_mut(img_out))
+                                .enumerate()
+                                .for_each(tan);
+                        } else {
+                            d.chunks(img_in)
+                                .zip(t.chunks_mut(img_out))
+                                .enumerate()
+                                .for_each(tan);
                         }
                         t
                     });
@@ -1002,11 +1046,11 @@ impl<T: Real> Sweep<'_, T> {
             ) => {
                 let (out, inp) = (*out, *inp);
                 if let Some(g) = &flow.g {
-                    if let Some(s) = *w_slot {
-                        mm(out, inp, n, self.grad_acc(s), true, tr(g, out), rm(&x, inp));
+                    if let Some(a) = w_slot.and_then(|s| self.grad_acc(s)) {
+                        mm(out, inp, n, a, true, tr(g, out), rm(&x, inp));
                     }
-                    if let Some(s) = *b_slot {
-                        add_col_sums(self.grad_acc(s), g, out);
+                    if let Some(a) = b_slot.and_then(|s| self.grad_acc(s)) {
+                        add_col_sums(a, g, out);
                     }
                 }
                 if let Some(dg) = &flow.dg {
@@ -1068,6 +1112,7 @@ impl<T: Real> Sweep<'_, T> {
                 Rec::Conv {
                     geom,
                     cols,
+                    dcols: kept,
                     dx,
                     live_in,
                 },
@@ -1076,25 +1121,17 @@ impl<T: Real> Sweep<'_, T> {
                 let (q, rows) = (geom.patch(), n * geom.positions());
                 let img = n * geom.h * geom.w * geom.c;
                 if let Some(g) = &flow.g {
-                    if let Some(s) = *w_slot {
-                        mm(
-                            out,
-                            q,
-                            rows,
-                            self.grad_acc(s),
-                            true,
-                            tr(g, out),
-                            rm(&cols, q),
-                        );
+                    if let Some(a) = w_slot.and_then(|s| self.grad_acc(s)) {
+                        mm(out, q, rows, a, true, tr(g, out), rm(&cols, q));
                     }
-                    if let Some(s) = *b_slot {
-                        add_col_sums(self.grad_acc(s), g, out);
+                    if let Some(a) = b_slot.and_then(|s| self.grad_acc(s)) {
+                        add_col_sums(a, g, out);
                     }
                 }
                 if let Some(dg) = &flow.dg {
                     if let Some(s) = *w_slot {
                         let (g, dx) = (flow.g.as_deref(), dx.as_deref());
-                        let mut dcols = if res && g.is_some() && dx.is_some() {
+                        let mut dcols = if res && g.is_some() && dx.is_some() && kept.is_empty() {
                             vec![T::ZERO; rows * q]
                         } else {
                             Vec::new()
@@ -1105,8 +1142,13 @@ impl<T: Real> Sweep<'_, T> {
                             let dgi = &dg[i * rows * out..(i + 1) * rows * out];
                             mm(out, q, rows, pi, true, tr(dgi, out), rm(&cols, q));
                             if res && let (Some(g), Some(dx)) = (g, dx) {
-                                geom.im2col(&dx[i * img..(i + 1) * img], &mut dcols);
-                                mm(out, q, rows, pi, true, tr(g, out), rm(&dcols, q));
+                                let di = if kept.is_empty() {
+                                    geom.im2col(&dx[i * img..(i + 1) * img], &mut dcols);
+                                    &dcols[..]
+                                } else {
+                                    &kept[i * rows * q..(i + 1) * rows * q]
+                                };
+                                mm(out, q, rows, pi, true, tr(g, out), rm(di, q));
                             }
                         }
                     }
@@ -1122,6 +1164,7 @@ impl<T: Real> Sweep<'_, T> {
                     }
                 }
                 drop(cols);
+                drop(kept);
                 if !live_in {
                     return None;
                 }
@@ -1167,16 +1210,15 @@ impl<T: Real> Sweep<'_, T> {
                 let c = gamma.len();
                 let len = xhat.len();
                 if let Some(g) = &flow.g {
-                    if let Some(s) = *g_slot {
-                        let a = self.grad_acc(s);
+                    if let Some(a) = g_slot.and_then(|s| self.grad_acc(s)) {
                         for (gr, xr) in g.chunks_exact(c).zip(xhat.chunks_exact(c)) {
                             for j in 0..c {
                                 a[j] += gr[j] * xr[j];
                             }
                         }
                     }
-                    if let Some(s) = *b_slot {
-                        add_col_sums(self.grad_acc(s), g, c);
+                    if let Some(a) = b_slot.and_then(|s| self.grad_acc(s)) {
+                        add_col_sums(a, g, c);
                     }
                 }
                 if let Some(dg) = &flow.dg {
@@ -1270,20 +1312,32 @@ impl<T: Real> Sweep<'_, T> {
                     unreachable!("max pool records an image shape")
                 };
                 let (ho, wo) = (hh / 2, ww / 2);
+                let (img_in, img_out) = (hh * ww * c, ho * wo * c);
+                let n_mask = mask.len() / img_in;
                 let up = |src: &[T]| {
-                    let rows = src.len() / (ho * wo * c);
-                    let mut out = vec![T::ZERO; rows * hh * ww * c];
-                    for b in 0..rows {
+                    let mut out = vec![T::ZERO; src.len() / img_out * img_in];
+                    let f = |(b, (s, o)): (usize, (&[T], &mut [T]))| {
+                        let m = &mask[(b % n_mask) * img_in..][..img_in];
                         for i in 0..hh {
                             for j in 0..ww {
-                                let d = ((b * hh + i) * ww + j) * c;
-                                let s = ((b * ho + i / 2) * wo + j / 2) * c;
-                                let m = &mask[(d % mask.len())..][..c];
+                                let d = (i * ww + j) * c;
+                                let s = &s[((i / 2) * wo + j / 2) * c..][..c];
                                 for ch in 0..c {
-                                    out[d + ch] = src[s + ch] * m[ch];
+                                    o[d + ch] = s[ch] * m[d + ch];
                                 }
                             }
                         }
+                    };
+                    if out.len() >= PARALLEL_ELEMS && rayon::current_num_threads() > 1 {
+                        src.par_chunks(img_out)
+                            .zip(out.par_chunks_mut(img_in))
+                            .enumerate()
+                            .for_each(f);
+                    } else {
+                        src.chunks(img_out)
+                            .zip(out.chunks_mut(img_in))
+                            .enumerate()
+                            .for_each(f);
                     }
                     out
                 };
@@ -1348,65 +1402,102 @@ fn shape_error(layer: &str, want: usize, got: Shape) -> Error {
 }
 
 /// `φ(z)`, `φ'(z)` and (if `second`) `φ''(z)`, by the formulas of the candle sweep
-/// ([`crate::propagation::sweep::derivatives`]).
+/// ([`crate::propagation::sweep::derivatives`]); large buffers in parallel blocks.
 fn activate<T: Real>(act: Activation, z: &[T], second: bool) -> (Vec<T>, Vec<T>, Option<Vec<T>>) {
     let n = z.len();
+    let second = second && act != Activation::Relu;
     let mut a = vec![T::ZERO; n];
     let mut d1 = vec![T::ZERO; n];
-    let mut d2 = if second && act != Activation::Relu {
-        Some(vec![T::ZERO; n])
+    let mut d2 = vec![T::ZERO; if second { n } else { 0 }];
+    const BLOCK: usize = 1 << 14;
+    if n >= PARALLEL_ELEMS && rayon::current_num_threads() > 1 {
+        let blocks: Vec<(&[T], &mut [T], &mut [T])> = z
+            .chunks(BLOCK)
+            .zip(a.chunks_mut(BLOCK))
+            .zip(d1.chunks_mut(BLOCK))
+            .map(|((z, a), d)| (z, a, d))
+            .collect();
+        if second {
+            blocks
+                .into_par_iter()
+                .zip(d2.par_chunks_mut(BLOCK))
+                .for_each(|((z, a, d), e)| activate_block(act, z, a, d, Some(e)));
+        } else {
+            blocks
+                .into_par_iter()
+                .for_each(|(z, a, d)| activate_block(act, z, a, d, None));
+        }
     } else {
-        None
-    };
+        activate_block(act, z, &mut a, &mut d1, second.then_some(&mut d2[..]));
+    }
+    (a, d1, second.then_some(d2))
+}
+
+/// One block of [`activate`]: `a = φ(z)`, `d1 = φ'(z)` and, if given, `d2 = φ''(z)`.
+fn activate_block<T: Real>(
+    act: Activation,
+    z: &[T],
+    a: &mut [T],
+    d1: &mut [T],
+    d2: Option<&mut [T]>,
+) {
     let (one, two, half) = (T::ONE, T::of(2.0), T::of(0.5));
     let sigmoid = |x: T| one / (one + (-x).exp());
+    let relu = |x: T| if x > T::ZERO { x } else { T::ZERO };
     let inv_sqrt2 = T::of(std::f64::consts::FRAC_1_SQRT_2);
     let inv_sqrt_2pi = T::of(1.0 / (2.0 * std::f64::consts::PI).sqrt());
-    for i in 0..n {
-        let x = z[i];
-        let (y, p1, p2) = match act {
-            Activation::Relu => {
-                let pos = x >= T::ZERO;
-                (
-                    if x > T::ZERO { x } else { T::ZERO },
-                    if pos { one } else { T::ZERO },
-                    T::ZERO,
-                )
+    // Each arm: (φ, φ', φ'') of one element.
+    macro_rules! each {
+        (|$x:ident| $body:expr) => {{
+            match d2 {
+                Some(d2) => {
+                    for i in 0..z.len() {
+                        let $x = z[i];
+                        let (y, p1, p2) = $body;
+                        a[i] = y;
+                        d1[i] = p1;
+                        d2[i] = p2;
+                    }
+                }
+                None => {
+                    for i in 0..z.len() {
+                        let $x = z[i];
+                        let (y, p1, _) = $body;
+                        a[i] = y;
+                        d1[i] = p1;
+                    }
+                }
             }
-            Activation::Tanh => {
-                let t = x.tanh();
-                let p1 = one - t * t;
-                (t, p1, -(two * t * p1))
-            }
-            Activation::Sigmoid => {
-                let s = sigmoid(x);
-                let p1 = s * (one - s);
-                (s, p1, p1 * (one - two * s))
-            }
-            Activation::Softplus => {
-                let s = sigmoid(x);
-                let relu = if x > T::ZERO { x } else { T::ZERO };
-                (relu + ((-x.abs()).exp() + one).ln(), s, s * (one - s))
-            }
-            Activation::Silu => {
-                let s = sigmoid(x);
-                let s1 = s * (one - s);
-                (x * s, s + x * s1, s1 * (x * (one - two * s) + two))
-            }
-            Activation::Gelu => {
-                let e = (x * inv_sqrt2).erf();
-                let cdf = e * half + half;
-                let pdf = (x * x * -half).exp() * inv_sqrt_2pi;
-                (x * half * (e + one), cdf + x * pdf, pdf * (two - x * x))
-            }
-        };
-        a[i] = y;
-        d1[i] = p1;
-        if let Some(d2) = &mut d2 {
-            d2[i] = p2;
-        }
+        }};
     }
-    (a, d1, d2)
+    match act {
+        Activation::Relu => each!(|x| (relu(x), if x >= T::ZERO { one } else { T::ZERO }, T::ZERO)),
+        Activation::Tanh => each!(|x| {
+            let t = x.tanh();
+            let p1 = one - t * t;
+            (t, p1, -(two * t * p1))
+        }),
+        Activation::Sigmoid => each!(|x| {
+            let s = sigmoid(x);
+            let p1 = s * (one - s);
+            (s, p1, p1 * (one - two * s))
+        }),
+        Activation::Softplus => each!(|x| {
+            let s = sigmoid(x);
+            (relu(x) + ((-x.abs()).exp() + one).ln(), s, s * (one - s))
+        }),
+        Activation::Silu => each!(|x| {
+            let s = sigmoid(x);
+            let s1 = s * (one - s);
+            (x * s, s + x * s1, s1 * (x * (one - two * s) + two))
+        }),
+        Activation::Gelu => each!(|x| {
+            let e = (x * inv_sqrt2).erf();
+            let cdf = e * half + half;
+            let pdf = (x * x * -half).exp() * inv_sqrt_2pi;
+            (x * half * (e + one), cdf + x * pdf, pdf * (two - x * x))
+        }),
+    }
 }
 
 /// The host sweep of `problem`, or `None` where it does not apply (a device other than the CPU,
@@ -1621,7 +1712,7 @@ fn run_typed<T: Real>(
         };
         T::tensor(v, &problem.shapes[j])
     };
-    let grad = if product == Product::GaussNewton {
+    let grad = if product != Product::Gradient {
         Vec::new()
     } else {
         (0..p)
