@@ -482,6 +482,9 @@ fn sum_opt<T: Real>(a: Option<Vec<T>>, b: Option<Vec<T>>) -> Option<Vec<T>> {
     }
 }
 
+/// A forward pass's record, output value, output tangent and output row shape.
+type Tape<'l, T> = (Vec<Step<'l, T>>, Vec<T>, Option<Vec<T>>, Shape);
+
 struct Sweep<'a, T> {
     product: Product,
     k: usize,
@@ -494,7 +497,7 @@ struct Sweep<'a, T> {
     prod: Vec<Option<Vec<T>>>,
 }
 
-fn acc<'v, T: Real>(slot: &'v mut Option<Vec<T>>, len: usize) -> &'v mut Vec<T> {
+fn acc<T: Real>(slot: &mut Option<Vec<T>>, len: usize) -> &mut Vec<T> {
     slot.get_or_insert_with(|| vec![T::ZERO; len])
 }
 
@@ -531,7 +534,7 @@ impl<T: Real> Sweep<'_, T> {
         mut dh: Option<Vec<T>>,
         mut shape: Shape,
         live: &mut bool,
-    ) -> Result<(Vec<Step<'l, T>>, Vec<T>, Option<Vec<T>>, Shape)> {
+    ) -> Result<Tape<'l, T>> {
         let (n, k) = (self.n, self.k);
         let mut steps = Vec::with_capacity(layers.len());
         for layer in layers {
