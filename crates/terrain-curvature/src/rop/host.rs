@@ -72,10 +72,15 @@ pub(crate) trait Real:
     fn host(t: &Tensor) -> Result<Vec<Self>>;
     /// A CPU tensor of `shape` from row-major elements.
     fn tensor(v: Vec<Self>, shape: &[usize]) -> Result<Tensor>;
+    /// Runs `f` on the calling thread's pool of free buffers.
+    fn with_pool<R>(f: impl FnOnce(&mut Vec<Vec<Self>>) -> R) -> R;
 }
 
 macro_rules! real {
-    ($t:ty, $dtype:expr, $erf:path) => {
+    ($t:ty, $dtype:expr, $erf:path, $pool:ident) => {
+        thread_local! {
+            static $pool: std::cell::RefCell<Vec<Vec<$t>>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         impl Real for $t {
             const DTYPE: DType = $dtype;
             const ZERO: Self = 0.0;
@@ -107,12 +112,66 @@ macro_rules! real {
             fn tensor(v: Vec<Self>, shape: &[usize]) -> Result<Tensor> {
                 Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
             }
+            fn with_pool<R>(f: impl FnOnce(&mut Vec<Vec<Self>>) -> R) -> R {
+                $pool.with(|p| f(&mut p.borrow_mut()))
+            }
         }
     };
 }
 
-real!(f32, DType::F32, candle_core::cpu::erf::erf_f32);
-real!(f64, DType::F64, candle_core::cpu::erf::erf_f64);
+real!(f32, DType::F32, candle_core::cpu::erf::erf_f32, POOL_F32);
+real!(f64, DType::F64, candle_core::cpu::erf::erf_f64, POOL_F64);
+
+/// The most elements the calling thread's buffer pool keeps between uses.
+const MAX_POOLED: usize = 1 << 26;
+
+/// A buffer of `n` elements from the calling thread's pool (or fresh), its contents arbitrary
+/// (initialised, left from an earlier use): for outputs that are written in full.
+fn dirty<T: Real>(n: usize) -> Vec<T> {
+    let found = T::with_pool(|pool| {
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.len() >= n && v.len() <= 2 * n.max(1024))
+            .min_by_key(|(_, v)| v.len())
+            .map(|(i, _)| i);
+        best.map(|i| pool.swap_remove(i))
+    });
+    match found {
+        Some(mut v) => {
+            v.truncate(n);
+            v
+        }
+        None => vec![T::ZERO; n],
+    }
+}
+
+/// A zeroed buffer of `n` elements (from the pool where one fits).
+fn zeros<T: Real>(n: usize) -> Vec<T> {
+    let mut v = dirty(n);
+    v.fill(T::ZERO);
+    v
+}
+
+/// Returns a buffer to the calling thread's pool (dropped if the pool is full), so the next
+/// sweep's buffers of the same size are neither mapped nor faulted in afresh.
+fn give<T: Real>(v: Vec<T>) {
+    if v.len() < 1024 {
+        return;
+    }
+    T::with_pool(|pool| {
+        let held: usize = pool.iter().map(Vec::len).sum();
+        if held + v.len() <= MAX_POOLED {
+            pool.push(v);
+        }
+    });
+}
+
+/// Returns a flow's buffers to the pool.
+fn give_flow<T: Real>(f: Flow<T>) {
+    f.g.map(give);
+    f.dg.map(give);
+}
 
 /// Products smaller than this many multiply-adds run on the calling thread.
 const PARALLEL_MACS: usize = 1 << 18;
@@ -551,7 +610,7 @@ impl<T: Real> Sweep<'_, T> {
                     if shape.len() != inp {
                         return Err(shape_error("linear", inp, shape));
                     }
-                    let mut y = vec![T::ZERO; n * out];
+                    let mut y = dirty::<T>(n * out);
                     mm(n, out, inp, &mut y, false, rm(&h, inp), tr(w, inp));
                     if let Some(b) = b {
                         for row in y.chunks_exact_mut(out) {
@@ -561,12 +620,12 @@ impl<T: Real> Sweep<'_, T> {
                     let vw = self.dir(*w_slot);
                     let vb = self.dir(*b_slot);
                     let mut dy = dh.as_ref().map(|d| {
-                        let mut t = vec![T::ZERO; k * n * out];
+                        let mut t = dirty::<T>(k * n * out);
                         mm(k * n, out, inp, &mut t, false, rm(d, inp), tr(w, inp));
                         t
                     });
                     if vw.is_some() || vb.is_some() {
-                        let t = dy.get_or_insert_with(|| vec![T::ZERO; k * n * out]);
+                        let t = dy.get_or_insert_with(|| zeros::<T>(k * n * out));
                         for i in 0..k {
                             let ti = &mut t[i * n * out..(i + 1) * n * out];
                             if let Some(vw) = vw {
@@ -618,9 +677,9 @@ impl<T: Real> Sweep<'_, T> {
                     };
                     let out = *out;
                     let (q, rows) = (geom.patch(), n * geom.positions());
-                    let mut cols = vec![T::ZERO; rows * q];
+                    let mut cols = dirty::<T>(rows * q);
                     geom.im2col(&h, &mut cols);
-                    let mut y = vec![T::ZERO; rows * out];
+                    let mut y = dirty::<T>(rows * out);
                     mm(rows, out, q, &mut y, false, rm(&cols, q), tr(w, q));
                     if let Some(b) = b {
                         for row in y.chunks_exact_mut(out) {
@@ -638,11 +697,11 @@ impl<T: Real> Sweep<'_, T> {
                         && k * rows * q <= MAX_KEPT_PATCHES;
                     let mut kept = Vec::new();
                     if dh.is_some() || vw.is_some() || vb.is_some() {
-                        let mut t = vec![T::ZERO; k * rows * out];
+                        let mut t = zeros::<T>(k * rows * out);
                         let mut dcols = if keep {
-                            vec![T::ZERO; k * rows * q]
+                            dirty::<T>(k * rows * q)
                         } else if dh.is_some() {
-                            vec![T::ZERO; rows * q]
+                            dirty::<T>(rows * q)
                         } else {
                             Vec::new()
                         };
@@ -677,6 +736,7 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     let live_in = *live;
                     *live |= w_slot.is_some() || b_slot.is_some();
+                    give(h);
                     let rec = Rec::Conv {
                         geom,
                         cols,
@@ -704,7 +764,7 @@ impl<T: Real> Sweep<'_, T> {
                         return Err(shape_error("batch_norm", mean.len(), shape));
                     }
                     let mut xhat = h;
-                    let mut y = vec![T::ZERO; xhat.len()];
+                    let mut y = dirty::<T>(xhat.len());
                     for (xr, yr) in xhat.chunks_exact_mut(c).zip(y.chunks_exact_mut(c)) {
                         for j in 0..c {
                             xr[j] = (xr[j] - mean[j]) * r[j];
@@ -723,7 +783,7 @@ impl<T: Real> Sweep<'_, T> {
                         t
                     });
                     if vg.is_some() || vb.is_some() {
-                        let t = dy.get_or_insert_with(|| vec![T::ZERO; k * xhat.len()]);
+                        let t = dy.get_or_insert_with(|| zeros::<T>(k * xhat.len()));
                         for (i, ti) in t.chunks_exact_mut(xhat.len()).enumerate() {
                             for (tr_, xr) in ti.chunks_exact_mut(c).zip(xhat.chunks_exact(c)) {
                                 for j in 0..c {
@@ -758,6 +818,7 @@ impl<T: Real> Sweep<'_, T> {
                         }
                         t
                     });
+                    give(h);
                     (y, dy, shape, Rec::Act { d1, d2, dz: dh })
                 }
                 HLayer::MaxPool => {
@@ -769,8 +830,8 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     let (ho, wo) = (hh / 2, ww / 2);
                     let (img_in, img_out) = (hh * ww * c, ho * wo * c);
-                    let mut y = vec![T::ZERO; n * img_out];
-                    let mut mask = vec![T::ZERO; h.len()];
+                    let mut y = dirty::<T>(n * img_out);
+                    let mut mask = zeros::<T>(h.len());
                     let corners = |oi: usize, oj: usize| {
                         let p = (2 * oi * ww + 2 * oj) * c;
                         [p, p + c, p + ww * c, p + ww * c + c]
@@ -811,7 +872,7 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     let out_shape = Shape::Img { h: ho, w: wo, c };
                     let dy = dh.as_ref().map(|d| {
-                        let mut t = vec![T::ZERO; k * n * img_out];
+                        let mut t = zeros::<T>(k * n * img_out);
                         let tan = |(b, (d, t)): (usize, (&[T], &mut [T]))| {
                             let m = &mask[(b % n) * img_in..][..img_in];
                             for oi in 0..ho {
@@ -838,6 +899,8 @@ impl<T: Real> Sweep<'_, T> {
                         }
                         t
                     });
+                    give(h);
+                    dh.map(give);
                     (y, dy, out_shape, Rec::MaxPool { mask, shape })
                 }
                 HLayer::Flatten => {
@@ -845,7 +908,7 @@ impl<T: Real> Sweep<'_, T> {
                     let (y, dy) = match shape {
                         Shape::Img { h: hh, w: ww, c } if hh * ww > 1 && c > 1 => {
                             let perm = |src: &[T]| {
-                                let mut out = vec![T::ZERO; src.len()];
+                                let mut out = dirty::<T>(src.len());
                                 for (s, o) in src.chunks_exact(f).zip(out.chunks_exact_mut(f)) {
                                     for p in 0..hh * ww {
                                         for ch in 0..c {
@@ -855,7 +918,10 @@ impl<T: Real> Sweep<'_, T> {
                                 }
                                 out
                             };
-                            (perm(&h), dh.as_deref().map(perm))
+                            let out = (perm(&h), dh.as_deref().map(perm));
+                            give(h);
+                            dh.map(give);
+                            out
                         }
                         _ => (h, dh),
                     };
@@ -868,7 +934,7 @@ impl<T: Real> Sweep<'_, T> {
                     let area = T::of(1.0 / (hh * ww) as f64);
                     let pool = |src: &[T]| {
                         let rows = src.len() / (hh * ww * c);
-                        let mut out = vec![T::ZERO; rows * c];
+                        let mut out = zeros::<T>(rows * c);
                         for (s, o) in src.chunks_exact(hh * ww * c).zip(out.chunks_exact_mut(c)) {
                             add_col_sums(o, s, c);
                             for x in o.iter_mut() {
@@ -879,6 +945,8 @@ impl<T: Real> Sweep<'_, T> {
                     };
                     let y = pool(&h);
                     let dy = dh.as_deref().map(pool);
+                    give(h);
+                    dh.map(give);
                     (y, dy, Shape::Flat(c), Rec::AvgPool { shape })
                 }
                 HLayer::Residual { main, skip } => {
@@ -937,7 +1005,7 @@ impl<T: Real> Sweep<'_, T> {
         let w = T::of(weight);
         match kind {
             LossKind::Ce => {
-                let mut p = vec![T::ZERO; n * o];
+                let mut p = zeros::<T>(n * o);
                 for (zr, pr) in z.chunks_exact(o).zip(p.chunks_exact_mut(o)) {
                     let mut m = zr[0];
                     for &x in &zr[1..] {
@@ -956,7 +1024,7 @@ impl<T: Real> Sweep<'_, T> {
                 }
                 let row_mass = |r: usize| mass.map_or(T::ONE, |m| m[r]);
                 let g = want_g.then(|| {
-                    let mut g = vec![T::ZERO; n * o];
+                    let mut g = zeros::<T>(n * o);
                     for r in 0..n {
                         let m = row_mass(r);
                         for j in 0..o {
@@ -966,7 +1034,7 @@ impl<T: Real> Sweep<'_, T> {
                     g
                 });
                 let dg = dz.map(|dz| {
-                    let mut out = vec![T::ZERO; k * n * o];
+                    let mut out = zeros::<T>(k * n * o);
                     for i in 0..k {
                         for r in 0..n {
                             let base = (i * n + r) * o;
@@ -1085,23 +1153,26 @@ impl<T: Real> Sweep<'_, T> {
                     return None;
                 }
                 let g_x = flow.g.as_ref().map(|g| {
-                    let mut t = vec![T::ZERO; n * inp];
+                    let mut t = dirty::<T>(n * inp);
                     mm(n, inp, out, &mut t, false, rm(g, out), rm(w, inp));
                     t
                 });
                 let mut dg_x = flow.dg.as_ref().map(|dg| {
-                    let mut t = vec![T::ZERO; k * n * inp];
+                    let mut t = dirty::<T>(k * n * inp);
                     mm(k * n, inp, out, &mut t, false, rm(dg, out), rm(w, inp));
                     t
                 });
                 if res && let (Some(g), Some(vw)) = (&flow.g, self.dir(*w_slot)) {
-                    let t = dg_x.get_or_insert_with(|| vec![T::ZERO; k * n * inp]);
+                    let t = dg_x.get_or_insert_with(|| zeros::<T>(k * n * inp));
                     for i in 0..k {
                         let vi = &vw[i * out * inp..(i + 1) * out * inp];
                         let ti = &mut t[i * n * inp..(i + 1) * n * inp];
                         mm(n, inp, out, ti, true, rm(g, out), rm(vi, inp));
                     }
                 }
+                give(x);
+                dx.map(give);
+                give_flow(flow);
                 Some(Flow { g: g_x, dg: dg_x })
             }
             (
@@ -1135,7 +1206,7 @@ impl<T: Real> Sweep<'_, T> {
                     if let Some(s) = *w_slot {
                         let (g, dx) = (flow.g.as_deref(), dx.as_deref());
                         let mut dcols = if res && g.is_some() && dx.is_some() && kept.is_empty() {
-                            vec![T::ZERO; rows * q]
+                            dirty::<T>(rows * q)
                         } else {
                             Vec::new()
                         };
@@ -1166,21 +1237,21 @@ impl<T: Real> Sweep<'_, T> {
                         }
                     }
                 }
-                drop(cols);
-                drop(kept);
+                give(cols);
+                give(kept);
                 if !live_in {
                     return None;
                 }
-                let mut tmp = vec![T::ZERO; rows * q];
+                let mut tmp = dirty::<T>(rows * q);
                 let g_x = flow.g.as_ref().map(|g| {
                     mm(rows, q, out, &mut tmp, false, rm(g, out), rm(w, q));
-                    let mut t = vec![T::ZERO; img];
+                    let mut t = dirty::<T>(img);
                     geom.col2im(&tmp, &mut t);
                     t
                 });
                 let vw = if res { self.dir(*w_slot) } else { None };
                 let dg_x = if flow.dg.is_some() || (vw.is_some() && flow.g.is_some()) {
-                    let mut t = vec![T::ZERO; k * img];
+                    let mut t = dirty::<T>(k * img);
                     for i in 0..k {
                         let mut accd = false;
                         if let Some(dg) = &flow.dg {
@@ -1198,6 +1269,9 @@ impl<T: Real> Sweep<'_, T> {
                 } else {
                     None
                 };
+                give(tmp);
+                dx.map(give);
+                give_flow(flow);
                 Some(Flow { g: g_x, dg: dg_x })
             }
             (
@@ -1271,7 +1345,7 @@ impl<T: Real> Sweep<'_, T> {
                 let g_x = flow.g.clone().map(scale_rows);
                 let mut dg_x = flow.dg.map(scale_rows);
                 if res && let (Some(g), Some(vg)) = (&flow.g, self.dir(*g_slot)) {
-                    let t = dg_x.get_or_insert_with(|| vec![T::ZERO; k * len]);
+                    let t = dg_x.get_or_insert_with(|| zeros::<T>(k * len));
                     for i in 0..k {
                         let ti = &mut t[i * len..(i + 1) * len];
                         for (tr_, gr) in ti.chunks_exact_mut(c).zip(g.chunks_exact(c)) {
@@ -1281,6 +1355,9 @@ impl<T: Real> Sweep<'_, T> {
                         }
                     }
                 }
+                give(xhat);
+                dx.map(give);
+                flow.g.map(give);
                 Some(Flow { g: g_x, dg: dg_x })
             }
             (_, Rec::Act { d1, d2, dz }) => {
@@ -1295,7 +1372,7 @@ impl<T: Real> Sweep<'_, T> {
                 });
                 if res && let (Some(g), Some(d2), Some(dz)) = (&flow.g, &d2, &dz) {
                     // φ'' g ż, per direction.
-                    let t = dg.get_or_insert_with(|| vec![T::ZERO; k * f]);
+                    let t = dg.get_or_insert_with(|| zeros::<T>(k * f));
                     for (ti, zi) in t.chunks_exact_mut(f).zip(dz.chunks_exact(f)) {
                         for j in 0..f {
                             ti[j] += d2[j] * g[j] * zi[j];
@@ -1308,6 +1385,9 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     g
                 });
+                give(d1);
+                d2.map(give);
+                dz.map(give);
                 Some(Flow { g, dg })
             }
             (_, Rec::MaxPool { mask, shape }) => {
@@ -1318,7 +1398,7 @@ impl<T: Real> Sweep<'_, T> {
                 let (img_in, img_out) = (hh * ww * c, ho * wo * c);
                 let n_mask = mask.len() / img_in;
                 let up = |src: &[T]| {
-                    let mut out = vec![T::ZERO; src.len() / img_out * img_in];
+                    let mut out = dirty::<T>(src.len() / img_out * img_in);
                     let f = |(b, (s, o)): (usize, (&[T], &mut [T]))| {
                         let m = &mask[(b % n_mask) * img_in..][..img_in];
                         for i in 0..hh {
@@ -1344,10 +1424,13 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     out
                 };
-                Some(Flow {
+                let out = Flow {
                     g: flow.g.as_deref().map(up),
                     dg: flow.dg.as_deref().map(up),
-                })
+                };
+                give_flow(flow);
+                give(mask);
+                Some(out)
             }
             (_, Rec::Flatten { shape }) => {
                 let Shape::Img { h: hh, w: ww, c } = shape else {
@@ -1358,7 +1441,7 @@ impl<T: Real> Sweep<'_, T> {
                 }
                 let f = shape.len();
                 let unperm = |src: &[T]| {
-                    let mut out = vec![T::ZERO; src.len()];
+                    let mut out = dirty::<T>(src.len());
                     for (s, o) in src.chunks_exact(f).zip(out.chunks_exact_mut(f)) {
                         for p in 0..hh * ww {
                             for ch in 0..c {
@@ -1368,10 +1451,12 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     out
                 };
-                Some(Flow {
+                let out = Flow {
                     g: flow.g.as_deref().map(unperm),
                     dg: flow.dg.as_deref().map(unperm),
-                })
+                };
+                give_flow(flow);
+                Some(out)
             }
             (_, Rec::AvgPool { shape }) => {
                 let Shape::Img { h: hh, w: ww, c } = shape else {
@@ -1387,10 +1472,12 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     out
                 };
-                Some(Flow {
+                let out = Flow {
                     g: flow.g.as_deref().map(spread),
                     dg: flow.dg.as_deref().map(spread),
-                })
+                };
+                give_flow(flow);
+                Some(out)
             }
             _ => unreachable!("a record matches its layer"),
         }
@@ -1409,9 +1496,9 @@ fn shape_error(layer: &str, want: usize, got: Shape) -> Error {
 fn activate<T: Real>(act: Activation, z: &[T], second: bool) -> (Vec<T>, Vec<T>, Option<Vec<T>>) {
     let n = z.len();
     let second = second && act != Activation::Relu;
-    let mut a = vec![T::ZERO; n];
-    let mut d1 = vec![T::ZERO; n];
-    let mut d2 = vec![T::ZERO; if second { n } else { 0 }];
+    let mut a = dirty::<T>(n);
+    let mut d1 = dirty::<T>(n);
+    let mut d2 = dirty::<T>(if second { n } else { 0 });
     const BLOCK: usize = 1 << 14;
     if n >= PARALLEL_ELEMS && rayon::current_num_threads() > 1 {
         let blocks: Vec<(&[T], &mut [T], &mut [T])> = z
@@ -1702,6 +1789,8 @@ fn run_typed<T: Real>(
             problem.loss,
             weight,
         );
+        give(z);
+        dz.map(give);
         sweep.backward(steps, flow);
         total += l;
     }
