@@ -837,22 +837,40 @@ impl<T: Real> Sweep<'_, T> {
                         [p, p + c, p + ww * c, p + ww * c + c]
                     };
                     let fwd = |((x, y), m): ((&[T], &mut [T]), &mut [T])| {
+                        let row = ww * c;
                         for oi in 0..ho {
+                            let (top, bot) = x[2 * oi * row..(2 * oi + 2) * row].split_at(row);
+                            let (mtop, mbot) =
+                                m[2 * oi * row..(2 * oi + 2) * row].split_at_mut(row);
                             for oj in 0..wo {
-                                let o = (oi * wo + oj) * c;
-                                let cs = corners(oi, oj);
+                                let yo = &mut y[(oi * wo + oj) * c..][..c];
+                                let s = 2 * oj * c;
+                                let (a, b) = top[s..s + 2 * c].split_at(c);
+                                let (d, e) = bot[s..s + 2 * c].split_at(c);
                                 for ch in 0..c {
-                                    let mut v = x[cs[0] + ch];
-                                    for &p in &cs[1..] {
-                                        if x[p + ch] > v {
-                                            v = x[p + ch];
+                                    let mut v = a[ch];
+                                    for u in [b[ch], d[ch], e[ch]] {
+                                        if u > v {
+                                            v = u;
                                         }
                                     }
-                                    y[o + ch] = v;
-                                    for &p in &cs {
-                                        if x[p + ch] == v {
-                                            m[p + ch] = T::ONE;
-                                        }
+                                    yo[ch] = v;
+                                }
+                                let (ma, mb) = mtop[s..s + 2 * c].split_at_mut(c);
+                                let (md, me) = mbot[s..s + 2 * c].split_at_mut(c);
+                                for ch in 0..c {
+                                    let v = yo[ch];
+                                    if a[ch] == v {
+                                        ma[ch] = T::ONE;
+                                    }
+                                    if b[ch] == v {
+                                        mb[ch] = T::ONE;
+                                    }
+                                    if d[ch] == v {
+                                        md[ch] = T::ONE;
+                                    }
+                                    if e[ch] == v {
+                                        me[ch] = T::ONE;
                                     }
                                 }
                             }
