@@ -173,6 +173,9 @@ fn give_flow<T: Real>(f: Flow<T>) {
     f.dg.map(give);
 }
 
+/// The fewest rows of a product's block when it is split over threads by rows.
+const MIN_SPLIT_ROWS: usize = 32;
+
 /// Products smaller than this many multiply-adds run on the calling thread.
 const PARALLEL_MACS: usize = 1 << 18;
 
@@ -226,12 +229,46 @@ fn mm<T: Real>(m: usize, n: usize, kk: usize, dst: &mut [T], acc: bool, a: View<
         "gemm operand too small"
     );
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 && m * n * kk >= PARALLEL_MACS {
+    let big = threads > 1 && m * n * kk >= PARALLEL_MACS;
+    let chunk = m.div_ceil(threads);
+    if big && chunk >= MIN_SPLIT_ROWS {
+        // Row blocks of the product, one single-threaded product each: no synchronisation
+        // inside the products (gemm's own split gains little on these shapes).
+        dst[..m * n]
+            .par_chunks_mut(chunk * n)
+            .enumerate()
+            .for_each(|(ci, d)| {
+                let rows = d.len() / n;
+                let a = View {
+                    data: &a.data[ci * chunk * a.rs..],
+                    ..a
+                };
+                gemm_raw(rows, n, kk, d, acc, a, b, gemm::Parallelism::None);
+            });
+        return;
+    }
+    let par = if big {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the asserts above keep every accessed element inside the slices; `dst` does not
+    gemm_raw(m, n, kk, dst, acc, a, b, par);
+}
+
+/// [`mm`] on one parallelism setting (operands already checked).
+#[allow(clippy::too_many_arguments)]
+fn gemm_raw<T: Real>(
+    m: usize,
+    n: usize,
+    kk: usize,
+    dst: &mut [T],
+    acc: bool,
+    a: View<T>,
+    b: View<T>,
+    par: gemm::Parallelism,
+) {
+    // SAFETY: the asserts of `mm` (on the whole product, of which this is all or a row block)
+    // keep every accessed element inside the slices; `dst` does not
     // alias `a` or `b` (a `&mut` borrow).
     unsafe {
         gemm::gemm(
