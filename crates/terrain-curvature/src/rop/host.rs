@@ -167,10 +167,17 @@ fn give<T: Real>(v: Vec<T>) {
     });
 }
 
+/// Returns a buffer, if any, to the pool.
+fn give_opt<T: Real>(v: Option<Vec<T>>) {
+    if let Some(v) = v {
+        give(v);
+    }
+}
+
 /// Returns a flow's buffers to the pool.
 fn give_flow<T: Real>(f: Flow<T>) {
-    f.g.map(give);
-    f.dg.map(give);
+    give_opt(f.g);
+    give_opt(f.dg);
 }
 
 /// The fewest rows of a product's block when it is split over threads by rows.
@@ -955,7 +962,7 @@ impl<T: Real> Sweep<'_, T> {
                         t
                     });
                     give(h);
-                    dh.map(give);
+                    give_opt(dh);
                     (y, dy, out_shape, Rec::MaxPool { mask, shape })
                 }
                 HLayer::Flatten => {
@@ -975,7 +982,7 @@ impl<T: Real> Sweep<'_, T> {
                             };
                             let out = (perm(&h), dh.as_deref().map(perm));
                             give(h);
-                            dh.map(give);
+                            give_opt(dh);
                             out
                         }
                         _ => (h, dh),
@@ -1001,7 +1008,7 @@ impl<T: Real> Sweep<'_, T> {
                     let y = pool(&h);
                     let dy = dh.as_deref().map(pool);
                     give(h);
-                    dh.map(give);
+                    give_opt(dh);
                     (y, dy, Shape::Flat(c), Rec::AvgPool { shape })
                 }
                 HLayer::Residual { main, skip } => {
@@ -1226,7 +1233,7 @@ impl<T: Real> Sweep<'_, T> {
                     }
                 }
                 give(x);
-                dx.map(give);
+                give_opt(dx);
                 give_flow(flow);
                 Some(Flow { g: g_x, dg: dg_x })
             }
@@ -1325,7 +1332,7 @@ impl<T: Real> Sweep<'_, T> {
                     None
                 };
                 give(tmp);
-                dx.map(give);
+                give_opt(dx);
                 give_flow(flow);
                 Some(Flow { g: g_x, dg: dg_x })
             }
@@ -1411,8 +1418,8 @@ impl<T: Real> Sweep<'_, T> {
                     }
                 }
                 give(xhat);
-                dx.map(give);
-                flow.g.map(give);
+                give_opt(dx);
+                give_opt(flow.g);
                 Some(Flow { g: g_x, dg: dg_x })
             }
             (_, Rec::Act { d1, d2, dz }) => {
@@ -1441,8 +1448,8 @@ impl<T: Real> Sweep<'_, T> {
                     g
                 });
                 give(d1);
-                d2.map(give);
-                dz.map(give);
+                give_opt(d2);
+                give_opt(dz);
                 Some(Flow { g, dg })
             }
             (_, Rec::MaxPool { mask, shape }) => {
@@ -1845,7 +1852,7 @@ fn run_typed<T: Real>(
             weight,
         );
         give(z);
-        dz.map(give);
+        give_opt(dz);
         sweep.backward(steps, flow);
         total += l;
     }
