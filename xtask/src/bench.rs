@@ -250,6 +250,9 @@ fn bench_model(spec: &str, dtype: DType, device: &Device, args: &Args) -> Result
             },
         )
     };
+    // The same hand-written sweep on candle tensors (what `rop` ran before its host sweep).
+    let h_candle = HessianOperator::new(&model, &data, config.clone())?
+        .with_sweep_engine(terrain_curvature::rop::SweepEngine::Candle);
     let (h_ad, ggn_ad) = (
         autodiff(Curvature::Hessian)?,
         autodiff(Curvature::GaussNewton)?,
@@ -285,6 +288,20 @@ fn bench_model(spec: &str, dtype: DType, device: &Device, args: &Args) -> Result
     if args.child {
         return Ok(rows(spec, measured));
     }
+    measured.push((
+        "gradient (candle-tensor sweep)".into(),
+        time_op(args, || {
+            h_candle.loss_and_gradient()?;
+            Ok(())
+        })?,
+    ));
+    measured.push((
+        "HVP (candle-tensor sweep)".into(),
+        time_op(args, || {
+            h_candle.apply(&v)?;
+            Ok(())
+        })?,
+    ));
     measured.push((
         "gradient (autodiff)".into(),
         time_op(args, || {

@@ -215,6 +215,7 @@ pub struct HessianOperator<'m> {
     loss: LossKind,
     curvature: Curvature,
     hvp: HvpMethod,
+    engine: crate::rop::SweepEngine,
     selected: Vec<usize>,
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
@@ -261,11 +262,24 @@ impl<'m> HessianOperator<'m> {
             loss: config.loss,
             curvature: config.curvature,
             hvp: config.hvp,
+            engine: crate::rop::SweepEngine::Auto,
             selected,
             names,
             shapes,
             dim,
         })
+    }
+
+    /// The same operator with its hand-written sweep ([`HvpMethod::Rop`]) run by `engine`
+    /// (default [`SweepEngine::Auto`](crate::rop::SweepEngine::Auto): the host sweep on the CPU).
+    pub fn with_sweep_engine(mut self, engine: crate::rop::SweepEngine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// Which implementation runs the hand-written sweep.
+    pub fn sweep_engine(&self) -> crate::rop::SweepEngine {
+        self.engine
     }
 
     /// The model.

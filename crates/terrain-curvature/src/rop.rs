@@ -47,6 +47,19 @@ use crate::{
     propagation::sweep::{ce_targets, channel_shape, derivatives, detached, mse_targets, sum_but},
 };
 
+mod host;
+
+/// Which implementation runs the sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SweepEngine {
+    /// On the CPU in f32/f64, the sweep on host buffers with direct matrix products (`host`
+    /// module); elsewhere, and for the exact diagonal, the sweep on candle tensors.
+    #[default]
+    Auto,
+    /// Always the sweep on candle tensors (every device; the host sweep's reference in tests).
+    Candle,
+}
+
 /// What a sweep computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Product {
@@ -64,7 +77,8 @@ pub(crate) enum Product {
 pub(crate) struct Output {
     /// The mean loss over the operator's data.
     pub loss: f64,
-    /// The gradient (empty for [`Product::GaussNewton`]).
+    /// The gradient (empty for [`Product::GaussNewton`]; the host sweep leaves it empty beside
+    /// any products).
     pub grad: Vec<Tensor>,
     /// One product per direction, each per selected parameter.
     pub products: Vec<Vec<Tensor>>,
@@ -1152,6 +1166,7 @@ pub(crate) fn run(
             rows: op.rows(),
             loss: op.loss_kind(),
             curvature: op.curvature(),
+            engine: op.sweep_engine(),
         },
         product,
         dirs,
@@ -1169,6 +1184,7 @@ struct Problem<'a> {
     rows: usize,
     loss: LossKind,
     curvature: crate::Curvature,
+    engine: SweepEngine,
 }
 
 /// The mean loss of `model` on one batch and its gradient with respect to every parameter (in
@@ -1214,6 +1230,7 @@ pub fn loss_and_gradient(
             rows: batch.len(),
             loss,
             curvature: crate::Curvature::Hessian,
+            engine: SweepEngine::Auto,
         },
         Product::Gradient,
         &[],
@@ -1222,6 +1239,11 @@ pub fn loss_and_gradient(
 }
 
 fn run_on(problem: &Problem<'_>, product: Product, dirs: &[Vec<Tensor>]) -> Result<Output> {
+    if problem.engine == SweepEngine::Auto
+        && let Some(out) = host::try_run(problem, product, dirs)?
+    {
+        return Ok(out);
+    }
     let model = problem.model;
     let k = if matches!(product, Product::Gradient | Product::Diagonal) {
         0

@@ -1,0 +1,1894 @@
+//! The R-op sweep of [`crate::rop`] on plain host buffers: the same per-layer formulas (see the
+//! parent module's table), computed on `Vec<T>` (`T` = `f32` or `f64`) with matrix products by
+//! the `gemm` crate called directly and elementwise work in plain loops, so a product costs its
+//! FLOPs and not candle's per-op overhead and thread barriers.
+//!
+//! Layouts. A node's value over `N` rows is `[N, feat]` row-major; images are kept channels-last
+//! (`[N, H, W, C]`), so a convolution is one im2col copy and one product over all `N·H'·W'`
+//! output positions (`cols(x) Wᵀ` with the kernel as rows `[out, kh·kw·C]`), its input adjoint
+//! one product and one col2im scatter, and its kernel gradient one product `gᵀ cols(x)`.
+//! `Flatten` permutes channels-last back to the model's `C·H·W` feature order, so linear weights
+//! are used as they are. Tangents and second-order adjoints of `k` directions are `[k, N, feat]`;
+//! the maps by a layer's own weight run as one product over `k·N` rows, the maps by direction
+//! blocks as one product per direction.
+//!
+//! Weights and direction blocks are copied to host buffers once per sweep, the batches once per
+//! operator ([`HostBatches`], cached by [`crate::HessianOperator`]).
+
+use std::collections::HashMap;
+use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
+
+use candle_core::{DType, Device, Tensor, TensorId};
+use rayon::prelude::*;
+use terrain_model::{
+    Activation,
+    loss::{self, LossKind},
+    network::Layer,
+};
+
+use super::{Output, Problem, Product};
+use crate::{
+    Error, Result,
+    propagation::sweep::{ce_targets, mse_targets},
+};
+
+/// A floating-point element of the host sweep (`f32` or `f64`).
+pub(crate) trait Real:
+    Copy
+    + Send
+    + Sync
+    + 'static
+    + PartialOrd
+    + Default
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + MulAssign
+{
+    /// The candle dtype of `Self`.
+    const DTYPE: DType;
+    /// Zero.
+    const ZERO: Self;
+    /// One.
+    const ONE: Self;
+    /// From an `f64`.
+    fn of(x: f64) -> Self;
+    /// `eˣ`.
+    fn exp(self) -> Self;
+    /// `tanh x`.
+    fn tanh(self) -> Self;
+    /// `√x`.
+    fn sqrt(self) -> Self;
+    /// `ln x`.
+    fn ln(self) -> Self;
+    /// `|x|`.
+    fn abs(self) -> Self;
+    /// The error function (candle's implementation).
+    fn erf(self) -> Self;
+    /// A tensor's elements, row-major.
+    fn host(t: &Tensor) -> Result<Vec<Self>>;
+    /// A CPU tensor of `shape` from row-major elements.
+    fn tensor(v: Vec<Self>, shape: &[usize]) -> Result<Tensor>;
+    /// Runs `f` on the calling thread's pool of free buffers.
+    fn with_pool<R>(f: impl FnOnce(&mut Vec<Vec<Self>>) -> R) -> R;
+}
+
+macro_rules! real {
+    ($t:ty, $dtype:expr, $erf:path, $pool:ident) => {
+        thread_local! {
+            static $pool: std::cell::RefCell<Vec<Vec<$t>>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        impl Real for $t {
+            const DTYPE: DType = $dtype;
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            fn of(x: f64) -> Self {
+                x as $t
+            }
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            fn erf(self) -> Self {
+                $erf(self)
+            }
+            fn host(t: &Tensor) -> Result<Vec<Self>> {
+                Ok(t.flatten_all()?.to_vec1::<$t>()?)
+            }
+            fn tensor(v: Vec<Self>, shape: &[usize]) -> Result<Tensor> {
+                Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+            }
+            fn with_pool<R>(f: impl FnOnce(&mut Vec<Vec<Self>>) -> R) -> R {
+                $pool.with(|p| f(&mut p.borrow_mut()))
+            }
+        }
+    };
+}
+
+real!(f32, DType::F32, candle_core::cpu::erf::erf_f32, POOL_F32);
+real!(f64, DType::F64, candle_core::cpu::erf::erf_f64, POOL_F64);
+
+/// The most elements the calling thread's buffer pool keeps between uses.
+const MAX_POOLED: usize = 1 << 26;
+
+/// A buffer of `n` elements from the calling thread's pool (or fresh), its contents arbitrary
+/// (initialised, left from an earlier use): for outputs that are written in full.
+fn dirty<T: Real>(n: usize) -> Vec<T> {
+    let found = T::with_pool(|pool| {
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.len() >= n && v.len() <= 2 * n.max(1024))
+            .min_by_key(|(_, v)| v.len())
+            .map(|(i, _)| i);
+        best.map(|i| pool.swap_remove(i))
+    });
+    match found {
+        Some(mut v) => {
+            v.truncate(n);
+            v
+        }
+        None => vec![T::ZERO; n],
+    }
+}
+
+/// A zeroed buffer of `n` elements (from the pool where one fits).
+fn zeros<T: Real>(n: usize) -> Vec<T> {
+    let mut v = dirty(n);
+    v.fill(T::ZERO);
+    v
+}
+
+/// Returns a buffer to the calling thread's pool (dropped if the pool is full), so the next
+/// sweep's buffers of the same size are neither mapped nor faulted in afresh.
+fn give<T: Real>(v: Vec<T>) {
+    if v.len() < 1024 {
+        return;
+    }
+    T::with_pool(|pool| {
+        let held: usize = pool.iter().map(Vec::len).sum();
+        if held + v.len() <= MAX_POOLED {
+            pool.push(v);
+        }
+    });
+}
+
+/// Returns a buffer, if any, to the pool.
+fn give_opt<T: Real>(v: Option<Vec<T>>) {
+    if let Some(v) = v {
+        give(v);
+    }
+}
+
+/// Returns a flow's buffers to the pool.
+fn give_flow<T: Real>(f: Flow<T>) {
+    give_opt(f.g);
+    give_opt(f.dg);
+}
+
+/// The fewest rows of a product's block when it is split over threads by rows.
+const MIN_SPLIT_ROWS: usize = 32;
+
+/// Products smaller than this many multiply-adds run on the calling thread.
+const PARALLEL_MACS: usize = 1 << 18;
+
+/// The most elements of direction patches a convolution keeps from its forward pass.
+const MAX_KEPT_PATCHES: usize = 1 << 25;
+
+/// Elementwise loops over more elements than this split over rayon's pool.
+const PARALLEL_ELEMS: usize = 1 << 16;
+
+/// A strided read-only matrix view: element `(i, j)` at `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+struct View<'a, T> {
+    data: &'a [T],
+    rs: usize,
+    cs: usize,
+}
+
+/// A row-major `[rows, cols]` matrix.
+fn rm<T>(data: &[T], cols: usize) -> View<'_, T> {
+    View {
+        data,
+        rs: cols,
+        cs: 1,
+    }
+}
+
+/// The transpose of a row-major `[rows, cols]` matrix.
+fn tr<T>(data: &[T], cols: usize) -> View<'_, T> {
+    View {
+        data,
+        rs: 1,
+        cs: cols,
+    }
+}
+
+/// `dst[m, n]` (row-major) `= a·b` (`acc`: `+= a·b`), `a` `[m, kk]`, `b` `[kk, n]`.
+fn mm<T: Real>(m: usize, n: usize, kk: usize, dst: &mut [T], acc: bool, a: View<T>, b: View<T>) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(dst.len() >= m * n, "gemm destination too small");
+    if kk == 0 {
+        if !acc {
+            dst[..m * n].fill(T::ZERO);
+        }
+        return;
+    }
+    assert!(
+        a.data.len() > (m - 1) * a.rs + (kk - 1) * a.cs
+            && b.data.len() > (kk - 1) * b.rs + (n - 1) * b.cs,
+        "gemm operand too small"
+    );
+    let threads = rayon::current_num_threads();
+    let big = threads > 1 && m * n * kk >= PARALLEL_MACS;
+    let chunk = m.div_ceil(threads);
+    if big && chunk >= MIN_SPLIT_ROWS {
+        // Row blocks of the product, one single-threaded product each: no synchronisation
+        // inside the products (gemm's own split gains little on these shapes).
+        dst[..m * n]
+            .par_chunks_mut(chunk * n)
+            .enumerate()
+            .for_each(|(ci, d)| {
+                let rows = d.len() / n;
+                let a = View {
+                    data: &a.data[ci * chunk * a.rs..],
+                    ..a
+                };
+                gemm_raw(rows, n, kk, d, acc, a, b, gemm::Parallelism::None);
+            });
+        return;
+    }
+    let par = if big {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm_raw(m, n, kk, dst, acc, a, b, par);
+}
+
+/// [`mm`] on one parallelism setting (operands already checked).
+#[allow(clippy::too_many_arguments)]
+fn gemm_raw<T: Real>(
+    m: usize,
+    n: usize,
+    kk: usize,
+    dst: &mut [T],
+    acc: bool,
+    a: View<T>,
+    b: View<T>,
+    par: gemm::Parallelism,
+) {
+    // SAFETY: the asserts of `mm` (on the whole product, of which this is all or a row block)
+    // keep every accessed element inside the slices; `dst` does not
+    // alias `a` or `b` (a `&mut` borrow).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            kk,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            acc,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// `f(i, chunk)` over `chunk`-sized pieces of `data`, in parallel when `data` is large.
+fn chunks_mut<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if chunk == 0 {
+        return;
+    }
+    if data.len() >= PARALLEL_ELEMS && rayon::current_num_threads() > 1 {
+        data.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        data.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// `a += b`.
+fn add_into<T: Real>(a: &mut [T], b: &[T]) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+/// Column sums of a row-major `[rows, cols]` matrix added into `out[cols]`.
+fn add_col_sums<T: Real>(out: &mut [T], m: &[T], cols: usize) {
+    for row in m.chunks_exact(cols) {
+        add_into(out, row);
+    }
+}
+
+/// The shape of one row of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `[feat]`.
+    Flat(usize),
+    /// `[H, W, C]` (channels last).
+    Img { h: usize, w: usize, c: usize },
+}
+
+impl Shape {
+    fn len(self) -> usize {
+        match self {
+            Shape::Flat(f) => f,
+            Shape::Img { h, w, c } => h * w * c,
+        }
+    }
+
+    /// The channel count (the feature count of a flat row), the innermost axis.
+    fn channels(self) -> usize {
+        match self {
+            Shape::Flat(f) => f,
+            Shape::Img { c, .. } => c,
+        }
+    }
+}
+
+/// One convolution's geometry on channels-last images.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    pad: usize,
+    stride: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geom {
+    fn positions(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    fn patch(&self) -> usize {
+        self.kh * self.kw * self.c
+    }
+
+    /// The input position of output `o` and kernel offset `k` along one axis, if inside.
+    fn src(&self, o: usize, k: usize, len: usize) -> Option<usize> {
+        (o * self.stride + k)
+            .checked_sub(self.pad)
+            .filter(|&i| i < len)
+    }
+
+    /// `[B, H, W, C]` -> `cols` `[B·P, Q]` (rows in `[kh, kw, C]` order).
+    fn im2col<T: Real>(&self, x: &[T], cols: &mut [T]) {
+        let (img, q, c) = (self.h * self.w * self.c, self.patch(), self.c);
+        chunks_mut(cols, self.positions() * q, |b, out| {
+            let x = &x[b * img..(b + 1) * img];
+            for oi in 0..self.ho {
+                for oj in 0..self.wo {
+                    let row = &mut out[(oi * self.wo + oj) * q..][..q];
+                    for ki in 0..self.kh {
+                        for kj in 0..self.kw {
+                            let dst = &mut row[(ki * self.kw + kj) * c..][..c];
+                            match (self.src(oi, ki, self.h), self.src(oj, kj, self.w)) {
+                                (Some(i), Some(j)) => {
+                                    dst.copy_from_slice(&x[(i * self.w + j) * c..][..c])
+                                }
+                                _ => dst.fill(T::ZERO),
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The adjoint of [`Geom::im2col`]: `cols` `[B·P, Q]` -> `x` `[B, H, W, C]` (overwritten).
+    fn col2im<T: Real>(&self, cols: &[T], x: &mut [T]) {
+        let (img, q, c) = (self.h * self.w * self.c, self.patch(), self.c);
+        chunks_mut(x, img, |b, out| {
+            out.fill(T::ZERO);
+            let cols = &cols[b * self.positions() * q..][..self.positions() * q];
+            for oi in 0..self.ho {
+                for oj in 0..self.wo {
+                    let row = &cols[(oi * self.wo + oj) * q..][..q];
+                    for ki in 0..self.kh {
+                        for kj in 0..self.kw {
+                            if let (Some(i), Some(j)) =
+                                (self.src(oi, ki, self.h), self.src(oj, kj, self.w))
+                            {
+                                add_into(
+                                    &mut out[(i * self.w + j) * c..][..c],
+                                    &row[(ki * self.kw + kj) * c..][..c],
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// `[out, C, kh, kw]` kernels (`lead` of them stacked) as rows `[out, kh·kw·C]`.
+fn kernel_rows<T: Real>(w: &[T], dims: &[usize]) -> Vec<T> {
+    let (out, c, kh, kw) = (dims[0], dims[1], dims[2], dims[3]);
+    let per = out * c * kh * kw;
+    let mut r = vec![T::ZERO; w.len()];
+    for (src, dst) in w.chunks_exact(per).zip(r.chunks_exact_mut(per)) {
+        for o in 0..out {
+            for ci in 0..c {
+                for ki in 0..kh {
+                    for kj in 0..kw {
+                        dst[((o * kh + ki) * kw + kj) * c + ci] =
+                            src[((o * c + ci) * kh + ki) * kw + kj];
+                    }
+                }
+            }
+        }
+    }
+    r
+}
+
+/// The inverse of [`kernel_rows`].
+fn kernel_unrows<T: Real>(r: &[T], dims: &[usize]) -> Vec<T> {
+    let (out, c, kh, kw) = (dims[0], dims[1], dims[2], dims[3]);
+    let per = out * c * kh * kw;
+    let mut w = vec![T::ZERO; r.len()];
+    for (src, dst) in r.chunks_exact(per).zip(w.chunks_exact_mut(per)) {
+        for o in 0..out {
+            for ci in 0..c {
+                for ki in 0..kh {
+                    for kj in 0..kw {
+                        dst[((o * c + ci) * kh + ki) * kw + kj] =
+                            src[((o * kh + ki) * kw + kj) * c + ci];
+                    }
+                }
+            }
+        }
+    }
+    w
+}
+
+/// A layer with its tensors on the host.
+enum HLayer<T> {
+    Linear {
+        w: Vec<T>,
+        b: Option<Vec<T>>,
+        out: usize,
+        inp: usize,
+        w_slot: Option<usize>,
+        b_slot: Option<usize>,
+    },
+    Conv {
+        /// The kernel as rows `[out, kh·kw·C]`.
+        w: Vec<T>,
+        b: Option<Vec<T>>,
+        out: usize,
+        dims: [usize; 4],
+        pad: usize,
+        stride: usize,
+        w_slot: Option<usize>,
+        b_slot: Option<usize>,
+    },
+    Norm {
+        mean: Vec<T>,
+        /// `1/√(σ² + ε)`.
+        r: Vec<T>,
+        gamma: Vec<T>,
+        beta: Vec<T>,
+        g_slot: Option<usize>,
+        b_slot: Option<usize>,
+    },
+    Act(Activation),
+    MaxPool,
+    Flatten,
+    AvgPool,
+    Residual {
+        main: Vec<HLayer<T>>,
+        skip: Vec<HLayer<T>>,
+    },
+}
+
+/// One recorded layer application.
+enum Rec<T> {
+    Linear {
+        x: Vec<T>,
+        dx: Option<Vec<T>>,
+        live_in: bool,
+    },
+    Conv {
+        geom: Geom,
+        /// `cols(x)` `[N·P, Q]`.
+        cols: Vec<T>,
+        /// `cols(ẋ_i)` `[k, N·P, Q]` where kept (else empty).
+        dcols: Vec<T>,
+        dx: Option<Vec<T>>,
+        live_in: bool,
+    },
+    Norm {
+        xhat: Vec<T>,
+        dx: Option<Vec<T>>,
+        live_in: bool,
+    },
+    Act {
+        d1: Vec<T>,
+        d2: Option<Vec<T>>,
+        dz: Option<Vec<T>>,
+    },
+    MaxPool {
+        /// 1 where an input equals its window's maximum (every such element, as candle's max
+        /// backward), else 0; `[N, H, W, C]`.
+        mask: Vec<T>,
+        shape: Shape,
+    },
+    Flatten {
+        shape: Shape,
+    },
+    AvgPool {
+        shape: Shape,
+    },
+}
+
+enum Step<'l, T> {
+    One(&'l HLayer<T>, Rec<T>),
+    Block {
+        main: Vec<Step<'l, T>>,
+        skip: Vec<Step<'l, T>>,
+        live_in: bool,
+    },
+}
+
+/// The adjoints at a node's output: `g` `[N, feat]` and `ġ` `[k, N, feat]`.
+#[derive(Clone)]
+struct Flow<T> {
+    g: Option<Vec<T>>,
+    dg: Option<Vec<T>>,
+}
+
+fn sum_opt<T: Real>(a: Option<Vec<T>>, b: Option<Vec<T>>) -> Option<Vec<T>> {
+    match (a, b) {
+        (Some(mut a), Some(b)) => {
+            add_into(&mut a, &b);
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    }
+}
+
+/// A forward pass's record, output value, output tangent and output row shape.
+type Tape<'l, T> = (Vec<Step<'l, T>>, Vec<T>, Option<Vec<T>>, Shape);
+
+struct Sweep<'a, T> {
+    product: Product,
+    k: usize,
+    /// Rows of the current batch.
+    n: usize,
+    /// Per selected parameter: the `k` direction blocks `[k, len]` (kernels as rows).
+    dirs: &'a [Option<Vec<T>>],
+    lens: &'a [usize],
+    grad: Vec<Option<Vec<T>>>,
+    prod: Vec<Option<Vec<T>>>,
+}
+
+fn acc<T: Real>(slot: &mut Option<Vec<T>>, len: usize) -> &mut Vec<T> {
+    slot.get_or_insert_with(|| vec![T::ZERO; len])
+}
+
+impl<T: Real> Sweep<'_, T> {
+    fn residual(&self) -> bool {
+        self.product == Product::Hessian
+    }
+
+    fn dir(&self, slot: Option<usize>) -> Option<&[T]> {
+        slot.and_then(|s| self.dirs[s].as_deref())
+    }
+
+    /// The gradient accumulator of slot `s`, where the gradient is wanted (not beside
+    /// products, whose callers discard it: it would cost one more product per layer).
+    fn grad_acc(&mut self, s: usize) -> Option<&mut Vec<T>> {
+        if self.product != Product::Gradient {
+            return None;
+        }
+        let len = self.lens[s];
+        Some(acc(&mut self.grad[s], len))
+    }
+
+    fn prod_acc(&mut self, s: usize) -> &mut Vec<T> {
+        let len = self.lens[s] * self.k;
+        acc(&mut self.prod[s], len)
+    }
+
+    // ----- forward -----
+
+    fn layers<'l>(
+        &self,
+        layers: &'l [HLayer<T>],
+        mut h: Vec<T>,
+        mut dh: Option<Vec<T>>,
+        mut shape: Shape,
+        live: &mut bool,
+    ) -> Result<Tape<'l, T>> {
+        let (n, k) = (self.n, self.k);
+        let mut steps = Vec::with_capacity(layers.len());
+        for layer in layers {
+            let (y, dy, out_shape, step) = match layer {
+                HLayer::Linear {
+                    w,
+                    b,
+                    out,
+                    inp,
+                    w_slot,
+                    b_slot,
+                } => {
+                    let (out, inp) = (*out, *inp);
+                    if shape.len() != inp {
+                        return Err(shape_error("linear", inp, shape));
+                    }
+                    let mut y = dirty::<T>(n * out);
+                    mm(n, out, inp, &mut y, false, rm(&h, inp), tr(w, inp));
+                    if let Some(b) = b {
+                        for row in y.chunks_exact_mut(out) {
+                            add_into(row, b);
+                        }
+                    }
+                    let vw = self.dir(*w_slot);
+                    let vb = self.dir(*b_slot);
+                    let mut dy = dh.as_ref().map(|d| {
+                        let mut t = dirty::<T>(k * n * out);
+                        mm(k * n, out, inp, &mut t, false, rm(d, inp), tr(w, inp));
+                        t
+                    });
+                    if vw.is_some() || vb.is_some() {
+                        let t = dy.get_or_insert_with(|| zeros::<T>(k * n * out));
+                        for i in 0..k {
+                            let ti = &mut t[i * n * out..(i + 1) * n * out];
+                            if let Some(vw) = vw {
+                                let vi = &vw[i * out * inp..(i + 1) * out * inp];
+                                mm(n, out, inp, ti, true, rm(&h, inp), tr(vi, inp));
+                            }
+                            if let Some(vb) = vb {
+                                for row in ti.chunks_exact_mut(out) {
+                                    add_into(row, &vb[i * out..(i + 1) * out]);
+                                }
+                            }
+                        }
+                    }
+                    let live_in = *live;
+                    *live |= w_slot.is_some() || b_slot.is_some();
+                    let rec = Rec::Linear {
+                        x: h,
+                        dx: dh,
+                        live_in,
+                    };
+                    (y, dy, Shape::Flat(out), rec)
+                }
+                HLayer::Conv {
+                    w,
+                    b,
+                    out,
+                    dims,
+                    pad,
+                    stride,
+                    w_slot,
+                    b_slot,
+                } => {
+                    let Shape::Img { h: hh, w: ww, c } = shape else {
+                        return Err(shape_error("conv2d", dims[1], shape));
+                    };
+                    if c != dims[1] || hh + 2 * pad < dims[2] || ww + 2 * pad < dims[3] {
+                        return Err(shape_error("conv2d", dims[1], shape));
+                    }
+                    let geom = Geom {
+                        c,
+                        h: hh,
+                        w: ww,
+                        kh: dims[2],
+                        kw: dims[3],
+                        pad: *pad,
+                        stride: *stride,
+                        ho: (hh + 2 * pad - dims[2]) / stride + 1,
+                        wo: (ww + 2 * pad - dims[3]) / stride + 1,
+                    };
+                    let out = *out;
+                    let (q, rows) = (geom.patch(), n * geom.positions());
+                    let mut cols = dirty::<T>(rows * q);
+                    geom.im2col(&h, &mut cols);
+                    let mut y = dirty::<T>(rows * out);
+                    mm(rows, out, q, &mut y, false, rm(&cols, q), tr(w, q));
+                    if let Some(b) = b {
+                        for row in y.chunks_exact_mut(out) {
+                            add_into(row, b);
+                        }
+                    }
+                    let vw = self.dir(*w_slot);
+                    let vb = self.dir(*b_slot);
+                    let mut dy: Option<Vec<T>> = None;
+                    // The tangent's patches, kept for the kernel's residual term `gᵀ cols(ẋ)`
+                    // when they fit (else rebuilt there).
+                    let keep = dh.is_some()
+                        && self.residual()
+                        && w_slot.is_some()
+                        && k * rows * q <= MAX_KEPT_PATCHES;
+                    let mut kept = Vec::new();
+                    if dh.is_some() || vw.is_some() || vb.is_some() {
+                        let mut t = zeros::<T>(k * rows * out);
+                        let mut dcols = if keep {
+                            dirty::<T>(k * rows * q)
+                        } else if dh.is_some() {
+                            dirty::<T>(rows * q)
+                        } else {
+                            Vec::new()
+                        };
+                        let img = n * shape.len();
+                        for i in 0..k {
+                            let ti = &mut t[i * rows * out..(i + 1) * rows * out];
+                            let mut accd = false;
+                            if let Some(d) = &dh {
+                                let di = if keep {
+                                    &mut dcols[i * rows * q..(i + 1) * rows * q]
+                                } else {
+                                    &mut dcols[..]
+                                };
+                                geom.im2col(&d[i * img..(i + 1) * img], di);
+                                mm(rows, out, q, ti, false, rm(di, q), tr(w, q));
+                                accd = true;
+                            }
+                            if let Some(vw) = vw {
+                                let vi = &vw[i * out * q..(i + 1) * out * q];
+                                mm(rows, out, q, ti, accd, rm(&cols, q), tr(vi, q));
+                            }
+                            if let Some(vb) = vb {
+                                for row in ti.chunks_exact_mut(out) {
+                                    add_into(row, &vb[i * out..(i + 1) * out]);
+                                }
+                            }
+                        }
+                        if keep {
+                            kept = dcols;
+                        }
+                        dy = Some(t);
+                    }
+                    let live_in = *live;
+                    *live |= w_slot.is_some() || b_slot.is_some();
+                    give(h);
+                    let rec = Rec::Conv {
+                        geom,
+                        cols,
+                        dcols: kept,
+                        dx: dh,
+                        live_in,
+                    };
+                    let s = Shape::Img {
+                        h: geom.ho,
+                        w: geom.wo,
+                        c: out,
+                    };
+                    (y, dy, s, rec)
+                }
+                HLayer::Norm {
+                    mean,
+                    r,
+                    gamma,
+                    beta,
+                    g_slot,
+                    b_slot,
+                } => {
+                    let c = shape.channels();
+                    if c != mean.len() {
+                        return Err(shape_error("batch_norm", mean.len(), shape));
+                    }
+                    let mut xhat = h;
+                    let mut y = dirty::<T>(xhat.len());
+                    for (xr, yr) in xhat.chunks_exact_mut(c).zip(y.chunks_exact_mut(c)) {
+                        for j in 0..c {
+                            xr[j] = (xr[j] - mean[j]) * r[j];
+                            yr[j] = gamma[j] * xr[j] + beta[j];
+                        }
+                    }
+                    let vg = self.dir(*g_slot);
+                    let vb = self.dir(*b_slot);
+                    let mut dy = dh.as_ref().map(|d| {
+                        let mut t = d.clone();
+                        for row in t.chunks_exact_mut(c) {
+                            for j in 0..c {
+                                row[j] *= gamma[j] * r[j];
+                            }
+                        }
+                        t
+                    });
+                    if vg.is_some() || vb.is_some() {
+                        let t = dy.get_or_insert_with(|| zeros::<T>(k * xhat.len()));
+                        for (i, ti) in t.chunks_exact_mut(xhat.len()).enumerate() {
+                            for (tr_, xr) in ti.chunks_exact_mut(c).zip(xhat.chunks_exact(c)) {
+                                for j in 0..c {
+                                    if let Some(vg) = vg {
+                                        tr_[j] += vg[i * c + j] * xr[j];
+                                    }
+                                    if let Some(vb) = vb {
+                                        tr_[j] += vb[i * c + j];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let live_in = *live;
+                    *live |= g_slot.is_some() || b_slot.is_some();
+                    let rec = Rec::Norm {
+                        xhat,
+                        dx: dh,
+                        live_in,
+                    };
+                    (y, dy, shape, rec)
+                }
+                HLayer::Act(a) => {
+                    let second = self.residual();
+                    let (y, d1, d2) = activate(*a, &h, second);
+                    let dy = dh.as_ref().map(|d| {
+                        let mut t = d.clone();
+                        for ti in t.chunks_exact_mut(d1.len()) {
+                            for (x, &s) in ti.iter_mut().zip(&d1) {
+                                *x *= s;
+                            }
+                        }
+                        t
+                    });
+                    give(h);
+                    (y, dy, shape, Rec::Act { d1, d2, dz: dh })
+                }
+                HLayer::MaxPool => {
+                    let Shape::Img { h: hh, w: ww, c } = shape else {
+                        return Err(shape_error("max_pool2x2", 4, shape));
+                    };
+                    if hh % 2 != 0 || ww % 2 != 0 {
+                        return Err(shape_error("max_pool2x2", 2, shape));
+                    }
+                    let (ho, wo) = (hh / 2, ww / 2);
+                    let (img_in, img_out) = (hh * ww * c, ho * wo * c);
+                    let mut y = dirty::<T>(n * img_out);
+                    let mut mask = zeros::<T>(h.len());
+                    let corners = |oi: usize, oj: usize| {
+                        let p = (2 * oi * ww + 2 * oj) * c;
+                        [p, p + c, p + ww * c, p + ww * c + c]
+                    };
+                    let fwd = |((x, y), m): ((&[T], &mut [T]), &mut [T])| {
+                        let row = ww * c;
+                        for oi in 0..ho {
+                            let (top, bot) = x[2 * oi * row..(2 * oi + 2) * row].split_at(row);
+                            let (mtop, mbot) =
+                                m[2 * oi * row..(2 * oi + 2) * row].split_at_mut(row);
+                            for oj in 0..wo {
+                                let yo = &mut y[(oi * wo + oj) * c..][..c];
+                                let s = 2 * oj * c;
+                                let (a, b) = top[s..s + 2 * c].split_at(c);
+                                let (d, e) = bot[s..s + 2 * c].split_at(c);
+                                for ch in 0..c {
+                                    let mut v = a[ch];
+                                    for u in [b[ch], d[ch], e[ch]] {
+                                        if u > v {
+                                            v = u;
+                                        }
+                                    }
+                                    yo[ch] = v;
+                                }
+                                let (ma, mb) = mtop[s..s + 2 * c].split_at_mut(c);
+                                let (md, me) = mbot[s..s + 2 * c].split_at_mut(c);
+                                for ch in 0..c {
+                                    let v = yo[ch];
+                                    if a[ch] == v {
+                                        ma[ch] = T::ONE;
+                                    }
+                                    if b[ch] == v {
+                                        mb[ch] = T::ONE;
+                                    }
+                                    if d[ch] == v {
+                                        md[ch] = T::ONE;
+                                    }
+                                    if e[ch] == v {
+                                        me[ch] = T::ONE;
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    let par = h.len() >= PARALLEL_ELEMS && rayon::current_num_threads() > 1;
+                    if par {
+                        h.par_chunks(img_in)
+                            .zip(y.par_chunks_mut(img_out))
+                            .zip(mask.par_chunks_mut(img_in))
+                            .for_each(fwd);
+                    } else {
+                        h.chunks(img_in)
+                            .zip(y.chunks_mut(img_out))
+                            .zip(mask.chunks_mut(img_in))
+                            .for_each(fwd);
+                    }
+                    let out_shape = Shape::Img { h: ho, w: wo, c };
+                    let dy = dh.as_ref().map(|d| {
+                        let mut t = zeros::<T>(k * n * img_out);
+                        let tan = |(b, (d, t)): (usize, (&[T], &mut [T]))| {
+                            let m = &mask[(b % n) * img_in..][..img_in];
+                            for oi in 0..ho {
+                                for oj in 0..wo {
+                                    let o = (oi * wo + oj) * c;
+                                    for p in corners(oi, oj) {
+                                        for ch in 0..c {
+                                            t[o + ch] += d[p + ch] * m[p + ch];
+                                        }
+                                    }
+                                }
+                            }
+                        };
+                        if par {
+                            d.par_chunks(img_in)
+                                .zip(t.par_chunks_mut(img_out))
+                                .enumerate()
+                                .for_each(tan);
+                        } else {
+                            d.chunks(img_in)
+                                .zip(t.chunks_mut(img_out))
+                                .enumerate()
+                                .for_each(tan);
+                        }
+                        t
+                    });
+                    give(h);
+                    give_opt(dh);
+                    (y, dy, out_shape, Rec::MaxPool { mask, shape })
+                }
+                HLayer::Flatten => {
+                    let f = shape.len();
+                    let (y, dy) = match shape {
+                        Shape::Img { h: hh, w: ww, c } if hh * ww > 1 && c > 1 => {
+                            let perm = |src: &[T]| {
+                                let mut out = dirty::<T>(src.len());
+                                for (s, o) in src.chunks_exact(f).zip(out.chunks_exact_mut(f)) {
+                                    for p in 0..hh * ww {
+                                        for ch in 0..c {
+                                            o[ch * hh * ww + p] = s[p * c + ch];
+                                        }
+                                    }
+                                }
+                                out
+                            };
+                            let out = (perm(&h), dh.as_deref().map(perm));
+                            give(h);
+                            give_opt(dh);
+                            out
+                        }
+                        _ => (h, dh),
+                    };
+                    (y, dy, Shape::Flat(f), Rec::Flatten { shape })
+                }
+                HLayer::AvgPool => {
+                    let Shape::Img { h: hh, w: ww, c } = shape else {
+                        return Err(shape_error("global_avg_pool", 4, shape));
+                    };
+                    let area = T::of(1.0 / (hh * ww) as f64);
+                    let pool = |src: &[T]| {
+                        let rows = src.len() / (hh * ww * c);
+                        let mut out = zeros::<T>(rows * c);
+                        for (s, o) in src.chunks_exact(hh * ww * c).zip(out.chunks_exact_mut(c)) {
+                            add_col_sums(o, s, c);
+                            for x in o.iter_mut() {
+                                *x *= area;
+                            }
+                        }
+                        out
+                    };
+                    let y = pool(&h);
+                    let dy = dh.as_deref().map(pool);
+                    give(h);
+                    give_opt(dh);
+                    (y, dy, Shape::Flat(c), Rec::AvgPool { shape })
+                }
+                HLayer::Residual { main, skip } => {
+                    let live_in = *live;
+                    let mut live_main = live_in;
+                    let (main_steps, mut a, da, sa) =
+                        self.layers(main, h.clone(), dh.clone(), shape, &mut live_main)?;
+                    let mut live_skip = live_in;
+                    let (skip_steps, b, db, sb) =
+                        self.layers(skip, h, dh, shape, &mut live_skip)?;
+                    if sa != sb {
+                        return Err(Error::Unsupported {
+                            method: "the host sweep".into(),
+                            what: format!("a residual block whose branches give {sa:?} and {sb:?}"),
+                        });
+                    }
+                    *live = live_main || live_skip;
+                    add_into(&mut a, &b);
+                    let step = Step::Block {
+                        main: main_steps,
+                        skip: skip_steps,
+                        live_in,
+                    };
+                    steps.push(step);
+                    h = a;
+                    dh = sum_opt(da, db);
+                    shape = sa;
+                    continue;
+                }
+            };
+            steps.push(Step::One(layer, step));
+            h = y;
+            dh = dy;
+            shape = out_shape;
+        }
+        Ok((steps, h, dh, shape))
+    }
+
+    // ----- loss -----
+
+    /// The adjoints at the logits `z` `[N, O]` (tangent `dz`): `t` the target rows, `mass` the
+    /// soft targets' per-row mass.
+    #[allow(clippy::too_many_arguments)]
+    fn loss(
+        &self,
+        z: &[T],
+        dz: Option<&[T]>,
+        o: usize,
+        t: &[T],
+        mass: Option<&[T]>,
+        kind: LossKind,
+        weight: f64,
+    ) -> Flow<T> {
+        let (n, k) = (self.n, self.k);
+        let want_g = self.product != Product::GaussNewton;
+        let w = T::of(weight);
+        match kind {
+            LossKind::Ce => {
+                let mut p = zeros::<T>(n * o);
+                for (zr, pr) in z.chunks_exact(o).zip(p.chunks_exact_mut(o)) {
+                    let mut m = zr[0];
+                    for &x in &zr[1..] {
+                        if x > m {
+                            m = x;
+                        }
+                    }
+                    let mut s = T::ZERO;
+                    for (x, y) in zr.iter().zip(pr.iter_mut()) {
+                        *y = (*x - m).exp();
+                        s += *y;
+                    }
+                    for y in pr.iter_mut() {
+                        *y = *y / s;
+                    }
+                }
+                let row_mass = |r: usize| mass.map_or(T::ONE, |m| m[r]);
+                let g = want_g.then(|| {
+                    let mut g = zeros::<T>(n * o);
+                    for r in 0..n {
+                        let m = row_mass(r);
+                        for j in 0..o {
+                            g[r * o + j] = (p[r * o + j] * m - t[r * o + j]) * w;
+                        }
+                    }
+                    g
+                });
+                let dg = dz.map(|dz| {
+                    let mut out = zeros::<T>(k * n * o);
+                    for i in 0..k {
+                        for r in 0..n {
+                            let base = (i * n + r) * o;
+                            let (pr, dr) = (&p[r * o..(r + 1) * o], &dz[base..base + o]);
+                            let mut s = T::ZERO;
+                            for j in 0..o {
+                                s += pr[j] * dr[j];
+                            }
+                            let wm = w * row_mass(r);
+                            for j in 0..o {
+                                out[base + j] = (pr[j] * dr[j] - s * pr[j]) * wm;
+                            }
+                        }
+                    }
+                    out
+                });
+                Flow { g, dg }
+            }
+            LossKind::Mse => {
+                let curv = T::of(2.0 * weight / o as f64);
+                let g = want_g.then(|| z.iter().zip(t).map(|(&a, &b)| (a - b) * curv).collect());
+                let dg = dz.map(|d| d.iter().map(|&x| x * curv).collect());
+                Flow { g, dg }
+            }
+        }
+    }
+
+    // ----- backward -----
+
+    fn backward(&mut self, steps: Vec<Step<'_, T>>, mut flow: Flow<T>) -> Option<Flow<T>> {
+        for step in steps.into_iter().rev() {
+            let next = match step {
+                Step::One(layer, rec) => self.back(layer, rec, flow),
+                Step::Block {
+                    main,
+                    skip,
+                    live_in,
+                } => {
+                    let from_main = self.backward(main, flow.clone());
+                    let from_skip = if skip.is_empty() {
+                        Some(flow)
+                    } else {
+                        self.backward(skip, flow)
+                    };
+                    if live_in {
+                        match (from_main, from_skip) {
+                            (Some(a), Some(b)) => Some(Flow {
+                                g: sum_opt(a.g, b.g),
+                                dg: sum_opt(a.dg, b.dg),
+                            }),
+                            (a, b) => a.or(b),
+                        }
+                    } else {
+                        None
+                    }
+                }
+            };
+            match next {
+                Some(f) => flow = f,
+                None => return None,
+            }
+        }
+        Some(flow)
+    }
+
+    fn back(&mut self, layer: &HLayer<T>, rec: Rec<T>, flow: Flow<T>) -> Option<Flow<T>> {
+        let (n, k) = (self.n, self.k);
+        let res = self.residual();
+        match (layer, rec) {
+            (
+                HLayer::Linear {
+                    w,
+                    out,
+                    inp,
+                    w_slot,
+                    b_slot,
+                    ..
+                },
+                Rec::Linear { x, dx, live_in },
+            ) => {
+                let (out, inp) = (*out, *inp);
+                if let Some(g) = &flow.g {
+                    if let Some(a) = w_slot.and_then(|s| self.grad_acc(s)) {
+                        mm(out, inp, n, a, true, tr(g, out), rm(&x, inp));
+                    }
+                    if let Some(a) = b_slot.and_then(|s| self.grad_acc(s)) {
+                        add_col_sums(a, g, out);
+                    }
+                }
+                if let Some(dg) = &flow.dg {
+                    if let Some(s) = *w_slot {
+                        let (g, dx) = (flow.g.as_deref(), dx.as_deref());
+                        let pw = self.prod_acc(s);
+                        for i in 0..k {
+                            let pi = &mut pw[i * out * inp..(i + 1) * out * inp];
+                            let dgi = &dg[i * n * out..(i + 1) * n * out];
+                            mm(out, inp, n, pi, true, tr(dgi, out), rm(&x, inp));
+                            if res && let (Some(g), Some(dx)) = (g, dx) {
+                                let dxi = &dx[i * n * inp..(i + 1) * n * inp];
+                                mm(out, inp, n, pi, true, tr(g, out), rm(dxi, inp));
+                            }
+                        }
+                    }
+                    if let Some(s) = *b_slot {
+                        let pb = self.prod_acc(s);
+                        for i in 0..k {
+                            add_col_sums(
+                                &mut pb[i * out..(i + 1) * out],
+                                &dg[i * n * out..(i + 1) * n * out],
+                                out,
+                            );
+                        }
+                    }
+                }
+                if !live_in {
+                    return None;
+                }
+                let g_x = flow.g.as_ref().map(|g| {
+                    let mut t = dirty::<T>(n * inp);
+                    mm(n, inp, out, &mut t, false, rm(g, out), rm(w, inp));
+                    t
+                });
+                let mut dg_x = flow.dg.as_ref().map(|dg| {
+                    let mut t = dirty::<T>(k * n * inp);
+                    mm(k * n, inp, out, &mut t, false, rm(dg, out), rm(w, inp));
+                    t
+                });
+                if res && let (Some(g), Some(vw)) = (&flow.g, self.dir(*w_slot)) {
+                    let t = dg_x.get_or_insert_with(|| zeros::<T>(k * n * inp));
+                    for i in 0..k {
+                        let vi = &vw[i * out * inp..(i + 1) * out * inp];
+                        let ti = &mut t[i * n * inp..(i + 1) * n * inp];
+                        mm(n, inp, out, ti, true, rm(g, out), rm(vi, inp));
+                    }
+                }
+                give(x);
+                give_opt(dx);
+                give_flow(flow);
+                Some(Flow { g: g_x, dg: dg_x })
+            }
+            (
+                HLayer::Conv {
+                    w,
+                    out,
+                    w_slot,
+                    b_slot,
+                    ..
+                },
+                Rec::Conv {
+                    geom,
+                    cols,
+                    dcols: kept,
+                    dx,
+                    live_in,
+                },
+            ) => {
+                let out = *out;
+                let (q, rows) = (geom.patch(), n * geom.positions());
+                let img = n * geom.h * geom.w * geom.c;
+                if let Some(g) = &flow.g {
+                    if let Some(a) = w_slot.and_then(|s| self.grad_acc(s)) {
+                        mm(out, q, rows, a, true, tr(g, out), rm(&cols, q));
+                    }
+                    if let Some(a) = b_slot.and_then(|s| self.grad_acc(s)) {
+                        add_col_sums(a, g, out);
+                    }
+                }
+                if let Some(dg) = &flow.dg {
+                    if let Some(s) = *w_slot {
+                        let (g, dx) = (flow.g.as_deref(), dx.as_deref());
+                        let mut dcols = if res && g.is_some() && dx.is_some() && kept.is_empty() {
+                            dirty::<T>(rows * q)
+                        } else {
+                            Vec::new()
+                        };
+                        let pw = self.prod_acc(s);
+                        for i in 0..k {
+                            let pi = &mut pw[i * out * q..(i + 1) * out * q];
+                            let dgi = &dg[i * rows * out..(i + 1) * rows * out];
+                            mm(out, q, rows, pi, true, tr(dgi, out), rm(&cols, q));
+                            if res && let (Some(g), Some(dx)) = (g, dx) {
+                                let di = if kept.is_empty() {
+                                    geom.im2col(&dx[i * img..(i + 1) * img], &mut dcols);
+                                    &dcols[..]
+                                } else {
+                                    &kept[i * rows * q..(i + 1) * rows * q]
+                                };
+                                mm(out, q, rows, pi, true, tr(g, out), rm(di, q));
+                            }
+                        }
+                    }
+                    if let Some(s) = *b_slot {
+                        let pb = self.prod_acc(s);
+                        for i in 0..k {
+                            add_col_sums(
+                                &mut pb[i * out..(i + 1) * out],
+                                &dg[i * rows * out..(i + 1) * rows * out],
+                                out,
+                            );
+                        }
+                    }
+                }
+                give(cols);
+                give(kept);
+                if !live_in {
+                    return None;
+                }
+                let mut tmp = dirty::<T>(rows * q);
+                let g_x = flow.g.as_ref().map(|g| {
+                    mm(rows, q, out, &mut tmp, false, rm(g, out), rm(w, q));
+                    let mut t = dirty::<T>(img);
+                    geom.col2im(&tmp, &mut t);
+                    t
+                });
+                let vw = if res { self.dir(*w_slot) } else { None };
+                let dg_x = if flow.dg.is_some() || (vw.is_some() && flow.g.is_some()) {
+                    let mut t = dirty::<T>(k * img);
+                    for i in 0..k {
+                        let mut accd = false;
+                        if let Some(dg) = &flow.dg {
+                            let dgi = &dg[i * rows * out..(i + 1) * rows * out];
+                            mm(rows, q, out, &mut tmp, false, rm(dgi, out), rm(w, q));
+                            accd = true;
+                        }
+                        if let (Some(g), Some(vw)) = (&flow.g, vw) {
+                            let vi = &vw[i * out * q..(i + 1) * out * q];
+                            mm(rows, q, out, &mut tmp, accd, rm(g, out), rm(vi, q));
+                        }
+                        geom.col2im(&tmp, &mut t[i * img..(i + 1) * img]);
+                    }
+                    Some(t)
+                } else {
+                    None
+                };
+                give(tmp);
+                give_opt(dx);
+                give_flow(flow);
+                Some(Flow { g: g_x, dg: dg_x })
+            }
+            (
+                HLayer::Norm {
+                    r,
+                    gamma,
+                    g_slot,
+                    b_slot,
+                    ..
+                },
+                Rec::Norm { xhat, dx, live_in },
+            ) => {
+                let c = gamma.len();
+                let len = xhat.len();
+                if let Some(g) = &flow.g {
+                    if let Some(a) = g_slot.and_then(|s| self.grad_acc(s)) {
+                        for (gr, xr) in g.chunks_exact(c).zip(xhat.chunks_exact(c)) {
+                            for j in 0..c {
+                                a[j] += gr[j] * xr[j];
+                            }
+                        }
+                    }
+                    if let Some(a) = b_slot.and_then(|s| self.grad_acc(s)) {
+                        add_col_sums(a, g, c);
+                    }
+                }
+                if let Some(dg) = &flow.dg {
+                    if let Some(s) = *g_slot {
+                        let (g, dx) = (flow.g.as_deref(), dx.as_deref());
+                        let pg = self.prod_acc(s);
+                        for i in 0..k {
+                            let pi = &mut pg[i * c..(i + 1) * c];
+                            let dgi = &dg[i * len..(i + 1) * len];
+                            for (dr, xr) in dgi.chunks_exact(c).zip(xhat.chunks_exact(c)) {
+                                for j in 0..c {
+                                    pi[j] += dr[j] * xr[j];
+                                }
+                            }
+                            if res && let (Some(g), Some(dx)) = (g, dx) {
+                                let dxi = &dx[i * len..(i + 1) * len];
+                                for (gr, dr) in g.chunks_exact(c).zip(dxi.chunks_exact(c)) {
+                                    for j in 0..c {
+                                        pi[j] += r[j] * gr[j] * dr[j];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if let Some(s) = *b_slot {
+                        let pb = self.prod_acc(s);
+                        for i in 0..k {
+                            add_col_sums(
+                                &mut pb[i * c..(i + 1) * c],
+                                &dg[i * len..(i + 1) * len],
+                                c,
+                            );
+                        }
+                    }
+                }
+                if !live_in {
+                    return None;
+                }
+                let scale_rows = |mut t: Vec<T>| {
+                    for row in t.chunks_exact_mut(c) {
+                        for j in 0..c {
+                            row[j] *= gamma[j] * r[j];
+                        }
+                    }
+                    t
+                };
+                let g_x = flow.g.clone().map(scale_rows);
+                let mut dg_x = flow.dg.map(scale_rows);
+                if res && let (Some(g), Some(vg)) = (&flow.g, self.dir(*g_slot)) {
+                    let t = dg_x.get_or_insert_with(|| zeros::<T>(k * len));
+                    for i in 0..k {
+                        let ti = &mut t[i * len..(i + 1) * len];
+                        for (tr_, gr) in ti.chunks_exact_mut(c).zip(g.chunks_exact(c)) {
+                            for j in 0..c {
+                                tr_[j] += r[j] * vg[i * c + j] * gr[j];
+                            }
+                        }
+                    }
+                }
+                give(xhat);
+                give_opt(dx);
+                give_opt(flow.g);
+                Some(Flow { g: g_x, dg: dg_x })
+            }
+            (_, Rec::Act { d1, d2, dz }) => {
+                let f = d1.len();
+                let mut dg = flow.dg.map(|mut d| {
+                    for di in d.chunks_exact_mut(f) {
+                        for (x, &s) in di.iter_mut().zip(&d1) {
+                            *x *= s;
+                        }
+                    }
+                    d
+                });
+                if res && let (Some(g), Some(d2), Some(dz)) = (&flow.g, &d2, &dz) {
+                    // φ'' g ż, per direction.
+                    let t = dg.get_or_insert_with(|| zeros::<T>(k * f));
+                    for (ti, zi) in t.chunks_exact_mut(f).zip(dz.chunks_exact(f)) {
+                        for j in 0..f {
+                            ti[j] += d2[j] * g[j] * zi[j];
+                        }
+                    }
+                }
+                let g = flow.g.map(|mut g| {
+                    for (x, &s) in g.iter_mut().zip(&d1) {
+                        *x *= s;
+                    }
+                    g
+                });
+                give(d1);
+                give_opt(d2);
+                give_opt(dz);
+                Some(Flow { g, dg })
+            }
+            (_, Rec::MaxPool { mask, shape }) => {
+                let Shape::Img { h: hh, w: ww, c } = shape else {
+                    unreachable!("max pool records an image shape")
+                };
+                let (ho, wo) = (hh / 2, ww / 2);
+                let (img_in, img_out) = (hh * ww * c, ho * wo * c);
+                let n_mask = mask.len() / img_in;
+                let up = |src: &[T]| {
+                    let mut out = dirty::<T>(src.len() / img_out * img_in);
+                    let f = |(b, (s, o)): (usize, (&[T], &mut [T]))| {
+                        let m = &mask[(b % n_mask) * img_in..][..img_in];
+                        for i in 0..hh {
+                            for j in 0..ww {
+                                let d = (i * ww + j) * c;
+                                let s = &s[((i / 2) * wo + j / 2) * c..][..c];
+                                for ch in 0..c {
+                                    o[d + ch] = s[ch] * m[d + ch];
+                                }
+                            }
+                        }
+                    };
+                    if out.len() >= PARALLEL_ELEMS && rayon::current_num_threads() > 1 {
+                        src.par_chunks(img_out)
+                            .zip(out.par_chunks_mut(img_in))
+                            .enumerate()
+                            .for_each(f);
+                    } else {
+                        src.chunks(img_out)
+                            .zip(out.chunks_mut(img_in))
+                            .enumerate()
+                            .for_each(f);
+                    }
+                    out
+                };
+                let out = Flow {
+                    g: flow.g.as_deref().map(up),
+                    dg: flow.dg.as_deref().map(up),
+                };
+                give_flow(flow);
+                give(mask);
+                Some(out)
+            }
+            (_, Rec::Flatten { shape }) => {
+                let Shape::Img { h: hh, w: ww, c } = shape else {
+                    return Some(flow);
+                };
+                if hh * ww == 1 || c == 1 {
+                    return Some(flow);
+                }
+                let f = shape.len();
+                let unperm = |src: &[T]| {
+                    let mut out = dirty::<T>(src.len());
+                    for (s, o) in src.chunks_exact(f).zip(out.chunks_exact_mut(f)) {
+                        for p in 0..hh * ww {
+                            for ch in 0..c {
+                                o[p * c + ch] = s[ch * hh * ww + p];
+                            }
+                        }
+                    }
+                    out
+                };
+                let out = Flow {
+                    g: flow.g.as_deref().map(unperm),
+                    dg: flow.dg.as_deref().map(unperm),
+                };
+                give_flow(flow);
+                Some(out)
+            }
+            (_, Rec::AvgPool { shape }) => {
+                let Shape::Img { h: hh, w: ww, c } = shape else {
+                    unreachable!("average pool records an image shape")
+                };
+                let area = T::of(1.0 / (hh * ww) as f64);
+                let spread = |src: &[T]| {
+                    let mut out = Vec::with_capacity(src.len() * hh * ww);
+                    for row in src.chunks_exact(c) {
+                        for _ in 0..hh * ww {
+                            out.extend(row.iter().map(|&x| x * area));
+                        }
+                    }
+                    out
+                };
+                let out = Flow {
+                    g: flow.g.as_deref().map(spread),
+                    dg: flow.dg.as_deref().map(spread),
+                };
+                give_flow(flow);
+                Some(out)
+            }
+            _ => unreachable!("a record matches its layer"),
+        }
+    }
+}
+
+fn shape_error(layer: &str, want: usize, got: Shape) -> Error {
+    Error::Unsupported {
+        method: "the host sweep".into(),
+        what: format!("a {layer} layer (size {want}) on rows shaped {got:?}"),
+    }
+}
+
+/// `φ(z)`, `φ'(z)` and (if `second`) `φ''(z)`, by the formulas of the candle sweep
+/// ([`crate::propagation::sweep::derivatives`]); large buffers in parallel blocks.
+fn activate<T: Real>(act: Activation, z: &[T], second: bool) -> (Vec<T>, Vec<T>, Option<Vec<T>>) {
+    let n = z.len();
+    let second = second && act != Activation::Relu;
+    let mut a = dirty::<T>(n);
+    let mut d1 = dirty::<T>(n);
+    let mut d2 = dirty::<T>(if second { n } else { 0 });
+    const BLOCK: usize = 1 << 14;
+    if n >= PARALLEL_ELEMS && rayon::current_num_threads() > 1 {
+        let blocks: Vec<(&[T], &mut [T], &mut [T])> = z
+            .chunks(BLOCK)
+            .zip(a.chunks_mut(BLOCK))
+            .zip(d1.chunks_mut(BLOCK))
+            .map(|((z, a), d)| (z, a, d))
+            .collect();
+        if second {
+            blocks
+                .into_par_iter()
+                .zip(d2.par_chunks_mut(BLOCK))
+                .for_each(|((z, a, d), e)| activate_block(act, z, a, d, Some(e)));
+        } else {
+            blocks
+                .into_par_iter()
+                .for_each(|(z, a, d)| activate_block(act, z, a, d, None));
+        }
+    } else {
+        activate_block(act, z, &mut a, &mut d1, second.then_some(&mut d2[..]));
+    }
+    (a, d1, second.then_some(d2))
+}
+
+/// One block of [`activate`]: `a = φ(z)`, `d1 = φ'(z)` and, if given, `d2 = φ''(z)`.
+fn activate_block<T: Real>(
+    act: Activation,
+    z: &[T],
+    a: &mut [T],
+    d1: &mut [T],
+    d2: Option<&mut [T]>,
+) {
+    let (one, two, half) = (T::ONE, T::of(2.0), T::of(0.5));
+    let sigmoid = |x: T| one / (one + (-x).exp());
+    let relu = |x: T| if x > T::ZERO { x } else { T::ZERO };
+    let inv_sqrt2 = T::of(std::f64::consts::FRAC_1_SQRT_2);
+    let inv_sqrt_2pi = T::of(1.0 / (2.0 * std::f64::consts::PI).sqrt());
+    // Each arm: (φ, φ', φ'') of one element.
+    macro_rules! each {
+        (|$x:ident| $body:expr) => {{
+            match d2 {
+                Some(d2) => {
+                    for i in 0..z.len() {
+                        let $x = z[i];
+                        let (y, p1, p2) = $body;
+                        a[i] = y;
+                        d1[i] = p1;
+                        d2[i] = p2;
+                    }
+                }
+                None => {
+                    for i in 0..z.len() {
+                        let $x = z[i];
+                        let (y, p1, _) = $body;
+                        a[i] = y;
+                        d1[i] = p1;
+                    }
+                }
+            }
+        }};
+    }
+    match act {
+        Activation::Relu => each!(|x| (relu(x), if x >= T::ZERO { one } else { T::ZERO }, T::ZERO)),
+        Activation::Tanh => each!(|x| {
+            let t = x.tanh();
+            let p1 = one - t * t;
+            (t, p1, -(two * t * p1))
+        }),
+        Activation::Sigmoid => each!(|x| {
+            let s = sigmoid(x);
+            let p1 = s * (one - s);
+            (s, p1, p1 * (one - two * s))
+        }),
+        Activation::Softplus => each!(|x| {
+            let s = sigmoid(x);
+            (relu(x) + ((-x.abs()).exp() + one).ln(), s, s * (one - s))
+        }),
+        Activation::Silu => each!(|x| {
+            let s = sigmoid(x);
+            let s1 = s * (one - s);
+            (x * s, s + x * s1, s1 * (x * (one - two * s) + two))
+        }),
+        Activation::Gelu => each!(|x| {
+            let e = (x * inv_sqrt2).erf();
+            let cdf = e * half + half;
+            let pdf = (x * x * -half).exp() * inv_sqrt_2pi;
+            (x * half * (e + one), cdf + x * pdf, pdf * (two - x * x))
+        }),
+    }
+}
+
+/// The host sweep of `problem`, or `None` where it does not apply (a device other than the CPU,
+/// a dtype other than f32/f64, inputs of another rank, or the exact diagonal).
+pub(super) fn try_run(
+    problem: &Problem<'_>,
+    product: Product,
+    dirs: &[Vec<Tensor>],
+) -> Result<Option<Output>> {
+    let model = problem.model;
+    if !model.device().is_cpu() || product == Product::Diagonal {
+        return Ok(None);
+    }
+    match model.dtype() {
+        DType::F32 => run_typed::<f32>(problem, product, dirs),
+        DType::F64 => run_typed::<f64>(problem, product, dirs),
+        _ => Ok(None),
+    }
+}
+
+/// A batch's inputs on the host: `[N, feat]`, images channels-last.
+fn host_input<T: Real>(x: &Tensor) -> Result<Option<(Vec<T>, Shape)>> {
+    Ok(match x.dims() {
+        [_, f] => Some((T::host(x)?, Shape::Flat(*f))),
+        [_, c, h, w] => {
+            let x = x.permute((0, 2, 3, 1))?.contiguous()?;
+            Some((
+                T::host(&x)?,
+                Shape::Img {
+                    h: *h,
+                    w: *w,
+                    c: *c,
+                },
+            ))
+        }
+        _ => None,
+    })
+}
+
+type Slots = HashMap<TensorId, usize>;
+
+fn slot_of(slots: &Slots, v: &candle_core::Var) -> Option<usize> {
+    slots.get(&v.as_tensor().id()).copied()
+}
+
+/// The network's layers with their tensors on the host; `conv_dims[slot]` records the kernel
+/// shape of every selected convolution weight (kept as rows during the sweep).
+fn convert<T: Real>(
+    layers: &[Layer],
+    slots: &Slots,
+    conv_dims: &mut [Option<[usize; 4]>],
+) -> Result<Vec<HLayer<T>>> {
+    let host = |v: &candle_core::Var| T::host(v.as_tensor());
+    let mut out = Vec::with_capacity(layers.len());
+    for layer in layers {
+        out.push(match layer {
+            Layer::Linear(l) => {
+                let d = l.weight.dims();
+                HLayer::Linear {
+                    w: host(&l.weight)?,
+                    b: l.bias.as_ref().map(host).transpose()?,
+                    out: d[0],
+                    inp: d[1],
+                    w_slot: slot_of(slots, &l.weight),
+                    b_slot: l.bias.as_ref().and_then(|b| slot_of(slots, b)),
+                }
+            }
+            Layer::Conv2d(c) => {
+                let d = c.weight.dims();
+                let dims = [d[0], d[1], d[2], d[3]];
+                let w_slot = slot_of(slots, &c.weight);
+                if let Some(s) = w_slot {
+                    conv_dims[s] = Some(dims);
+                }
+                HLayer::Conv {
+                    w: kernel_rows(&host(&c.weight)?, &dims),
+                    b: c.bias.as_ref().map(host).transpose()?,
+                    out: d[0],
+                    dims,
+                    pad: c.padding,
+                    stride: c.stride,
+                    w_slot,
+                    b_slot: c.bias.as_ref().and_then(|b| slot_of(slots, b)),
+                }
+            }
+            Layer::BatchNorm(b) => {
+                let eps = T::of(b.eps);
+                HLayer::Norm {
+                    mean: host(&b.running_mean)?,
+                    r: host(&b.running_var)?
+                        .into_iter()
+                        .map(|v| T::ONE / (v + eps).sqrt())
+                        .collect(),
+                    gamma: host(&b.weight)?,
+                    beta: host(&b.bias)?,
+                    g_slot: slot_of(slots, &b.weight),
+                    b_slot: slot_of(slots, &b.bias),
+                }
+            }
+            Layer::Activation(a) => HLayer::Act(*a),
+            Layer::MaxPool2x2 => HLayer::MaxPool,
+            Layer::Flatten => HLayer::Flatten,
+            Layer::GlobalAvgPool => HLayer::AvgPool,
+            Layer::Residual(r) => HLayer::Residual {
+                main: convert(&r.main, slots, conv_dims)?,
+                skip: convert(&r.shortcut, slots, conv_dims)?,
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn run_typed<T: Real>(
+    problem: &Problem<'_>,
+    product: Product,
+    dirs: &[Vec<Tensor>],
+) -> Result<Option<Output>> {
+    let model = problem.model;
+    let k = if product == Product::Gradient {
+        0
+    } else {
+        dirs.len()
+    };
+    let slots: Slots = problem
+        .selected
+        .iter()
+        .enumerate()
+        .map(|(j, &i)| (model.params()[i].var.as_tensor().id(), j))
+        .collect();
+    let p = problem.selected.len();
+    let mut conv_dims = vec![None; p];
+    let net = convert::<T>(&model.network().layers, &slots, &mut conv_dims)?;
+    let lens: Vec<usize> = problem.shapes.iter().map(|s| s.iter().product()).collect();
+    let host_dirs: Vec<Option<Vec<T>>> = if k == 0 {
+        vec![None; p]
+    } else {
+        (0..p)
+            .map(|j| {
+                let mut v = Vec::with_capacity(k * lens[j]);
+                for d in dirs {
+                    let h = T::host(&d[j].to_dtype(T::DTYPE)?)?;
+                    match &conv_dims[j] {
+                        Some(dims) => v.extend(kernel_rows(&h, dims)),
+                        None => v.extend(h),
+                    }
+                }
+                Ok(Some(v))
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut sweep = Sweep {
+        product,
+        k,
+        n: 0,
+        dirs: &host_dirs,
+        lens: &lens,
+        grad: vec![None; p],
+        prod: vec![None; p],
+    };
+    let weight = 1.0 / problem.rows as f64;
+    let mut total = 0.0;
+    for (bi, batch) in problem.batches.iter().enumerate() {
+        let Some((x, shape)) = host_input::<T>(&batch.x)? else {
+            return Ok(None);
+        };
+        let n = batch.len();
+        sweep.n = n;
+        let mut live = false;
+        let (steps, z, dz, zs) = sweep.layers(&net, x, None, shape, &mut live)?;
+        let Shape::Flat(o) = zs else {
+            return Err(shape_error("loss", 2, zs));
+        };
+        let zt = T::tensor(z.clone(), &[n, o])?;
+        let l = loss::mean(&zt, &batch.y, problem.loss)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?
+            * n as f64
+            * weight;
+        if !l.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                context: "hand-written sweep".into(),
+                batch: bi,
+                value: l,
+            });
+        }
+        let (t, mass) = match problem.loss {
+            LossKind::Ce => {
+                let (t, m) = ce_targets(&batch.y, &zt)?;
+                (T::host(&t)?, m.map(|m| T::host(&m)).transpose()?)
+            }
+            LossKind::Mse => (T::host(&mse_targets(&batch.y, &zt)?)?, None),
+        };
+        let flow = sweep.loss(
+            &z,
+            dz.as_deref(),
+            o,
+            &t,
+            mass.as_deref(),
+            problem.loss,
+            weight,
+        );
+        give(z);
+        give_opt(dz);
+        sweep.backward(steps, flow);
+        total += l;
+    }
+    let to_tensor = |j: usize, v: Option<&[T]>| -> Result<Tensor> {
+        let v = match v {
+            Some(v) => match &conv_dims[j] {
+                Some(dims) => kernel_unrows(v, dims),
+                None => v.to_vec(),
+            },
+            None => vec![T::ZERO; lens[j]],
+        };
+        T::tensor(v, &problem.shapes[j])
+    };
+    let grad = if product != Product::Gradient {
+        Vec::new()
+    } else {
+        (0..p)
+            .map(|j| to_tensor(j, sweep.grad[j].as_deref()))
+            .collect::<Result<_>>()?
+    };
+    let products = (0..k)
+        .map(|i| {
+            (0..p)
+                .map(|j| {
+                    let v = sweep.prod[j]
+                        .as_deref()
+                        .map(|a| &a[i * lens[j]..(i + 1) * lens[j]]);
+                    to_tensor(j, v)
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
+    Ok(Some(Output {
+        loss: total,
+        grad,
+        products,
+        diagonal: Vec::new(),
+    }))
+}

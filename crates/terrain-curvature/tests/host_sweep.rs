@@ -1,0 +1,219 @@
+//! The host sweep (the default [`SweepEngine::Auto`] on the CPU: plain buffers, direct matrix
+//! products) against the sweep on candle tensors ([`SweepEngine::Candle`]), which `tests/rop.rs`
+//! checks against double backward and central finite differences: the gradient, exact
+//! Hessian-vector products, Gauss–Newton products and `apply_many` with three directions, on every
+//! case of `tests/rop.rs` (f64, relative error ≤ 1e-12), plus an f32 comparison.
+
+use candle_core::{DType, Device, Tensor};
+use terrain_curvature::{
+    Curvature, HessianConfig, HessianOperator, HvpMethod, LinearOperator, ParamFilter,
+    rop::SweepEngine,
+    vector::{self, Probe},
+};
+use terrain_model::{
+    ArchSpec, Model,
+    data::{Dataset, Targets, Task},
+    loss::LossKind,
+    rng,
+};
+use terrain_testkit::{randomize_batch_norm, rel_err};
+
+/// Gaussian inputs of the architecture's shape; labels `(7i + 1) mod K` or Gaussian targets.
+fn data(spec: &ArchSpec, n: usize, loss: LossKind) -> Dataset {
+    let dev = Device::Cpu;
+    let mut shape = vec![n];
+    shape.extend(spec.input_shape());
+    let x = rng::normal_tensor(&shape, 1, DType::F32, &dev).unwrap();
+    let k = spec.output_dim();
+    let (y, task) = match loss {
+        LossKind::Ce => {
+            let labels: Vec<u32> = (0..n).map(|i| ((i * 7 + 1) % k) as u32).collect();
+            (
+                Targets::Classes(Tensor::from_vec(labels, n, &dev).unwrap()),
+                Task::Classification { classes: k },
+            )
+        }
+        LossKind::Mse => (
+            Targets::Values(rng::normal_tensor(&[n, k], 1001, DType::F32, &dev).unwrap()),
+            Task::Regression { outputs: k },
+        ),
+    };
+    Dataset::new("host-sweep-case", x, y, task).unwrap()
+}
+
+/// The cases of `tests/rop.rs`, a wider ReLU CNN with max pooling and a stride-2 ResNet.
+const CASES: &[(&str, LossKind)] = &[
+    ("mlp:5-7-6-3:relu", LossKind::Ce),
+    ("mlp:5-7-6-3:tanh", LossKind::Ce),
+    ("mlp:5-7-6-3:gelu", LossKind::Ce),
+    ("mlp:5-7-6-3:silu", LossKind::Ce),
+    ("mlp:5-7-6-3:sigmoid", LossKind::Ce),
+    ("mlp:5-7-6-3:softplus", LossKind::Ce),
+    ("mlp:5-2:tanh", LossKind::Mse),
+    ("mlp:5-8-2:tanh", LossKind::Mse),
+    ("mlp:5-7-3:tanh:nobias", LossKind::Ce),
+    ("mlp:5-7-6-3:tanh:bn", LossKind::Ce),
+    ("mlp:5-7-6-3:gelu:bn", LossKind::Ce),
+    ("mlp:2-9-9-2:relu:bn:nobias", LossKind::Ce),
+    ("cnn:2x8x8-3-4-3:relu", LossKind::Ce),
+    ("cnn:1x4x4-3-3:tanh", LossKind::Ce),
+    ("cnn:1x8x8-3-4-3:tanh", LossKind::Ce),
+    ("cnn:1x4x4-2-2:softplus", LossKind::Mse),
+    ("resnet18:3x8x8:w2:4", LossKind::Ce),
+    ("resnet18:3x8x8:w1:3", LossKind::Ce),
+];
+
+fn operator<'m>(
+    m: &'m Model,
+    d: &Dataset,
+    loss: LossKind,
+    curvature: Curvature,
+    filter: &ParamFilter,
+    engine: SweepEngine,
+) -> HessianOperator<'m> {
+    let config = HessianConfig {
+        batch_size: if d.len() > 16 { d.len() - 8 } else { 4 },
+        hvp: HvpMethod::Rop,
+        curvature,
+        filter: filter.clone(),
+        ..HessianConfig::new(loss)
+    };
+    HessianOperator::new(m, d, config)
+        .unwrap()
+        .with_sweep_engine(engine)
+}
+
+/// Host against candle: loss, gradient, one product and three batched products, Hessian and
+/// Gauss–Newton; returns the largest relative error.
+fn compare(m: &Model, d: &Dataset, loss: LossKind, filter: &ParamFilter, what: &str) -> f64 {
+    let mut worst: f64 = 0.0;
+    for curvature in [Curvature::Hessian, Curvature::GaussNewton] {
+        let host = operator(m, d, loss, curvature, filter, SweepEngine::Auto);
+        let candle = operator(m, d, loss, curvature, filter, SweepEngine::Candle);
+        if curvature == Curvature::Hessian {
+            let (lh, gh) = host.loss_and_gradient().unwrap();
+            let (lc, gc) = candle.loss_and_gradient().unwrap();
+            let el = (lh - lc).abs() / lc.abs().max(f64::MIN_POSITIVE);
+            let eg = rel_err(&gh, &gc);
+            assert!(
+                vector::dot(&gc, &gc).unwrap() > 0.0,
+                "{what}: zero gradient"
+            );
+            worst = worst.max(el).max(eg);
+        }
+        let vs: Vec<Tensor> = (0..3)
+            .map(|s| {
+                vector::random(host.dim(), Probe::Gaussian, 20 + s, m.dtype(), &Device::Cpu)
+                    .unwrap()
+            })
+            .collect();
+        let one_h = host.apply(&vs[0]).unwrap();
+        let one_c = candle.apply(&vs[0]).unwrap();
+        assert!(
+            vector::dot(&one_c, &one_c).unwrap() > 1e-20,
+            "{what}: zero product"
+        );
+        worst = worst.max(rel_err(&one_h, &one_c));
+        let many_h = host.apply_many(&vs).unwrap();
+        let many_c = candle.apply_many(&vs).unwrap();
+        for (a, b) in many_h.iter().zip(&many_c) {
+            worst = worst.max(rel_err(a, b));
+        }
+    }
+    worst
+}
+
+/// The f64 model with randomised BatchNorm statistics, in `dtype` (values rounded from f64).
+fn model(spec: &str, dtype: DType) -> (ArchSpec, Model) {
+    let spec: ArchSpec = spec.parse().unwrap();
+    let m64 = Model::new(spec.clone(), DType::F64, &Device::Cpu, 3).unwrap();
+    randomize_batch_norm(&m64, 5);
+    if dtype == DType::F64 {
+        return (spec, m64);
+    }
+    let m = Model::new(spec.clone(), dtype, &Device::Cpu, 3).unwrap();
+    for (a, b) in m
+        .params()
+        .iter()
+        .chain(m.buffers())
+        .zip(m64.params().iter().chain(m64.buffers()))
+    {
+        a.var
+            .set(&b.var.as_tensor().to_dtype(dtype).unwrap())
+            .unwrap();
+    }
+    (spec, m)
+}
+
+#[test]
+fn host_sweep_equals_candle_sweep_on_every_rop_case_f64() {
+    for &(spec_str, loss) in CASES {
+        let (spec, m) = model(spec_str, DType::F64);
+        let d = data(&spec, 6, loss);
+        let e = compare(&m, &d, loss, &ParamFilter::all(), spec_str);
+        eprintln!("{spec_str}: host vs candle sweep {e:.1e}");
+        assert!(e <= 1e-12, "{spec_str}: host vs candle sweep {e:e}");
+    }
+}
+
+#[test]
+fn host_sweep_equals_candle_sweep_on_soft_targets_and_parameter_blocks() {
+    let (spec, m) = model("mlp:4-5-3:tanh", DType::F64);
+    let soft = terrain_testkit::soft_labels(&data(&spec, 6, LossKind::Ce), 2);
+    let e = compare(&m, &soft, LossKind::Ce, &ParamFilter::all(), "soft");
+    assert!(e <= 1e-12, "soft targets: {e:e}");
+    for (spec_str, pattern) in [
+        ("mlp:5-7-6-3:tanh:bn", "1"),
+        ("mlp:5-7-6-3:tanh:bn", "*.bias"),
+        ("mlp:5-7-6-3:tanh:bn", "3.weight"),
+        ("cnn:2x8x8-3-4-3:relu", "fc"),
+        ("resnet18:3x8x8:w2:4", "layer2"),
+    ] {
+        let (spec, m) = model(spec_str, DType::F64);
+        let d = data(&spec, 6, LossKind::Ce);
+        let e = compare(&m, &d, LossKind::Ce, &ParamFilter::new([pattern]), pattern);
+        eprintln!("{spec_str} block {pattern}: {e:.1e}");
+        assert!(e <= 1e-12, "{spec_str} block {pattern}: {e:e}");
+    }
+}
+
+/// In f32 the two sweeps round differently; they agree to single precision.
+#[test]
+fn host_sweep_agrees_with_candle_sweep_in_f32() {
+    for &(spec_str, loss) in &[
+        ("mlp:5-7-6-3:tanh:bn", LossKind::Ce),
+        ("cnn:1x8x8-3-4-3:tanh", LossKind::Ce),
+        ("resnet18:3x8x8:w2:4", LossKind::Ce),
+        ("mlp:5-8-2:tanh", LossKind::Mse),
+    ] {
+        let (spec, m) = model(spec_str, DType::F32);
+        let d = data(&spec, 6, loss);
+        let e = compare(&m, &d, loss, &ParamFilter::all(), spec_str);
+        eprintln!("{spec_str} f32: host vs candle sweep {e:.1e}");
+        assert!(e <= 1e-5, "{spec_str} f32: {e:e}");
+    }
+}
+
+/// Batches large enough for the parallel paths (split products, elementwise blocks, per-image
+/// im2col, pooling), run in a two-thread pool whatever the environment says.
+#[test]
+fn host_sweep_equals_candle_sweep_on_large_batches_in_parallel() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        assert_eq!(rayon::current_num_threads(), 2);
+        for (spec_str, loss, rows) in [
+            ("cnn:1x16x16-8-8-3:tanh", LossKind::Ce, 72),
+            ("cnn:2x16x16-8-4:relu", LossKind::Mse, 40),
+            ("mlp:64-300-10:gelu:bn", LossKind::Ce, 300),
+        ] {
+            let (spec, m) = model(spec_str, DType::F64);
+            let d = data(&spec, rows, loss);
+            let e = compare(&m, &d, loss, &ParamFilter::all(), spec_str);
+            eprintln!("{spec_str}, {rows} rows, 2 threads: host vs candle sweep {e:.1e}");
+            assert!(e <= 1e-12, "{spec_str}: {e:e}");
+        }
+    });
+}
