@@ -317,27 +317,8 @@ impl StateStore for StateFile {
         let saved: BTreeMap<String, String> = serde_json::from_str(get(SETTINGS)?)
             .map_err(|e| self.bad(format!("metadata `{SETTINGS}` is malformed: {e}")))?;
         let now = self.all_settings(solver);
-        let differ: Vec<String> = saved
-            .keys()
-            .chain(now.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .filter(|k| saved.get(*k) != now.get(*k))
-            .map(|k| {
-                let show = |v: Option<&String>| v.map_or("unset".to_string(), Clone::clone);
-                format!(
-                    "{k} (saved {}, now {})",
-                    show(saved.get(k)),
-                    show(now.get(k))
-                )
-            })
-            .collect();
-        if !differ.is_empty() {
-            return Err(terrain_model::Error::ResumeMismatch {
-                path: self.path.clone(),
-                settings: differ.join("; "),
-            }
-            .into());
+        if let Some(e) = terrain_model::error::resume_mismatch(&self.path, &saved, &now) {
+            return Err(e.into());
         }
         let number = |key: &str| -> Result<usize> {
             get(key)?

@@ -293,6 +293,33 @@ impl Error {
     }
 }
 
+/// Compares the settings a state file was written with (`saved`) against the current run's
+/// (`now`): [`Error::ResumeMismatch`] for `path` naming every setting that differs, with both
+/// values ("unset" where one side lacks it), or `None` when they agree.
+pub fn resume_mismatch(
+    path: &std::path::Path,
+    saved: &std::collections::BTreeMap<String, String>,
+    now: &std::collections::BTreeMap<String, String>,
+) -> Option<Error> {
+    let show = |v: Option<&String>| v.map_or("unset".to_string(), Clone::clone);
+    let keys: std::collections::BTreeSet<&String> = saved.keys().chain(now.keys()).collect();
+    let differ: Vec<String> = keys
+        .into_iter()
+        .filter(|k| saved.get(*k) != now.get(*k))
+        .map(|k| {
+            format!(
+                "{k} (saved {}, now {})",
+                show(saved.get(k)),
+                show(now.get(k))
+            )
+        })
+        .collect();
+    (!differ.is_empty()).then(|| Error::ResumeMismatch {
+        path: path.to_path_buf(),
+        settings: differ.join("; "),
+    })
+}
+
 /// A short list of names for error messages: the first few, then how many more.
 pub fn name_list<S: AsRef<str>>(names: &[S]) -> String {
     const SHOWN: usize = 8;

@@ -921,26 +921,8 @@ impl Trainer {
                 )
             })?;
         let now = self.full_fingerprint();
-        let differ: Vec<String> = saved
-            .keys()
-            .chain(now.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .filter(|k| saved.get(*k) != now.get(*k))
-            .map(|k| {
-                let show = |v: Option<&String>| v.map_or("unset".to_string(), Clone::clone);
-                format!(
-                    "{k} (saved {}, now {})",
-                    show(saved.get(k)),
-                    show(now.get(k))
-                )
-            })
-            .collect();
-        if !differ.is_empty() {
-            return Err(Error::ResumeMismatch {
-                path: path.to_path_buf(),
-                settings: differ.join("; "),
-            });
+        if let Some(e) = crate::error::resume_mismatch(path, &saved, &now) {
+            return Err(e);
         }
         if checkpoint::stored_arch(&raw)?.as_ref() != Some(model.spec()) {
             return Err(bad(format!(
