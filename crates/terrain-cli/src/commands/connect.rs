@@ -143,18 +143,7 @@ pub fn run(ctx: &Context, a: ConnectArgs) -> Result<()> {
             (terrain_metrics::Error::StateFile { path, .. }, Some(state)) if path == state => {
                 Some("not a state this run can continue from; delete it to start over")
             }
-            (terrain_metrics::Error::Model(m), Some(state)) => match &**m {
-                terrain_model::Error::Safetensors { path, .. }
-                | terrain_model::Error::MissingTensor { path, .. }
-                    if path == state =>
-                {
-                    Some("not a state this run can continue from; delete it to start over")
-                }
-                terrain_model::Error::Io { path, .. } if path == state => {
-                    Some("cannot read or write it")
-                }
-                _ => None,
-            },
+            (terrain_metrics::Error::Model(m), Some(state)) => super::state_file_problem(m, state),
             _ => None,
         };
         match (what, &a.state) {

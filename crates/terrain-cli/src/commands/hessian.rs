@@ -395,18 +395,7 @@ fn state_hint(e: anyhow::Error, a: &HessianArgs) -> anyhow::Error {
             terrain_curvature::Error::Model(m) => m,
             _ => return None,
         };
-        match m {
-            terrain_model::Error::Safetensors { path, .. }
-            | terrain_model::Error::MissingTensor { path, .. }
-                if path == state =>
-            {
-                Some("not a state this run can continue from; delete it to start over")
-            }
-            terrain_model::Error::Io { path, .. } if path == state => {
-                Some("cannot read or write it")
-            }
-            _ => None,
-        }
+        super::state_file_problem(m, state)
     });
     match what {
         Some(w) => e.context(format!("--state {}: {w}", state.display())),

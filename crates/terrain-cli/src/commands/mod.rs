@@ -207,3 +207,22 @@ where
         }
     })
 }
+
+/// What is wrong with the `--state` file `state` when terrain-model's error `e` is about it (it
+/// cannot be parsed as a state, or cannot be read or written), for the hint naming the flag;
+/// `None` when `e` is about another file.
+pub(crate) fn state_file_problem(
+    e: &terrain_model::Error,
+    state: &std::path::Path,
+) -> Option<&'static str> {
+    match e {
+        terrain_model::Error::Safetensors { path, .. }
+        | terrain_model::Error::MissingTensor { path, .. }
+            if path == state =>
+        {
+            Some("not a state this run can continue from; delete it to start over")
+        }
+        terrain_model::Error::Io { path, .. } if path == state => Some("cannot read or write it"),
+        _ => None,
+    }
+}
