@@ -10,36 +10,8 @@ use terrain_curvature::{
     rop::SweepEngine,
     vector::{self, Probe},
 };
-use terrain_model::{
-    ArchSpec, Model,
-    data::{Dataset, Targets, Task},
-    loss::LossKind,
-    rng,
-};
-use terrain_testkit::{randomize_batch_norm, rel_err};
-
-/// Gaussian inputs of the architecture's shape; labels `(7i + 1) mod K` or Gaussian targets.
-fn data(spec: &ArchSpec, n: usize, loss: LossKind) -> Dataset {
-    let dev = Device::Cpu;
-    let mut shape = vec![n];
-    shape.extend(spec.input_shape());
-    let x = rng::normal_tensor(&shape, 1, DType::F32, &dev).unwrap();
-    let k = spec.output_dim();
-    let (y, task) = match loss {
-        LossKind::Ce => {
-            let labels: Vec<u32> = (0..n).map(|i| ((i * 7 + 1) % k) as u32).collect();
-            (
-                Targets::Classes(Tensor::from_vec(labels, n, &dev).unwrap()),
-                Task::Classification { classes: k },
-            )
-        }
-        LossKind::Mse => (
-            Targets::Values(rng::normal_tensor(&[n, k], 1001, DType::F32, &dev).unwrap()),
-            Task::Regression { outputs: k },
-        ),
-    };
-    Dataset::new("host-sweep-case", x, y, task).unwrap()
-}
+use terrain_model::{ArchSpec, Model, data::Dataset, loss::LossKind};
+use terrain_testkit::{case_data as data, randomize_batch_norm, rel_err};
 
 /// The cases of `tests/rop.rs`, a wider ReLU CNN with max pooling and a stride-2 ResNet.
 const CASES: &[(&str, LossKind)] = &[

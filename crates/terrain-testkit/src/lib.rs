@@ -26,8 +26,9 @@ use candle_core::{DType, Device, Tensor};
 use rand::Rng as _;
 use terrain_curvature::{DenseOperator, vector};
 use terrain_model::{
-    Model,
+    ArchSpec, Model,
     data::{self, Dataset, Targets, Task},
+    loss::LossKind,
     rng,
 };
 
@@ -102,6 +103,31 @@ pub fn images(n: usize, shape: [usize; 3], classes: usize, seed: u64) -> Dataset
         Task::Classification { classes },
     )
     .expect("a valid image set")
+}
+
+/// `n` seeded Gaussian inputs of `spec`'s input shape (f32), with labels `(7i + 1) mod K` for
+/// cross-entropy or seeded Gaussian targets for MSE: the data of the derivative cases the sweep
+/// tests share.
+pub fn case_data(spec: &ArchSpec, n: usize, loss: LossKind) -> Dataset {
+    let dev = Device::Cpu;
+    let mut shape = vec![n];
+    shape.extend(spec.input_shape());
+    let x = rng::normal_tensor(&shape, 1, DType::F32, &dev).expect("a normal tensor");
+    let k = spec.output_dim();
+    let (y, task) = match loss {
+        LossKind::Ce => {
+            let labels: Vec<u32> = (0..n).map(|i| ((i * 7 + 1) % k) as u32).collect();
+            (
+                Targets::Classes(Tensor::from_vec(labels, n, &dev).expect("labels")),
+                Task::Classification { classes: k },
+            )
+        }
+        LossKind::Mse => (
+            Targets::Values(rng::normal_tensor(&[n, k], 1001, DType::F32, &dev).expect("targets")),
+            Task::Regression { outputs: k },
+        ),
+    };
+    Dataset::new("derivative-case", x, y, task).expect("a valid case")
 }
 
 /// The rows of `d` with random soft labels over its classes (each row sums to 1, as mixup makes
