@@ -3,8 +3,10 @@
 //! own test is the tidy test (`tests/tidy.rs`).
 
 use std::{
+    ffi::OsStr,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
 };
 
 /// The `terrain` binary that cargo built for the calling test: the end-to-end tests are
@@ -32,6 +34,40 @@ pub fn terrain(args: &[&str]) -> Output {
         .env_remove("CANDLE_GRAD_DO_NOT_DETACH")
         .output()
         .unwrap()
+}
+
+/// Starts `terrain` with `args` (environment as in [`terrain`], output discarded), polls until
+/// `ready()` holds, asserting that it does within `limit` and that the run has not ended first,
+/// then kills it with SIGKILL and waits for it: how the resume tests interrupt a long job. `what`
+/// names the run in failure messages.
+pub fn kill_when<S: AsRef<OsStr>>(
+    args: &[S],
+    limit: Duration,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) {
+    let mut child = Command::new(terrain_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("CANDLE_GRAD_DO_NOT_DETACH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < limit,
+            "{what}: not ready to be killed after {limit:?}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{what}: the run finished before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
 }
 
 /// Runs `terrain` with `args`, asserts success and parses stdout as JSON.

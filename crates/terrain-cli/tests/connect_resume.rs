@@ -2,13 +2,9 @@
 //! rerun with the same command continues from its last epoch and gives exactly the JSON of an
 //! uninterrupted run; a state of other settings and a garbage state file are refused by name.
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
-use terrain_e2e::{fails, ok, terrain_bin, train_checkpoint};
+use terrain_e2e::{fails, ok, train_checkpoint};
 
 /// Epochs done according to the state file (0 while there is none).
 fn saved_epochs(path: &Path) -> usize {
@@ -73,28 +69,12 @@ fn a_killed_bezier_training_resumes_to_exactly_the_uninterrupted_result() {
     };
 
     // Start, wait for two epochs in the state file, kill -9.
-    let mut child = Command::new(terrain_bin())
-        .args(with_state(&[]))
-        .env("RUST_LOG", "warn")
-        .env_remove("CANDLE_GRAD_DO_NOT_DETACH")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while saved_epochs(&state) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no state after 5 minutes"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the curve training finished before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    terrain_e2e::kill_when(
+        &with_state(&[]),
+        Duration::from_secs(300),
+        "the curve training",
+        || saved_epochs(&state) >= 2,
+    );
     let killed_at = saved_epochs(&state);
     assert!(
         (2..EPOCHS).contains(&killed_at),

@@ -3,13 +3,9 @@
 //! for Lanczos and power iteration with deflation; a state of other settings and a garbage state
 //! file are refused, naming the settings and the file.
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
-use terrain_e2e::{fails, ok, terrain_bin, train_checkpoint};
+use terrain_e2e::{fails, ok, train_checkpoint};
 
 /// Products done according to the state file (0 while there is none).
 fn saved_matvecs(path: &Path) -> usize {
@@ -47,28 +43,9 @@ fn kill_and_resume(dir: &Path, ckpt: &str, method: &str, solver: &[&str]) {
     let run_fails = |a: &[String]| fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
 
     // Start, wait until the state shows two products, kill -9.
-    let mut child = Command::new(terrain_bin())
-        .args(with_state(&[]))
-        .env("RUST_LOG", "warn")
-        .env_remove("CANDLE_GRAD_DO_NOT_DETACH")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while saved_matvecs(&state) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "{method}: no state after 5 minutes"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "{method}: the run finished before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    terrain_e2e::kill_when(&with_state(&[]), Duration::from_secs(300), method, || {
+        saved_matvecs(&state) >= 2
+    });
     let killed_at = saved_matvecs(&state);
     assert!(killed_at >= 2, "{method}: killed at {killed_at}");
 

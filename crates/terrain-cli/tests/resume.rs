@@ -2,13 +2,9 @@
 //! exactly the settings that wrote it (each changed setting is refused, by name, and the state is
 //! kept), and the resumed run ends with weights bit-identical to an uninterrupted run's.
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
-use terrain_e2e::{fails, ok, terrain_bin};
+use terrain_e2e::{fails, ok};
 use terrain_model::checkpoint;
 
 fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
@@ -58,27 +54,9 @@ fn a_killed_run_resumes_only_unchanged_and_ends_bit_identical() {
     ];
 
     // Start the run and kill it (SIGKILL) as soon as its first state file is on disk.
-    let mut child = Command::new(terrain_bin())
-        .args(&base)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !state.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no state file after 2 minutes"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    terrain_e2e::kill_when(&base, Duration::from_secs(120), "the training run", || {
+        state.exists()
+    });
     assert!(!out.exists(), "killed before the checkpoint");
     let done: usize = checkpoint::read_file(&state).unwrap().metadata["terrain.train.epochs_done"]
         .parse()

@@ -2,13 +2,9 @@
 //! with exactly the values of an uninterrupted run without recomputing finished points; settings
 //! changes are refused by name; bad directions and grids are clear errors.
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
-use terrain_e2e::{fails, ok, terrain_bin};
+use terrain_e2e::{fails, ok};
 
 /// Trains a checkpoint on the digits (inputs not standardised, so that checkpoints of different
 /// seeds see the same inputs).
@@ -64,27 +60,9 @@ fn a_killed_surface_resumes_to_exactly_the_uninterrupted_values() {
     let killed = dir.path().join("killed.csv");
     let results = dir.path().join("killed.points.tsv");
     let a = args(killed.to_str().unwrap());
-    let mut child = Command::new(terrain_bin())
-        .args(&a)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while point_lines(&results) < 5 {
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no points after 5 minutes"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the surface finished before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    terrain_e2e::kill_when(&a, Duration::from_secs(300), "the surface", || {
+        point_lines(&results) >= 5
+    });
     let before = point_lines(&results);
     assert!(before < 63, "killed after all points");
     assert!(!killed.exists(), "killed before the table was written");
