@@ -71,6 +71,9 @@ fn main() -> anyhow::Result<()> {
     init_logging();
     terrain_model::device::tune_cpu_allocator();
     let cli = Cli::parse();
+    // Training steps take their gradient from the hand-written sweep where it applies
+    // (`TERRAIN_GRADIENT=autodiff` keeps candle's autodiff).
+    terrain_curvature::rop::install_host_gradient();
     // A sweep trains one configuration per worker, each single-threaded (small models waste a
     // thread pool), unless --threads says otherwise.
     let mut cli = cli;

@@ -60,6 +60,9 @@ fn main() -> std::process::ExitCode {
     terrain_model::autodiff::set_flag();
     terrain_model::device::tune_cpu_allocator();
     let cli = Cli::parse();
+    // Training steps take their gradient from the hand-written sweep where it applies
+    // (`TERRAIN_GRADIENT=autodiff` keeps candle's autodiff).
+    terrain_curvature::rop::install_host_gradient();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -1238,6 +1238,66 @@ pub fn loss_and_gradient(
     Ok((out.loss, out.grad))
 }
 
+/// terrain-model's [`GradientEngine`](terrain_model::train::GradientEngine) on the host sweep:
+/// a training step's gradient by the hand-written backward pass on the CPU in f32/f64, with
+/// matrix products by `gemm` and no autodiff graph (it declines elsewhere, and the trainer falls
+/// back to candle's autodiff). [`install_host_gradient`] makes the trainer use it.
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use terrain_model::{Model, data::{self, Batch}, loss::LossKind, train};
+///
+/// # fn main() -> terrain_curvature::Result<()> {
+/// let iris = data::builtin::load("iris")?;
+/// let model = Model::new("mlp:4-8-3:tanh".parse()?, DType::F64, &Device::Cpu, 0)?;
+/// let batch = Batch { x: iris.x.to_dtype(DType::F64)?, y: iris.y.to_dtype(DType::F64)? };
+/// let mean = |l: &candle_core::Tensor| Ok(l.mean_all()?);
+/// let sweep = terrain_curvature::rop::HostGradient;
+/// let fast = train::reduced_gradient_with(Some(&sweep), &model, &batch, LossKind::Ce, true, mean)?;
+/// let slow = train::reduced_gradient_with(None, &model, &batch, LossKind::Ce, true, mean)?;
+/// let gap = fast.grads[0].sub(&slow.grads[0])?.abs()?.max_all()?.to_scalar::<f64>()?;
+/// assert!(gap < 1e-12);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostGradient;
+
+impl terrain_model::train::GradientEngine for HostGradient {
+    fn name(&self) -> &str {
+        "host sweep"
+    }
+
+    fn weighted_gradient(
+        &self,
+        model: &Model,
+        batch: &Batch,
+        loss: LossKind,
+        row_weights: &mut dyn FnMut(&Tensor) -> terrain_model::Result<Tensor>,
+    ) -> terrain_model::Result<Option<Vec<Tensor>>> {
+        host::weighted_gradient(model, batch, loss, row_weights).map_err(|e| match e {
+            Error::Model(e) => e,
+            e => terrain_model::Error::GradientEngine {
+                engine: self.name().into(),
+                reason: e.to_string(),
+            },
+        })
+    }
+}
+
+/// Installs [`HostGradient`] as the process's training gradient engine
+/// ([`terrain_model::train::install_gradient_engine`]): every later training step on a network
+/// without BatchNorm, on the CPU in f32/f64, takes its gradient from the host sweep. The
+/// `terrain` binary and `cargo xtask` call this at start-up; `TERRAIN_GRADIENT=autodiff` in the
+/// environment keeps candle's autodiff instead (returns whether the sweep was installed).
+pub fn install_host_gradient() -> bool {
+    if std::env::var("TERRAIN_GRADIENT").is_ok_and(|v| v.eq_ignore_ascii_case("autodiff")) {
+        return false;
+    }
+    terrain_model::train::install_gradient_engine(Some(std::sync::Arc::new(HostGradient)));
+    true
+}
+
 fn run_on(problem: &Problem<'_>, product: Product, dirs: &[Vec<Tensor>]) -> Result<Output> {
     if problem.engine == SweepEngine::Auto
         && let Some(out) = host::try_run(problem, product, dirs)?

@@ -202,6 +202,15 @@ pub enum Error {
         names: String,
     },
 
+    /// A [`crate::train::GradientEngine`] failed (the engine's own error, as text).
+    #[error("gradient engine `{engine}`: {reason}")]
+    GradientEngine {
+        /// The engine's name.
+        engine: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A loss or gradient became NaN or infinite during training or evaluation.
     #[error("non-finite {what} ({value}) at epoch {epoch}, step {step}")]
     Diverged {

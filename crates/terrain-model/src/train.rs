@@ -359,9 +359,64 @@ pub trait Objective {
     }
 }
 
+/// A faster road to a training step's gradient than candle's autodiff graph: a hand-written
+/// backward sweep over the network's layer description (terrain-curvature's host sweep is one;
+/// install it with [`install_gradient_engine`]). The trainer's [`reduced_gradient`] consults the
+/// installed engine and falls back to autodiff wherever it declines.
+///
+/// The gradient of any reduction `R(ℓ_1, …, ℓ_N)` of the per-example losses is
+/// `Σ_i (∂R/∂ℓ_i) ∇ℓ_i`, so an engine only needs per-row weights: it runs the forward pass,
+/// hands the logits to `row_weights` (which returns `∂R/∂ℓ_i`, `[N]`), and back-propagates
+/// `Σ_i w_i ℓ_i`.
+pub trait GradientEngine: Send + Sync {
+    /// A short name for logs ("host sweep").
+    fn name(&self) -> &str;
+
+    /// The gradient of `Σ_i w_i ℓ_i(θ)` with respect to every parameter (in [`Model::params`]
+    /// order), `w = row_weights(logits)`, BatchNorm (if any) in evaluation mode; `None` where
+    /// the engine does not apply (device, dtype, layer or input shape), decided before it calls
+    /// `row_weights`, so the caller falls back to autodiff. `batch.x` is as the data holds it ([`Model::prepare_input`] not yet applied).
+    fn weighted_gradient(
+        &self,
+        model: &Model,
+        batch: &Batch,
+        loss: LossKind,
+        row_weights: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Option<Vec<Tensor>>>;
+}
+
+/// The engine [`reduced_gradient`] consults (none: candle autodiff).
+static ENGINE: std::sync::RwLock<Option<std::sync::Arc<dyn GradientEngine>>> =
+    std::sync::RwLock::new(None);
+
+/// Installs `engine` for every later [`reduced_gradient`] in this process (`None`: back to
+/// candle's autodiff), returning the one it replaces. Binaries install terrain-curvature's host
+/// sweep at start-up; a library user who wants it calls this once.
+pub fn install_gradient_engine(
+    engine: Option<std::sync::Arc<dyn GradientEngine>>,
+) -> Option<std::sync::Arc<dyn GradientEngine>> {
+    let mut slot = ENGINE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    std::mem::replace(&mut *slot, engine)
+}
+
+/// The installed [`GradientEngine`], if any.
+pub fn gradient_engine() -> Option<std::sync::Arc<dyn GradientEngine>> {
+    ENGINE
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
 /// Forward pass in training mode, per-sample losses, a reduction to a scalar, and its gradient.
 /// Returns the plain mean loss and the gradient of `reduce(per_sample_losses)`.
 /// `update_stats` controls BatchNorm running-statistics updates.
+///
+/// For a network without BatchNorm (where training and evaluation mode agree) the installed
+/// [`GradientEngine`] computes the gradient, with `reduce`'s per-row weights taken by autodiff of
+/// `reduce` alone; otherwise, or where the engine declines, candle's autodiff of the whole
+/// forward pass. Both give the same gradient (tested against each other in terrain-curvature).
 pub fn reduced_gradient(
     model: &Model,
     batch: &Batch,
@@ -369,6 +424,53 @@ pub fn reduced_gradient(
     update_stats: bool,
     reduce: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<StepOutput> {
+    let engine = gradient_engine().filter(|_| model.network().batch_norms().is_empty());
+    reduced_gradient_with(engine.as_deref(), model, batch, loss, update_stats, reduce)
+}
+
+/// [`reduced_gradient`] with an explicit engine (`None`: candle's autodiff), whatever is
+/// installed. The engine is used as given, also on a network with BatchNorm (in evaluation mode).
+pub fn reduced_gradient_with(
+    engine: Option<&dyn GradientEngine>,
+    model: &Model,
+    batch: &Batch,
+    loss: LossKind,
+    update_stats: bool,
+    reduce: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<StepOutput> {
+    if let Some(engine) = engine {
+        let mut reduce = Some(reduce);
+        let mut mean = f64::NAN;
+        let mut row_weights = |logits: &Tensor| -> Result<Tensor> {
+            let losses = loss::per_sample(logits, &batch.y, loss)?;
+            mean = losses
+                .mean_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            let leaf = candle_core::Var::from_tensor(&losses)?;
+            let reduce = reduce.take().ok_or_else(|| Error::GradientEngine {
+                engine: engine.name().into(),
+                reason: "asked for row weights twice".into(),
+            })?;
+            let store = reduce(leaf.as_tensor())?.backward()?;
+            Ok(match store.get(leaf.as_tensor()) {
+                Some(w) => w.detach(),
+                None => losses.zeros_like()?,
+            })
+        };
+        if let Some(grads) = engine.weighted_gradient(model, batch, loss, &mut row_weights)? {
+            return Ok(StepOutput { loss: mean, grads });
+        }
+        match reduce {
+            Some(r) => return reduced_gradient_with(None, model, batch, loss, update_stats, r),
+            None => {
+                return Err(Error::GradientEngine {
+                    engine: engine.name().into(),
+                    reason: "declined after asking for the row weights".into(),
+                });
+            }
+        }
+    }
     let out = model.forward_with(&batch.x, true, update_stats)?;
     let losses = loss::per_sample(&out, &batch.y, loss)?;
     let mean = losses

@@ -21,7 +21,8 @@ use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
 use candle_core::{DType, Device, Tensor, TensorId};
 use rayon::prelude::*;
 use terrain_model::{
-    Activation,
+    Activation, Model,
+    data::{Batch, Targets},
     loss::{self, LossKind},
     network::Layer,
 };
@@ -1049,8 +1050,8 @@ impl<T: Real> Sweep<'_, T> {
 
     // ----- loss -----
 
-    /// The adjoints at the logits `z` `[N, O]` (tangent `dz`): `t` the target rows, `mass` the
-    /// soft targets' per-row mass.
+    /// The adjoints at the logits `z` `[N, O]` (tangent `dz`) of `Σ_r w_r ℓ_r`: `t` the target
+    /// rows, `mass` the soft targets' per-row mass, `weights` the `w_r` (`1/rows` for a mean).
     #[allow(clippy::too_many_arguments)]
     fn loss(
         &self,
@@ -1060,11 +1061,10 @@ impl<T: Real> Sweep<'_, T> {
         t: &[T],
         mass: Option<&[T]>,
         kind: LossKind,
-        weight: f64,
+        weights: &[T],
     ) -> Flow<T> {
         let (n, k) = (self.n, self.k);
         let want_g = self.product != Product::GaussNewton;
-        let w = T::of(weight);
         match kind {
             LossKind::Ce => {
                 let mut p = zeros::<T>(n * o);
@@ -1090,7 +1090,7 @@ impl<T: Real> Sweep<'_, T> {
                     for r in 0..n {
                         let m = row_mass(r);
                         for j in 0..o {
-                            g[r * o + j] = (p[r * o + j] * m - t[r * o + j]) * w;
+                            g[r * o + j] = (p[r * o + j] * m - t[r * o + j]) * weights[r];
                         }
                     }
                     g
@@ -1105,7 +1105,7 @@ impl<T: Real> Sweep<'_, T> {
                             for j in 0..o {
                                 s += pr[j] * dr[j];
                             }
-                            let wm = w * row_mass(r);
+                            let wm = weights[r] * row_mass(r);
                             for j in 0..o {
                                 out[base + j] = (pr[j] * dr[j] - s * pr[j]) * wm;
                             }
@@ -1116,9 +1116,36 @@ impl<T: Real> Sweep<'_, T> {
                 Flow { g, dg }
             }
             LossKind::Mse => {
-                let curv = T::of(2.0 * weight / o as f64);
-                let g = want_g.then(|| z.iter().zip(t).map(|(&a, &b)| (a - b) * curv).collect());
-                let dg = dz.map(|d| d.iter().map(|&x| x * curv).collect());
+                // Per row, ∂ℓ/∂z = (2/O)(z − t) and ∂²ℓ/∂z² = (2/O)·I, scaled by the row's weight.
+                let two_o = T::of(2.0 / o as f64);
+                let curv = |r: usize| weights[r] * two_o;
+                let g = want_g.then(|| {
+                    let mut g = dirty::<T>(n * o);
+                    for (r, ((gr, zr), tr_)) in g
+                        .chunks_exact_mut(o)
+                        .zip(z.chunks_exact(o))
+                        .zip(t.chunks_exact(o))
+                        .enumerate()
+                    {
+                        let c = curv(r);
+                        for j in 0..o {
+                            gr[j] = (zr[j] - tr_[j]) * c;
+                        }
+                    }
+                    g
+                });
+                let dg = dz.map(|d| {
+                    let mut out = dirty::<T>(d.len());
+                    for (b, (orow, drow)) in
+                        out.chunks_exact_mut(o).zip(d.chunks_exact(o)).enumerate()
+                    {
+                        let c = curv(b % n);
+                        for j in 0..o {
+                            orow[j] = drow[j] * c;
+                        }
+                    }
+                    out
+                });
                 Flow { g, dg }
             }
         }
@@ -1835,13 +1862,8 @@ fn run_typed<T: Real>(
                 value: l,
             });
         }
-        let (t, mass) = match problem.loss {
-            LossKind::Ce => {
-                let (t, m) = ce_targets(&batch.y, &zt)?;
-                (T::host(&t)?, m.map(|m| T::host(&m)).transpose()?)
-            }
-            LossKind::Mse => (T::host(&mse_targets(&batch.y, &zt)?)?, None),
-        };
+        let (t, mass) = host_targets::<T>(&batch.y, &zt, problem.loss)?;
+        let weights = vec![T::of(weight); n];
         let flow = sweep.loss(
             &z,
             dz.as_deref(),
@@ -1849,7 +1871,7 @@ fn run_typed<T: Real>(
             &t,
             mass.as_deref(),
             problem.loss,
-            weight,
+            &weights,
         );
         give(z);
         give_opt(dz);
@@ -1891,4 +1913,102 @@ fn run_typed<T: Real>(
         products,
         diagonal: Vec::new(),
     }))
+}
+
+/// The target rows `[N, O]` of logits `z` on the host and, for soft targets, each row's mass.
+type HostTargets<T> = (Vec<T>, Option<Vec<T>>);
+
+/// The targets of `y` for logits `z` under `kind`, on the host ([`ce_targets`], [`mse_targets`]).
+fn host_targets<T: Real>(y: &Targets, z: &Tensor, kind: LossKind) -> Result<HostTargets<T>> {
+    Ok(match kind {
+        LossKind::Ce => {
+            let (t, m) = ce_targets(y, z)?;
+            (T::host(&t)?, m.map(|m| T::host(&m)).transpose()?)
+        }
+        LossKind::Mse => (T::host(&mse_targets(y, z)?)?, None),
+    })
+}
+
+/// The gradient of `Σ_r w_r ℓ_r` over one batch with respect to every parameter of `model` (in
+/// [`Model::params`] order), `w = row_weights(logits)`: terrain-model's
+/// [`terrain_model::train::GradientEngine`] on the host sweep. `None` (before `row_weights` is
+/// called) off the CPU, for dtypes other than f32/f64, and for inputs of another rank.
+pub(super) fn weighted_gradient(
+    model: &Model,
+    batch: &Batch,
+    loss: LossKind,
+    row_weights: &mut dyn FnMut(&Tensor) -> terrain_model::Result<Tensor>,
+) -> Result<Option<Vec<Tensor>>> {
+    if !model.device().is_cpu() {
+        return Ok(None);
+    }
+    match model.dtype() {
+        DType::F32 => weighted_typed::<f32>(model, batch, loss, row_weights),
+        DType::F64 => weighted_typed::<f64>(model, batch, loss, row_weights),
+        _ => Ok(None),
+    }
+}
+
+fn weighted_typed<T: Real>(
+    model: &Model,
+    batch: &Batch,
+    loss: LossKind,
+    row_weights: &mut dyn FnMut(&Tensor) -> terrain_model::Result<Tensor>,
+) -> Result<Option<Vec<Tensor>>> {
+    let x = model.prepare_input(&batch.x)?;
+    let Some((x, shape)) = host_input::<T>(&x)? else {
+        return Ok(None);
+    };
+    let params = model.params();
+    let p = params.len();
+    let slots: Slots = params
+        .iter()
+        .enumerate()
+        .map(|(j, v)| (v.var.as_tensor().id(), j))
+        .collect();
+    let mut conv_dims = vec![None; p];
+    let net = convert::<T>(&model.network().layers, &slots, &mut conv_dims)?;
+    let lens: Vec<usize> = params.iter().map(|v| v.var.elem_count()).collect();
+    let no_dirs = vec![None; p];
+    let n = batch.len();
+    let mut sweep = Sweep {
+        product: Product::Gradient,
+        k: 0,
+        n,
+        dirs: &no_dirs,
+        lens: &lens,
+        grad: vec![None; p],
+        prod: vec![None; p],
+    };
+    let mut live = false;
+    let (steps, z, _, zs) = sweep.layers(&net, x, None, shape, &mut live)?;
+    let Shape::Flat(o) = zs else {
+        return Err(shape_error("loss", 2, zs));
+    };
+    let zt = T::tensor(z.clone(), &[n, o])?;
+    let w = row_weights(&zt)?;
+    if w.dims() != [n] {
+        return Err(Error::Model(terrain_model::Error::GradientEngine {
+            engine: "host sweep".into(),
+            reason: format!("row weights shaped {:?} for {n} rows", w.dims()),
+        }));
+    }
+    let w = T::host(&w.to_dtype(T::DTYPE)?)?;
+    let (t, mass) = host_targets::<T>(&batch.y, &zt, loss)?;
+    let flow = sweep.loss(&z, None, o, &t, mass.as_deref(), loss, &w);
+    give(z);
+    sweep.backward(steps, flow);
+    params
+        .iter()
+        .enumerate()
+        .map(|(j, v)| {
+            let g = match (sweep.grad[j].take(), &conv_dims[j]) {
+                (Some(g), Some(dims)) => kernel_unrows(&g, dims),
+                (Some(g), None) => g,
+                (None, _) => vec![T::ZERO; lens[j]],
+            };
+            T::tensor(g, v.var.dims())
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
