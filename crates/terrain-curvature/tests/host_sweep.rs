@@ -35,6 +35,7 @@ const CASES: &[(&str, LossKind)] = &[
     ("cnn:1x4x4-2-2:softplus", LossKind::Mse),
     ("resnet18:3x8x8:w2:4", LossKind::Ce),
     ("resnet18:3x8x8:w1:3", LossKind::Ce),
+    ("resnet18:3x8x8:w1:3:act=tanh", LossKind::Ce),
 ];
 
 fn operator<'m>(
@@ -264,8 +265,8 @@ fn host_diagonal_equals_candle_diagonal_on_every_rop_case_f64() {
 }
 
 /// The host diagonal against the diagonal of the dense Hessian (double backward) on tiny smooth
-/// models with every layer kind the host sweep has: convolution with max pooling and flatten, BatchNorm,
-/// and residual blocks with BatchNorm and a strided shortcut (ReLU there: the only ResNet).
+/// models with every layer kind the host sweep has: convolution with max pooling and flatten,
+/// BatchNorm, residual blocks with BatchNorm and a strided shortcut (ReLU, tanh and GELU ResNets).
 #[test]
 fn host_diagonal_equals_the_dense_diagonal() {
     for (spec_str, loss, filter) in [
@@ -277,6 +278,17 @@ fn host_diagonal_equals_the_dense_diagonal() {
             "resnet18:3x8x8:w1:3",
             LossKind::Ce,
             ParamFilter::new(["conv1", "bn1", "layer1.0", "layer2.0"]),
+        ),
+        // Smooth: residual factors born inside a block's branch, and ones that enter both.
+        (
+            "resnet18:3x8x8:w1:3:act=tanh",
+            LossKind::Ce,
+            ParamFilter::new(["conv1", "bn1", "layer1.0", "layer2.0"]),
+        ),
+        (
+            "resnet18:3x8x8:w1:3:act=gelu",
+            LossKind::Ce,
+            ParamFilter::new(["layer1.1", "layer2.0.conv2", "layer2.0.shortcut"]),
         ),
     ] {
         let (spec, m) = model(spec_str, DType::F64);
