@@ -344,6 +344,13 @@ fn bench_model(spec: &str, dtype: DType, device: &Device, args: &Args) -> Result
             Ok(())
         })?,
     ));
+    measured.push((
+        "exact diagonal (candle-tensor sweep)".into(),
+        time_op(args, || {
+            diagonal::exact_diagonal_sweep(&h_candle)?;
+            Ok(())
+        })?,
+    ));
     for (variant, label) in [(CpVariant::S, "CP-S"), (CpVariant::Tu, "CP-T/U")] {
         for k in [1usize, 8] {
             let cfg = DiagonalConfig {

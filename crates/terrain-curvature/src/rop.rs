@@ -53,7 +53,7 @@ mod host;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SweepEngine {
     /// On the CPU in f32/f64, the sweep on host buffers with direct matrix products (`host`
-    /// module); elsewhere, and for the exact diagonal, the sweep on candle tensors.
+    /// module), the exact diagonal included; elsewhere the sweep on candle tensors.
     #[default]
     Auto,
     /// Always the sweep on candle tensors (every device; the host sweep's reference in tests).
@@ -78,7 +78,7 @@ pub(crate) struct Output {
     /// The mean loss over the operator's data.
     pub loss: f64,
     /// The gradient (empty for [`Product::GaussNewton`]; the host sweep leaves it empty beside
-    /// any products).
+    /// any products and beside the diagonal).
     pub grad: Vec<Tensor>,
     /// One product per direction, each per selected parameter.
     pub products: Vec<Vec<Tensor>>,
@@ -1114,14 +1114,7 @@ fn residual_factors(m: &Tensor) -> Result<Vec<Factor>> {
     let dims = m.dims().to_vec();
     let n = dims[0];
     let f: usize = dims[1..].iter().product();
-    if n.saturating_mul(f).saturating_mul(f) > MAX_RESIDUAL_FACTOR {
-        return Err(Error::Unsupported {
-            method: "the exact diagonal in one sweep".into(),
-            what: format!(
-                "a smooth activation on {f} features per row: its residual factor would hold                  {n}×{f}×{f} values; use a smaller batch, ReLU, or the diagonal by products"
-            ),
-        });
-    }
+    check_residual_factor(n, f)?;
     let eye = Tensor::eye(f, m.dtype(), m.device())?;
     let mut eye_shape = vec![1, f];
     eye_shape.extend_from_slice(&dims[1..]);
@@ -1137,6 +1130,21 @@ fn residual_factors(m: &Tensor) -> Result<Vec<Factor>> {
             })
         })
         .collect()
+}
+
+/// [`MAX_RESIDUAL_FACTOR`] on a smooth activation's residual factor over `n` rows of `f` features
+/// (both sweeps: the same limit and message whether or not the factor is materialised).
+fn check_residual_factor(n: usize, f: usize) -> Result<()> {
+    if n.saturating_mul(f).saturating_mul(f) > MAX_RESIDUAL_FACTOR {
+        return Err(Error::Unsupported {
+            method: "the exact diagonal in one sweep".into(),
+            what: format!(
+                "a smooth activation on {f} features per row: its residual factor would hold \
+                 {n}×{f}×{f} values; use a smaller batch, ReLU, or the diagonal by products"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `φ'(z)` alone, from the input `z` and output `a = φ(z)` (cheaper than [`derivatives`] where the

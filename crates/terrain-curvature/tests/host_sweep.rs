@@ -1,12 +1,14 @@
 //! The host sweep (the default [`SweepEngine::Auto`] on the CPU: plain buffers, direct matrix
 //! products) against the sweep on candle tensors ([`SweepEngine::Candle`]), which `tests/rop.rs`
 //! checks against double backward and central finite differences: the gradient, exact
-//! Hessian-vector products, Gauss–Newton products and `apply_many` with three directions, on every
-//! case of `tests/rop.rs` (f64, relative error ≤ 1e-12), plus an f32 comparison.
+//! Hessian-vector products, Gauss–Newton products, `apply_many` with three directions and the
+//! exact diagonal (Hessian and Gauss–Newton), on every case of `tests/rop.rs` (f64, relative
+//! error ≤ 1e-12), plus f32 comparisons; and the host diagonal against the dense Hessian's.
 
 use candle_core::{DType, Device, Tensor};
 use terrain_curvature::{
-    Curvature, HessianConfig, HessianOperator, HvpMethod, LinearOperator, ParamFilter,
+    Curvature, DenseHessian, HessianConfig, HessianOperator, HvpMethod, LinearOperator,
+    ParamFilter, diagonal,
     rop::SweepEngine,
     vector::{self, Probe},
 };
@@ -33,6 +35,7 @@ const CASES: &[(&str, LossKind)] = &[
     ("cnn:1x4x4-2-2:softplus", LossKind::Mse),
     ("resnet18:3x8x8:w2:4", LossKind::Ce),
     ("resnet18:3x8x8:w1:3", LossKind::Ce),
+    ("resnet18:3x8x8:w1:3:act=tanh", LossKind::Ce),
 ];
 
 fn operator<'m>(
@@ -188,4 +191,204 @@ fn host_sweep_equals_candle_sweep_on_large_batches_in_parallel() {
             assert!(e <= 1e-12, "{spec_str}: {e:e}");
         }
     });
+}
+
+/// The exact diagonal of one engine's operator (`exact_diagonal_sweep`) on `curvature`.
+fn diagonal_by(
+    m: &Model,
+    d: &Dataset,
+    loss: LossKind,
+    curvature: Curvature,
+    filter: &ParamFilter,
+    engine: SweepEngine,
+) -> Vec<f64> {
+    let op = operator(m, d, loss, curvature, filter, engine);
+    diagonal::exact_diagonal_sweep(&op).unwrap()
+}
+
+/// `‖a − b‖ / ‖b‖` of two flat vectors, and `‖b‖`.
+fn rel_vec(a: &[f64], b: &[f64]) -> (f64, f64) {
+    assert_eq!(a.len(), b.len());
+    let d: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let nb: f64 = b.iter().map(|y| y * y).sum();
+    ((d / nb.max(f64::MIN_POSITIVE)).sqrt(), nb.sqrt())
+}
+
+/// Host against candle exact diagonal, Hessian and Gauss–Newton; the largest relative error.
+fn compare_diagonal(
+    m: &Model,
+    d: &Dataset,
+    loss: LossKind,
+    filter: &ParamFilter,
+    what: &str,
+) -> f64 {
+    let mut worst: f64 = 0.0;
+    for curvature in [Curvature::Hessian, Curvature::GaussNewton] {
+        let host = diagonal_by(m, d, loss, curvature, filter, SweepEngine::Auto);
+        let candle = diagonal_by(m, d, loss, curvature, filter, SweepEngine::Candle);
+        let (e, norm) = rel_vec(&host, &candle);
+        assert!(norm > 1e-12, "{what} {curvature:?}: zero diagonal");
+        worst = worst.max(e);
+    }
+    worst
+}
+
+#[test]
+fn host_diagonal_equals_candle_diagonal_on_every_rop_case_f64() {
+    for &(spec_str, loss) in CASES {
+        let (spec, m) = model(spec_str, DType::F64);
+        let d = data(&spec, 6, loss);
+        let e = compare_diagonal(&m, &d, loss, &ParamFilter::all(), spec_str);
+        eprintln!("{spec_str}: host vs candle exact diagonal {e:.1e}");
+        assert!(
+            e <= 1e-12,
+            "{spec_str}: host vs candle exact diagonal {e:e}"
+        );
+    }
+    // Soft targets, and parameter blocks (dead inputs, factors met only after a block).
+    let (spec, m) = model("mlp:4-5-3:tanh", DType::F64);
+    let soft = terrain_testkit::soft_labels(&data(&spec, 6, LossKind::Ce), 2);
+    let e = compare_diagonal(&m, &soft, LossKind::Ce, &ParamFilter::all(), "soft");
+    assert!(e <= 1e-12, "soft targets: {e:e}");
+    for (spec_str, pattern) in [
+        ("mlp:5-7-6-3:gelu:bn", "1"),
+        ("mlp:5-7-6-3:tanh:bn", "3.weight"),
+        ("cnn:1x8x8-3-4-3:tanh", "conv0"),
+        ("resnet18:3x8x8:w2:4", "layer2"),
+    ] {
+        let (spec, m) = model(spec_str, DType::F64);
+        let d = data(&spec, 6, LossKind::Ce);
+        let e = compare_diagonal(&m, &d, LossKind::Ce, &ParamFilter::new([pattern]), pattern);
+        eprintln!("{spec_str} block {pattern}: {e:.1e}");
+        assert!(e <= 1e-12, "{spec_str} block {pattern}: {e:e}");
+    }
+}
+
+/// The host diagonal against the diagonal of the dense Hessian (double backward) on tiny smooth
+/// models with every layer kind the host sweep has: convolution with max pooling and flatten,
+/// BatchNorm, residual blocks with BatchNorm and a strided shortcut (ReLU, tanh and GELU ResNets).
+#[test]
+fn host_diagonal_equals_the_dense_diagonal() {
+    for (spec_str, loss, filter) in [
+        ("cnn:1x8x8-3-4-3:tanh", LossKind::Ce, ParamFilter::all()),
+        ("cnn:1x4x4-2-2:softplus", LossKind::Mse, ParamFilter::all()),
+        ("mlp:5-7-6-3:gelu:bn", LossKind::Ce, ParamFilter::all()),
+        ("mlp:5-8-2:tanh", LossKind::Mse, ParamFilter::all()),
+        (
+            "resnet18:3x8x8:w1:3",
+            LossKind::Ce,
+            ParamFilter::new(["conv1", "bn1", "layer1.0", "layer2.0"]),
+        ),
+        // Smooth: residual factors born inside a block's branch, and ones that enter both.
+        (
+            "resnet18:3x8x8:w1:3:act=tanh",
+            LossKind::Ce,
+            ParamFilter::new(["conv1", "bn1", "layer1.0", "layer2.0"]),
+        ),
+        (
+            "resnet18:3x8x8:w1:3:act=gelu",
+            LossKind::Ce,
+            ParamFilter::new(["layer1.1", "layer2.0.conv2", "layer2.0.shortcut"]),
+        ),
+    ] {
+        let (spec, m) = model(spec_str, DType::F64);
+        let d = data(&spec, 6, loss);
+        for curvature in [Curvature::Hessian, Curvature::GaussNewton] {
+            let swept = diagonal_by(&m, &d, loss, curvature, &filter, SweepEngine::Auto);
+            let config = HessianConfig {
+                batch_size: if d.len() > 16 { d.len() - 8 } else { 4 },
+                hvp: HvpMethod::DoubleBackward,
+                curvature,
+                filter: filter.clone(),
+                ..HessianConfig::new(loss)
+            };
+            let ad = HessianOperator::new(&m, &d, config).unwrap();
+            let dense = DenseHessian::compute(&ad, 10_000).unwrap().diagonal();
+            let scale = dense.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            let err = swept
+                .iter()
+                .zip(&dense)
+                .fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
+            eprintln!(
+                "{spec_str} {curvature:?}: host diagonal vs dense {:.1e}",
+                err / scale
+            );
+            assert!(
+                scale > 0.0 && err <= 1e-10 * scale,
+                "{spec_str} {curvature:?}: host diagonal vs dense {err:e} (scale {scale:e})"
+            );
+        }
+    }
+}
+
+/// The diagonal in f32 (single-precision agreement), and on batches large enough for the
+/// parallel paths in a two-thread pool.
+#[test]
+fn host_diagonal_agrees_in_f32_and_in_parallel() {
+    for spec_str in [
+        "mlp:5-7-6-3:tanh:bn",
+        "cnn:1x8x8-3-4-3:tanh",
+        "resnet18:3x8x8:w2:4",
+    ] {
+        let (spec, m) = model(spec_str, DType::F32);
+        let d = data(&spec, 6, LossKind::Ce);
+        let e = compare_diagonal(&m, &d, LossKind::Ce, &ParamFilter::all(), spec_str);
+        eprintln!("{spec_str} f32: host vs candle exact diagonal {e:.1e}");
+        assert!(e <= 1e-5, "{spec_str} f32: {e:e}");
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for (spec_str, loss, rows) in [
+            ("cnn:1x16x16-8-8-3:tanh", LossKind::Ce, 24),
+            ("cnn:2x16x16-8-4:relu", LossKind::Mse, 40),
+            ("mlp:64-100-10:gelu:bn", LossKind::Ce, 120),
+        ] {
+            let (spec, m) = model(spec_str, DType::F64);
+            let d = data(&spec, rows, loss);
+            let e = compare_diagonal(&m, &d, loss, &ParamFilter::all(), spec_str);
+            eprintln!("{spec_str}, {rows} rows, 2 threads: host vs candle diagonal {e:.1e}");
+            assert!(e <= 1e-12, "{spec_str}: {e:e}");
+        }
+    });
+}
+
+/// A smooth activation whose residual factor would pass the limit is the same clear error on
+/// both engines.
+#[test]
+fn host_diagonal_keeps_the_residual_factor_limit() {
+    let (spec, m) = model("mlp:3-1200-2:tanh", DType::F32);
+    let d = data(&spec, 100, LossKind::Ce);
+    let errors: Vec<String> = [SweepEngine::Auto, SweepEngine::Candle]
+        .into_iter()
+        .map(|engine| {
+            let config = HessianConfig {
+                batch_size: 100,
+                ..HessianConfig::new(LossKind::Ce)
+            };
+            let op = HessianOperator::new(&m, &d, config)
+                .unwrap()
+                .with_sweep_engine(engine);
+            match diagonal::exact_diagonal_sweep(&op).unwrap_err() {
+                e @ terrain_curvature::Error::Unsupported { .. } => e.to_string(),
+                other => panic!("{engine:?}: {other}"),
+            }
+        })
+        .collect();
+    assert_eq!(errors[0], errors[1]);
+    assert!(
+        errors[0].contains("1200 features") && errors[0].contains("smaller batch"),
+        "{}",
+        errors[0]
+    );
+    // The Gauss–Newton diagonal has no residual factors, so no limit.
+    let config = HessianConfig {
+        batch_size: 100,
+        curvature: Curvature::GaussNewton,
+        ..HessianConfig::new(LossKind::Ce)
+    };
+    let op = HessianOperator::new(&m, &d, config).unwrap();
+    assert!(diagonal::exact_diagonal_sweep(&op).is_ok());
 }

@@ -46,6 +46,9 @@ const CASES: &[(&str, LossKind)] = &[
     ("cnn:1x4x4-3-3:tanh", LossKind::Ce),
     ("cnn:1x4x4-2-2:softplus", LossKind::Mse),
     ("resnet18:3x8x8:w2:4", LossKind::Ce),
+    // Smaller than derivatives.rs's tanh ResNet (w2:4): every smooth activation's residual
+    // factors come back through the earlier blocks.
+    ("resnet18:3x8x8:w1:3:act=tanh", LossKind::Ce),
 ];
 
 fn model(spec: &str) -> (ArchSpec, Model) {

@@ -9,9 +9,11 @@
 //!   (`0.weight`, `0.bias`, `2.weight`, ...), so plain PyTorch state dicts load as they are.
 //! - `cnn:CxHxW-C1-C2-...-OUT:ACT`, e.g. `cnn:1x8x8-16-32-10:relu`: per stage a 3×3 convolution
 //!   (padding 1), the activation and a 2×2 max pool; then a Linear to OUT.
-//! - `resnet18:CxHxW:wK:OUT`, e.g. `resnet18:3x32x32:w16:10`: the ResNet-18 of the loss-landscape
-//!   taxonomy and MD-tree papers (basic blocks, BatchNorm, widths K, 2K, 4K, 8K, global average
-//!   pooling). Parameter names follow that code (`conv1.weight`, `layer1.0.bn1.weight`, ...).
+//! - `resnet18:CxHxW:wK:OUT[:bn=M][:act=ACT]`, e.g. `resnet18:3x32x32:w16:10`: the ResNet-18 of
+//!   the loss-landscape taxonomy and MD-tree papers (basic blocks, BatchNorm, widths K, 2K, 4K, 8K,
+//!   global average pooling). Parameter names follow that code (`conv1.weight`,
+//!   `layer1.0.bn1.weight`, ...). Its activation is ReLU, the papers', unless `act=` names another
+//!   (smooth ResNets for tests of curvature terms that ReLU has not).
 
 use std::{fmt, str::FromStr};
 
@@ -31,6 +33,10 @@ pub const DEFAULT_BN_MOMENTUM: f64 = 0.1;
 
 fn default_bn_momentum() -> f64 {
     DEFAULT_BN_MOMENTUM
+}
+
+fn default_resnet_activation() -> Activation {
+    Activation::Relu
 }
 
 /// Elementwise activation functions; all twice (and three times) differentiable through candle.
@@ -142,6 +148,9 @@ pub struct ResNetSpec {
     /// Running-statistics momentum of every BatchNorm layer (compact form `:bn=M`; default 0.1).
     #[serde(default = "default_bn_momentum")]
     pub bn_momentum: f64,
+    /// The activation of every block and the stem (compact form `:act=ACT`; default ReLU).
+    #[serde(default = "default_resnet_activation")]
+    pub activation: Activation,
 }
 
 /// A network architecture.
@@ -331,21 +340,28 @@ impl FromStr for ArchSpec {
                 })
             }
             "resnet18" => {
-                if !(4..=5).contains(&parts.len()) {
-                    return Err(spec_err(s, "expected resnet18:CxHxW:wK:OUT[:bn=MOMENTUM]"));
+                if !(4..=6).contains(&parts.len()) {
+                    return Err(spec_err(
+                        s,
+                        "expected resnet18:CxHxW:wK:OUT[:bn=MOMENTUM][:act=ACTIVATION]",
+                    ));
                 }
-                let bn_momentum = match parts.get(4) {
-                    None => DEFAULT_BN_MOMENTUM,
-                    Some(opt) => match opt.strip_prefix("bn=") {
-                        Some(m) => parse_momentum(s, m)?,
-                        None => {
-                            return Err(spec_err(
-                                s,
-                                format!("unknown ResNet option `{opt}` (expected bn=MOMENTUM)"),
-                            ));
-                        }
-                    },
-                };
+                let mut bn_momentum = DEFAULT_BN_MOMENTUM;
+                let mut activation = Activation::Relu;
+                for opt in &parts[4..] {
+                    if let Some(m) = opt.strip_prefix("bn=") {
+                        bn_momentum = parse_momentum(s, m)?;
+                    } else if let Some(a) = opt.strip_prefix("act=") {
+                        activation = a.parse().map_err(|e: Error| spec_err(s, e.to_string()))?;
+                    } else {
+                        return Err(spec_err(
+                            s,
+                            format!(
+                                "unknown ResNet option `{opt}` (expected bn=MOMENTUM or act=ACTIVATION)"
+                            ),
+                        ));
+                    }
+                }
                 let input = parse_chw(s, parts[1])?;
                 let width = parts[2]
                     .strip_prefix('w')
@@ -363,6 +379,7 @@ impl FromStr for ArchSpec {
                     width,
                     output: output[0],
                     bn_momentum,
+                    activation,
                 })
             }
             other => {
@@ -412,6 +429,9 @@ impl fmt::Display for ArchSpec {
                 )?;
                 if r.bn_momentum != DEFAULT_BN_MOMENTUM {
                     write!(f, ":bn={}", r.bn_momentum)?;
+                }
+                if r.activation != Activation::Relu {
+                    write!(f, ":act={}", r.activation.name())?;
                 }
                 Ok(())
             }
@@ -619,7 +639,7 @@ impl ArchSpec {
                 let (k, bnm) = (r.width, r.bn_momentum);
                 layers.push(conv("conv1.", r.input[0], k, 3, false, 1, 1));
                 layers.push(batch_norm("bn1.", k, bnm));
-                layers.push(Layer::Activation(Activation::Relu));
+                layers.push(Layer::Activation(r.activation));
                 let mut in_planes = k;
                 for (i, (stage, planes, stride)) in resnet18_blocks(k).into_iter().enumerate() {
                     let p = format!("layer{stage}.{}.", i % 2);
@@ -634,7 +654,7 @@ impl ArchSpec {
                             stride,
                         ),
                         batch_norm(&format!("{p}bn1."), planes, bnm),
-                        Layer::Activation(Activation::Relu),
+                        Layer::Activation(r.activation),
                         conv(&format!("{p}conv2."), planes, planes, 3, false, 1, 1),
                         batch_norm(&format!("{p}bn2."), planes, bnm),
                     ];
@@ -655,7 +675,7 @@ impl ArchSpec {
                         Vec::new()
                     };
                     layers.push(Layer::Residual(Residual { main, shortcut }));
-                    layers.push(Layer::Activation(Activation::Relu));
+                    layers.push(Layer::Activation(r.activation));
                     in_planes = planes;
                 }
                 layers.push(Layer::GlobalAvgPool);
@@ -694,6 +714,8 @@ mod tests {
             "cnn:1x8x8-16-32-10:relu",
             "resnet18:3x32x32:w16:10",
             "resnet18:3x32x32:w4:10:bn=0.01",
+            "resnet18:3x8x8:w2:4:act=tanh",
+            "resnet18:3x8x8:w2:4:bn=0.01:act=gelu",
             "mlp:4-8-3:relu:bn=0.3:nobias",
         ] {
             let spec: ArchSpec = s.parse().unwrap();

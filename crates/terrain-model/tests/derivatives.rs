@@ -173,6 +173,7 @@ fd_tests! {
     cnn_softplus_mse: "cnn:1x4x4-2-2:softplus", Mse, false;
     resnet18_train: "resnet18:3x8x8:w2:4", Ce, true;
     resnet18_eval: "resnet18:3x8x8:w2:4", Ce, false;
+    resnet18_tanh_eval: "resnet18:3x8x8:w2:4:act=tanh", Ce, false;
 }
 
 #[test]

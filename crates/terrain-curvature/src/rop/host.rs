@@ -14,6 +14,16 @@
 //!
 //! Weights and direction blocks are copied to host buffers once per sweep, the batches once per
 //! operator ([`HostBatches`], cached by [`crate::HessianOperator`]).
+//!
+//! The exact diagonal ([`Product::Diagonal`]) carries the candle sweep's symmetric factors, laid
+//! out C-major as `[C, N, feat]` like `ġ`, so each map by a layer's own weight is the same
+//! product over `C·N` rows. A smooth activation's residual factors (and the MSE loss's) are
+//! one-hot, `S[c, n, j] = δ_cj m[n, j]`, and stay unmaterialised as `m` while only elementwise
+//! maps meet them: at a linear or convolution weight their `Σ_c S²` is `m²`, at BatchNorm the
+//! same; they are materialised only where they must pass a layer's input Jacobian. A linear
+//! weight's diagonal is `(Σ_c S²)ᵀ x²` (one product over `N` for all factors together), a
+//! kernel's, whose square lies outside the sum over positions, the per-`(c, n)` kernel gradient
+//! `S[c, n]ᵀ cols(x_n)` squared and summed, threaded over rows.
 
 use std::collections::HashMap;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
@@ -27,7 +37,7 @@ use terrain_model::{
     network::Layer,
 };
 
-use super::{Output, Problem, Product};
+use super::{Output, Problem, Product, check_residual_factor};
 use crate::{
     Error, Result,
     propagation::sweep::{ce_targets, mse_targets},
@@ -179,6 +189,9 @@ fn give_opt<T: Real>(v: Option<Vec<T>>) {
 fn give_flow<T: Real>(f: Flow<T>) {
     give_opt(f.g);
     give_opt(f.dg);
+    for x in f.factors {
+        x.s.give();
+    }
 }
 
 /// The fewest rows of a product's block when it is split over threads by rows.
@@ -263,6 +276,32 @@ fn mm<T: Real>(m: usize, n: usize, kk: usize, dst: &mut [T], acc: bool, a: View<
     gemm_raw(m, n, kk, dst, acc, a, b, par);
 }
 
+/// [`mm`] on the calling thread (for products inside a parallel loop).
+#[allow(clippy::too_many_arguments)]
+fn mm_one<T: Real>(
+    m: usize,
+    n: usize,
+    kk: usize,
+    dst: &mut [T],
+    acc: bool,
+    a: View<T>,
+    b: View<T>,
+) {
+    if m == 0 || n == 0 || kk == 0 {
+        if !acc && m * n > 0 {
+            dst[..m * n].fill(T::ZERO);
+        }
+        return;
+    }
+    assert!(
+        dst.len() >= m * n
+            && a.data.len() > (m - 1) * a.rs + (kk - 1) * a.cs
+            && b.data.len() > (kk - 1) * b.rs + (n - 1) * b.cs,
+        "gemm operand too small"
+    );
+    gemm_raw(m, n, kk, dst, acc, a, b, gemm::Parallelism::None);
+}
+
 /// [`mm`] on one parallelism setting (operands already checked).
 #[allow(clippy::too_many_arguments)]
 fn gemm_raw<T: Real>(
@@ -275,7 +314,8 @@ fn gemm_raw<T: Real>(
     b: View<T>,
     par: gemm::Parallelism,
 ) {
-    // SAFETY: the asserts of `mm` (on the whole product, of which this is all or a row block)
+    // SAFETY: the asserts of `mm` or `mm_one` (on the whole product, of which this is all or a
+    // row block)
     // keep every accessed element inside the slices; `dst` does not
     // alias `a` or `b` (a `&mut` borrow).
     unsafe {
@@ -440,6 +480,90 @@ impl Geom {
     }
 }
 
+/// `sign · Σ_{(c,n)} (S[c, n]ᵀ cols(x_n))²` `[out, Q]`: a dense factor's kernel diagonal, `s`
+/// `[pairs = C·N, P, out]`, `cols` `[N, P, Q]`; per-row products threaded over the pairs, each
+/// thread with its own accumulator.
+#[allow(clippy::too_many_arguments)]
+fn conv_kernel_diag<T: Real>(
+    s: &[T],
+    cols: &[T],
+    pairs: usize,
+    n: usize,
+    pos: usize,
+    out: usize,
+    q: usize,
+    sign: T,
+) -> Vec<T> {
+    let one = |acc: &mut Vec<T>, g: &mut Vec<T>, i: usize| {
+        let r = i % n;
+        let si = &s[i * pos * out..(i + 1) * pos * out];
+        let ci = &cols[r * pos * q..(r + 1) * pos * q];
+        mm_one(out, q, pos, g, false, tr(si, out), rm(ci, q));
+        for (a, &v) in acc.iter_mut().zip(g.iter()) {
+            *a += v * v;
+        }
+    };
+    let fresh = || (vec![T::ZERO; out * q], vec![T::ZERO; out * q]);
+    let mut acc = if rayon::current_num_threads() > 1 && pairs * pos * out * q >= PARALLEL_MACS {
+        (0..pairs)
+            .into_par_iter()
+            .fold(fresh, |(mut a, mut g), i| {
+                one(&mut a, &mut g, i);
+                (a, g)
+            })
+            .map(|(a, _)| a)
+            .reduce(
+                || vec![T::ZERO; out * q],
+                |mut a, b| {
+                    add_into(&mut a, &b);
+                    a
+                },
+            )
+    } else {
+        let (mut a, mut g) = fresh();
+        for i in 0..pairs {
+            one(&mut a, &mut g, i);
+        }
+        a
+    };
+    for a in acc.iter_mut() {
+        *a *= sign;
+    }
+    acc
+}
+
+/// A one-hot factor at a convolution's output (`m` `[N, P, out]`, column `c = (p, o)`) through
+/// the convolution's input Jacobian: column `c` of row `n` is `m[n, p, o]` times kernel row `o`
+/// scattered onto the patch of position `p`; `[P·out, N, H, W, C]`.
+fn onehot_conv_input<T: Real>(m: &[T], geom: &Geom, w: &[T], n: usize, out: usize) -> Vec<T> {
+    let (img, q, ch) = (geom.h * geom.w * geom.c, geom.patch(), geom.c);
+    let pos = geom.positions();
+    let mut t = dirty::<T>(pos * out * n * img);
+    chunks_mut(&mut t, img, |b, dst| {
+        dst.fill(T::ZERO);
+        let (c, r) = (b / n, b % n);
+        let (p, o) = (c / out, c % out);
+        let v = m[(r * pos + p) * out + o];
+        if v == T::ZERO {
+            return;
+        }
+        let (oi, oj) = (p / geom.wo, p % geom.wo);
+        let wo = &w[o * q..(o + 1) * q];
+        for ki in 0..geom.kh {
+            for kj in 0..geom.kw {
+                if let (Some(i), Some(j)) = (geom.src(oi, ki, geom.h), geom.src(oj, kj, geom.w)) {
+                    let d = &mut dst[(i * geom.w + j) * ch..][..ch];
+                    let k = &wo[(ki * geom.kw + kj) * ch..][..ch];
+                    for (x, &y) in d.iter_mut().zip(k) {
+                        *x += v * y;
+                    }
+                }
+            }
+        }
+    });
+    t
+}
+
 /// `[out, C, kh, kw]` kernels (`lead` of them stacked) as rows `[out, kh·kw·C]`.
 fn kernel_rows<T: Real>(w: &[T], dims: &[usize]) -> Vec<T> {
     let (out, c, kh, kw) = (dims[0], dims[1], dims[2], dims[3]);
@@ -566,14 +690,146 @@ enum Step<'l, T> {
         main: Vec<Step<'l, T>>,
         skip: Vec<Step<'l, T>>,
         live_in: bool,
+        /// Features per row at the block's input.
+        feat: usize,
     },
 }
 
-/// The adjoints at a node's output: `g` `[N, feat]` and `ġ` `[k, N, feat]`.
+/// The adjoints at a node's output: `g` `[N, feat]` and `ġ` `[k, N, feat]`; for the exact
+/// diagonal, the curvature terms' factors at this node.
 #[derive(Clone)]
 struct Flow<T> {
     g: Option<Vec<T>>,
     dg: Option<Vec<T>>,
+    factors: Vec<Factor<T>>,
+}
+
+/// A signed symmetric factor of a curvature term at a node's output (the candle sweep's
+/// `Factor`): the term is `sign · Σ_n Σ_c S[c, n] S[c, n]ᵀ`.
+#[derive(Clone)]
+struct Factor<T> {
+    /// Which factor this is, where a residual block's branches meet: the two copies of a factor
+    /// that entered both branches add up; one met inside a branch is kept as it is.
+    id: usize,
+    sign: T,
+    s: FactorData<T>,
+}
+
+/// A factor's values.
+#[derive(Clone)]
+enum FactorData<T> {
+    /// `[C, N, feat]`, C-major like `ġ`.
+    Dense { c: usize, s: Vec<T> },
+    /// `S[c, n, j] = δ_cj m[n, j]` with `C` the features per row: `m` `[N, feat]`.
+    OneHot(Vec<T>),
+}
+
+impl<T: Real> FactorData<T> {
+    /// The dense form `(C, [C, N, feat])`, `feat` the features per row.
+    fn into_dense(self, feat: usize) -> (usize, Vec<T>) {
+        match self {
+            FactorData::Dense { c, s } => (c, s),
+            FactorData::OneHot(m) => {
+                if m.is_empty() {
+                    return (feat, m);
+                }
+                let mut s = zeros::<T>(feat * m.len());
+                for (c, slab) in s.chunks_exact_mut(m.len()).enumerate() {
+                    for (d, r) in slab.chunks_exact_mut(feat).zip(m.chunks_exact(feat)) {
+                        d[c] = r[c];
+                    }
+                }
+                give(m);
+                (feat, s)
+            }
+        }
+    }
+
+    /// Returns the buffer to the pool.
+    fn give(self) {
+        match self {
+            FactorData::Dense { s, .. } => give(s),
+            FactorData::OneHot(m) => give(m),
+        }
+    }
+}
+
+/// Dense factors through a linear map `f` of rows (which takes `[B, feat]` for any `B`, here
+/// `C·N`), one-hot ones materialised first (`feat` the features per row at the node).
+fn map_factors<T: Real>(
+    factors: Vec<Factor<T>>,
+    feat: usize,
+    f: impl Fn(&[T]) -> Vec<T>,
+) -> Vec<Factor<T>> {
+    factors
+        .into_iter()
+        .map(|x| {
+            let (c, s) = x.s.into_dense(feat);
+            let t = f(&s);
+            give(s);
+            Factor {
+                s: FactorData::Dense { c, s: t },
+                ..x
+            }
+        })
+        .collect()
+}
+
+/// `Σ_factors sign · Σ_c S[c]²`, `[N, feat]` (`len` = `N·feat`), or `None` without factors.
+fn signed_square_sums<'a, T: Real>(
+    factors: impl IntoIterator<Item = &'a Factor<T>>,
+    len: usize,
+) -> Option<Vec<T>> {
+    let mut factors = factors.into_iter().peekable();
+    factors.peek()?;
+    let mut a = zeros::<T>(len);
+    for f in factors {
+        let sg = f.sign;
+        match &f.s {
+            FactorData::Dense { s, .. } => {
+                for slab in s.chunks_exact(len) {
+                    for (x, &v) in a.iter_mut().zip(slab) {
+                        *x += sg * v * v;
+                    }
+                }
+            }
+            FactorData::OneHot(m) => {
+                for (x, &v) in a.iter_mut().zip(m) {
+                    *x += sg * v * v;
+                }
+            }
+        }
+    }
+    Some(a)
+}
+
+/// Fan-out: the factors of two branches, copies of one factor added (materialised where either
+/// copy is dense).
+fn merge_factors<T: Real>(a: Vec<Factor<T>>, b: Vec<Factor<T>>, feat: usize) -> Vec<Factor<T>> {
+    let mut out = a;
+    for y in b {
+        let Some(i) = out.iter().position(|x| x.id == y.id) else {
+            out.push(y);
+            continue;
+        };
+        let x = out.swap_remove(i);
+        let s = match (x.s, y.s) {
+            (FactorData::OneHot(mut m), FactorData::OneHot(m2)) => {
+                add_into(&mut m, &m2);
+                give(m2);
+                FactorData::OneHot(m)
+            }
+            (p, q) => {
+                let (c, mut s) = p.into_dense(feat);
+                let (_, t) = q.into_dense(feat);
+                add_into(&mut s, &t);
+                give(t);
+                FactorData::Dense { c, s }
+            }
+        };
+        out.push(Factor { s, ..x });
+    }
+    out
 }
 
 fn sum_opt<T: Real>(a: Option<Vec<T>>, b: Option<Vec<T>>) -> Option<Vec<T>> {
@@ -599,6 +855,15 @@ struct Sweep<'a, T> {
     lens: &'a [usize],
     grad: Vec<Option<Vec<T>>>,
     prod: Vec<Option<Vec<T>>>,
+    /// The exact diagonal per selected parameter ([`Product::Diagonal`]; kernels as rows).
+    diag: Vec<Option<Vec<T>>>,
+    /// Whether the diagonal includes the nonlinearities' residual terms (the Hessian's) or not
+    /// (the Gauss–Newton matrix's).
+    diag_residuals: bool,
+    /// The last factor id handed out.
+    last_id: usize,
+    /// The error that stopped the backward pass (a residual factor over the limit).
+    failed: Option<Error>,
 }
 
 fn acc<T: Real>(slot: &mut Option<Vec<T>>, len: usize) -> &mut Vec<T> {
@@ -627,6 +892,31 @@ impl<T: Real> Sweep<'_, T> {
     fn prod_acc(&mut self, s: usize) -> &mut Vec<T> {
         let len = self.lens[s] * self.k;
         acc(&mut self.prod[s], len)
+    }
+
+    fn diag_acc(&mut self, s: usize) -> &mut Vec<T> {
+        let len = self.lens[s];
+        acc(&mut self.diag[s], len)
+    }
+
+    /// Whether this sweep carries the exact diagonal's factors.
+    fn diagonal(&self) -> bool {
+        self.product == Product::Diagonal
+    }
+
+    /// Whether the backward pass needs `g`: for the gradient, the Hessian's residual terms, and
+    /// the Hessian diagonal's residual factors.
+    fn wants_g(&self) -> bool {
+        match self.product {
+            Product::Gradient | Product::Hessian => true,
+            Product::GaussNewton => false,
+            Product::Diagonal => self.diag_residuals,
+        }
+    }
+
+    /// Whether activations record `φ''`.
+    fn wants_second(&self) -> bool {
+        self.residual() || (self.diagonal() && self.diag_residuals)
     }
 
     // ----- forward -----
@@ -852,7 +1142,7 @@ impl<T: Real> Sweep<'_, T> {
                     (y, dy, shape, rec)
                 }
                 HLayer::Act(a) => {
-                    let second = self.residual();
+                    let second = self.wants_second();
                     let (y, d1, d2) = activate(*a, &h, second);
                     let dy = dh.as_ref().map(|d| {
                         let mut t = d.clone();
@@ -1032,6 +1322,7 @@ impl<T: Real> Sweep<'_, T> {
                         main: main_steps,
                         skip: skip_steps,
                         live_in,
+                        feat: shape.len(),
                     };
                     steps.push(step);
                     h = a;
@@ -1064,7 +1355,7 @@ impl<T: Real> Sweep<'_, T> {
         weights: &[T],
     ) -> Flow<T> {
         let (n, k) = (self.n, self.k);
-        let want_g = self.product != Product::GaussNewton;
+        let want_g = self.wants_g();
         match kind {
             LossKind::Ce => {
                 let mut p = zeros::<T>(n * o);
@@ -1113,7 +1404,29 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     out
                 });
-                Flow { g, dg }
+                let mut factors = Vec::new();
+                if self.diagonal() {
+                    // S[c, n, j] = √(w m_n) √p_c (δ_cj − p_j): Σ_c S Sᵀ = w m (diag p − p pᵀ).
+                    let mut s = dirty::<T>(o * n * o);
+                    for (c, slab) in s.chunks_exact_mut(n * o).enumerate() {
+                        for r in 0..n {
+                            let pr = &p[r * o..(r + 1) * o];
+                            let a = (weights[r] * row_mass(r) * pr[c]).sqrt();
+                            let d = &mut slab[r * o..(r + 1) * o];
+                            for j in 0..o {
+                                d[j] = -(a * pr[j]);
+                            }
+                            d[c] += a;
+                        }
+                    }
+                    factors.push(Factor {
+                        id: 0,
+                        sign: T::ONE,
+                        s: FactorData::Dense { c: o, s },
+                    });
+                }
+                give(p);
+                Flow { g, dg, factors }
             }
             LossKind::Mse => {
                 // Per row, ∂ℓ/∂z = (2/O)(z − t) and ∂²ℓ/∂z² = (2/O)·I, scaled by the row's weight.
@@ -1146,7 +1459,20 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     out
                 });
-                Flow { g, dg }
+                let mut factors = Vec::new();
+                if self.diagonal() {
+                    // √(2 w_r/O) I per row, one-hot.
+                    let mut m = dirty::<T>(n * o);
+                    for (r, row) in m.chunks_exact_mut(o).enumerate() {
+                        row.fill(curv(r).sqrt());
+                    }
+                    factors.push(Factor {
+                        id: 0,
+                        sign: T::ONE,
+                        s: FactorData::OneHot(m),
+                    });
+                }
+                Flow { g, dg, factors }
             }
         }
     }
@@ -1161,6 +1487,7 @@ impl<T: Real> Sweep<'_, T> {
                     main,
                     skip,
                     live_in,
+                    feat,
                 } => {
                     let from_main = self.backward(main, flow.clone());
                     let from_skip = if skip.is_empty() {
@@ -1173,6 +1500,7 @@ impl<T: Real> Sweep<'_, T> {
                             (Some(a), Some(b)) => Some(Flow {
                                 g: sum_opt(a.g, b.g),
                                 dg: sum_opt(a.dg, b.dg),
+                                factors: merge_factors(a.factors, b.factors, feat),
                             }),
                             (a, b) => a.or(b),
                         }
@@ -1189,7 +1517,7 @@ impl<T: Real> Sweep<'_, T> {
         Some(flow)
     }
 
-    fn back(&mut self, layer: &HLayer<T>, rec: Rec<T>, flow: Flow<T>) -> Option<Flow<T>> {
+    fn back(&mut self, layer: &HLayer<T>, rec: Rec<T>, mut flow: Flow<T>) -> Option<Flow<T>> {
         let (n, k) = (self.n, self.k);
         let res = self.residual();
         match (layer, rec) {
@@ -1238,9 +1566,61 @@ impl<T: Real> Sweep<'_, T> {
                         }
                     }
                 }
+                // Σ_n Σ_c S[c,n,o]² x[n,j]² and Σ_n Σ_c S[c,n,o]², all factors in one product.
+                if (w_slot.is_some() || b_slot.is_some())
+                    && let Some(a) = signed_square_sums(&flow.factors, n * out)
+                {
+                    if let Some(s) = *w_slot {
+                        let mut x2 = dirty::<T>(x.len());
+                        for (d, &v) in x2.iter_mut().zip(&x) {
+                            *d = v * v;
+                        }
+                        mm(
+                            out,
+                            inp,
+                            n,
+                            self.diag_acc(s),
+                            true,
+                            tr(&a, out),
+                            rm(&x2, inp),
+                        );
+                        give(x2);
+                    }
+                    if let Some(s) = *b_slot {
+                        add_col_sums(self.diag_acc(s), &a, out);
+                    }
+                    give(a);
+                }
                 if !live_in {
                     return None;
                 }
+                let factors = std::mem::take(&mut flow.factors)
+                    .into_iter()
+                    .map(|f| {
+                        let s = match f.s {
+                            FactorData::Dense { c, s } => {
+                                let mut t = dirty::<T>(c * n * inp);
+                                mm(c * n, inp, out, &mut t, false, rm(&s, out), rm(w, inp));
+                                give(s);
+                                FactorData::Dense { c, s: t }
+                            }
+                            FactorData::OneHot(m) => {
+                                // Column c of row n: m[n, c] W[c, :].
+                                let mut t = dirty::<T>(out * n * inp);
+                                chunks_mut(&mut t, inp, |b, d| {
+                                    let (c, r) = (b / n, b % n);
+                                    let v = m[r * out + c];
+                                    for (x, &y) in d.iter_mut().zip(&w[c * inp..(c + 1) * inp]) {
+                                        *x = v * y;
+                                    }
+                                });
+                                give(m);
+                                FactorData::Dense { c: out, s: t }
+                            }
+                        };
+                        Factor { s, ..f }
+                    })
+                    .collect();
                 let g_x = flow.g.as_ref().map(|g| {
                     let mut t = dirty::<T>(n * inp);
                     mm(n, inp, out, &mut t, false, rm(g, out), rm(w, inp));
@@ -1262,7 +1642,11 @@ impl<T: Real> Sweep<'_, T> {
                 give(x);
                 give_opt(dx);
                 give_flow(flow);
-                Some(Flow { g: g_x, dg: dg_x })
+                Some(Flow {
+                    g: g_x,
+                    dg: dg_x,
+                    factors,
+                })
             }
             (
                 HLayer::Conv {
@@ -1326,6 +1710,57 @@ impl<T: Real> Sweep<'_, T> {
                         }
                     }
                 }
+                if !flow.factors.is_empty() && (w_slot.is_some() || b_slot.is_some()) {
+                    let pos = geom.positions();
+                    // One-hot factors: Σ_c S[c]² is m², and the kernel diagonal (m²)ᵀ cols².
+                    let onehot = flow
+                        .factors
+                        .iter()
+                        .filter(|f| matches!(f.s, FactorData::OneHot(_)));
+                    if let Some(a) = signed_square_sums(onehot, rows * out) {
+                        if let Some(s) = *w_slot {
+                            let mut c2 = dirty::<T>(cols.len());
+                            for (d, &v) in c2.iter_mut().zip(&cols) {
+                                *d = v * v;
+                            }
+                            mm(
+                                out,
+                                q,
+                                rows,
+                                self.diag_acc(s),
+                                true,
+                                tr(&a, out),
+                                rm(&c2, q),
+                            );
+                            give(c2);
+                        }
+                        if let Some(s) = *b_slot {
+                            add_col_sums(self.diag_acc(s), &a, out);
+                        }
+                        give(a);
+                    }
+                    for f in &flow.factors {
+                        let FactorData::Dense { c, s: sf } = &f.s else {
+                            continue;
+                        };
+                        if let Some(s) = *w_slot {
+                            let d = conv_kernel_diag(sf, &cols, c * n, n, pos, out, q, f.sign);
+                            add_into(self.diag_acc(s), &d);
+                        }
+                        if let Some(s) = *b_slot {
+                            // Σ_c Σ_n (Σ_p S[c,n,p,o])².
+                            let acc = self.diag_acc(s);
+                            let mut t = vec![T::ZERO; out];
+                            for block in sf.chunks_exact(pos * out) {
+                                t.fill(T::ZERO);
+                                add_col_sums(&mut t, block, out);
+                                for (a, &v) in acc.iter_mut().zip(&t) {
+                                    *a += f.sign * v * v;
+                                }
+                            }
+                        }
+                    }
+                }
                 give(cols);
                 give(kept);
                 if !live_in {
@@ -1358,10 +1793,40 @@ impl<T: Real> Sweep<'_, T> {
                 } else {
                     None
                 };
+                let feat_out = geom.positions() * out;
+                let factors = std::mem::take(&mut flow.factors)
+                    .into_iter()
+                    .map(|f| {
+                        let (c, t) = match f.s {
+                            FactorData::Dense { c, s } => {
+                                // Per column: col2im(S_c W), as ġ.
+                                let mut t = dirty::<T>(c * img);
+                                for ci in 0..c {
+                                    let si = &s[ci * rows * out..(ci + 1) * rows * out];
+                                    mm(rows, q, out, &mut tmp, false, rm(si, out), rm(w, q));
+                                    geom.col2im(&tmp, &mut t[ci * img..(ci + 1) * img]);
+                                }
+                                give(s);
+                                (c, t)
+                            }
+                            FactorData::OneHot(m) => {
+                                (feat_out, onehot_conv_input(&m, &geom, w, n, out))
+                            }
+                        };
+                        Factor {
+                            s: FactorData::Dense { c, s: t },
+                            ..f
+                        }
+                    })
+                    .collect();
                 give(tmp);
                 give_opt(dx);
                 give_flow(flow);
-                Some(Flow { g: g_x, dg: dg_x })
+                Some(Flow {
+                    g: g_x,
+                    dg: dg_x,
+                    factors,
+                })
             }
             (
                 HLayer::Norm {
@@ -1420,6 +1885,49 @@ impl<T: Real> Sweep<'_, T> {
                         }
                     }
                 }
+                if !flow.factors.is_empty() && (g_slot.is_some() || b_slot.is_some()) {
+                    // γ: Σ_c Σ_n (Σ_p S[c,n,p,ch] x̂[n,p,ch])², β: Σ_c Σ_n (Σ_p S[c,n,p,ch])².
+                    let feat = len / n;
+                    let (mut dgam, mut dbet) = (vec![T::ZERO; c], vec![T::ZERO; c]);
+                    let (mut tg, mut tb) = (vec![T::ZERO; c], vec![T::ZERO; c]);
+                    for f in &flow.factors {
+                        let sg = f.sign;
+                        match &f.s {
+                            FactorData::OneHot(m) => {
+                                for (mr, xr) in m.chunks_exact(c).zip(xhat.chunks_exact(c)) {
+                                    for j in 0..c {
+                                        let v = mr[j] * mr[j];
+                                        dgam[j] += sg * v * xr[j] * xr[j];
+                                        dbet[j] += sg * v;
+                                    }
+                                }
+                            }
+                            FactorData::Dense { s: sf, .. } => {
+                                for (i, row) in sf.chunks_exact(feat).enumerate() {
+                                    let xrow = &xhat[(i % n) * feat..][..feat];
+                                    tg.fill(T::ZERO);
+                                    tb.fill(T::ZERO);
+                                    for (sr, xr) in row.chunks_exact(c).zip(xrow.chunks_exact(c)) {
+                                        for j in 0..c {
+                                            tg[j] += sr[j] * xr[j];
+                                            tb[j] += sr[j];
+                                        }
+                                    }
+                                    for j in 0..c {
+                                        dgam[j] += sg * tg[j] * tg[j];
+                                        dbet[j] += sg * tb[j] * tb[j];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if let Some(s) = *g_slot {
+                        add_into(self.diag_acc(s), &dgam);
+                    }
+                    if let Some(s) = *b_slot {
+                        add_into(self.diag_acc(s), &dbet);
+                    }
+                }
                 if !live_in {
                     return None;
                 }
@@ -1431,6 +1939,19 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     t
                 };
+                let factors = std::mem::take(&mut flow.factors)
+                    .into_iter()
+                    .map(|f| {
+                        let s = match f.s {
+                            FactorData::Dense { c, s } => FactorData::Dense {
+                                c,
+                                s: scale_rows(s),
+                            },
+                            FactorData::OneHot(m) => FactorData::OneHot(scale_rows(m)),
+                        };
+                        Factor { s, ..f }
+                    })
+                    .collect();
                 let g_x = flow.g.clone().map(scale_rows);
                 let mut dg_x = flow.dg.map(scale_rows);
                 if res && let (Some(g), Some(vg)) = (&flow.g, self.dir(*g_slot)) {
@@ -1447,7 +1968,11 @@ impl<T: Real> Sweep<'_, T> {
                 give(xhat);
                 give_opt(dx);
                 give_opt(flow.g);
-                Some(Flow { g: g_x, dg: dg_x })
+                Some(Flow {
+                    g: g_x,
+                    dg: dg_x,
+                    factors,
+                })
             }
             (_, Rec::Act { d1, d2, dz }) => {
                 let f = d1.len();
@@ -1468,6 +1993,49 @@ impl<T: Real> Sweep<'_, T> {
                         }
                     }
                 }
+                let mut factors = flow.factors;
+                for fac in &mut factors {
+                    let s = match &mut fac.s {
+                        FactorData::Dense { s, .. } => s,
+                        FactorData::OneHot(m) => m,
+                    };
+                    for slab in s.chunks_exact_mut(f) {
+                        for (x, &d) in slab.iter_mut().zip(&d1) {
+                            *x *= d;
+                        }
+                    }
+                }
+                if self.diagonal()
+                    && self.diag_residuals
+                    && let (Some(g), Some(d2)) = (&flow.g, &d2)
+                {
+                    // diag(m), m = g ⊙ φ'', as diag(√m⁺) and −diag(√m⁻), one-hot.
+                    if let Err(e) = check_residual_factor(n, f / n.max(1)) {
+                        self.failed = Some(e);
+                        return None;
+                    }
+                    let (mut pos, mut neg) = (dirty::<T>(f), dirty::<T>(f));
+                    for j in 0..f {
+                        let m = g[j] * d2[j];
+                        (pos[j], neg[j]) = if m > T::ZERO {
+                            (m.sqrt(), T::ZERO)
+                        } else {
+                            (T::ZERO, (-m).sqrt())
+                        };
+                    }
+                    for (sign, part) in [(T::ONE, pos), (-T::ONE, neg)] {
+                        if part.iter().all(|&v| v == T::ZERO) {
+                            give(part);
+                            continue;
+                        }
+                        self.last_id += 1;
+                        factors.push(Factor {
+                            id: self.last_id,
+                            sign,
+                            s: FactorData::OneHot(part),
+                        });
+                    }
+                }
                 let g = flow.g.map(|mut g| {
                     for (x, &s) in g.iter_mut().zip(&d1) {
                         *x *= s;
@@ -1477,7 +2045,7 @@ impl<T: Real> Sweep<'_, T> {
                 give(d1);
                 give_opt(d2);
                 give_opt(dz);
-                Some(Flow { g, dg })
+                Some(Flow { g, dg, factors })
             }
             (_, Rec::MaxPool { mask, shape }) => {
                 let Shape::Img { h: hh, w: ww, c } = shape else {
@@ -1513,9 +2081,11 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     out
                 };
+                let factors = map_factors(std::mem::take(&mut flow.factors), img_out, up);
                 let out = Flow {
                     g: flow.g.as_deref().map(up),
                     dg: flow.dg.as_deref().map(up),
+                    factors,
                 };
                 give_flow(flow);
                 give(mask);
@@ -1540,9 +2110,11 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     out
                 };
+                let factors = map_factors(std::mem::take(&mut flow.factors), f, unperm);
                 let out = Flow {
                     g: flow.g.as_deref().map(unperm),
                     dg: flow.dg.as_deref().map(unperm),
+                    factors,
                 };
                 give_flow(flow);
                 Some(out)
@@ -1561,9 +2133,11 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     out
                 };
+                let factors = map_factors(std::mem::take(&mut flow.factors), c, spread);
                 let out = Flow {
                     g: flow.g.as_deref().map(spread),
                     dg: flow.dg.as_deref().map(spread),
+                    factors,
                 };
                 give_flow(flow);
                 Some(out)
@@ -1680,14 +2254,14 @@ fn activate_block<T: Real>(
 }
 
 /// The host sweep of `problem`, or `None` where it does not apply (a device other than the CPU,
-/// a dtype other than f32/f64, inputs of another rank, or the exact diagonal).
+/// a dtype other than f32/f64, inputs of another rank).
 pub(super) fn try_run(
     problem: &Problem<'_>,
     product: Product,
     dirs: &[Vec<Tensor>],
 ) -> Result<Option<Output>> {
     let model = problem.model;
-    if !model.device().is_cpu() || product == Product::Diagonal {
+    if !model.device().is_cpu() {
         return Ok(None);
     }
     match model.dtype() {
@@ -1795,7 +2369,7 @@ fn run_typed<T: Real>(
     dirs: &[Vec<Tensor>],
 ) -> Result<Option<Output>> {
     let model = problem.model;
-    let k = if product == Product::Gradient {
+    let k = if matches!(product, Product::Gradient | Product::Diagonal) {
         0
     } else {
         dirs.len()
@@ -1835,6 +2409,10 @@ fn run_typed<T: Real>(
         lens: &lens,
         grad: vec![None; p],
         prod: vec![None; p],
+        diag: vec![None; p],
+        diag_residuals: problem.curvature == crate::Curvature::Hessian,
+        last_id: 0,
+        failed: None,
     };
     let weight = 1.0 / problem.rows as f64;
     let mut total = 0.0;
@@ -1876,6 +2454,9 @@ fn run_typed<T: Real>(
         give(z);
         give_opt(dz);
         sweep.backward(steps, flow);
+        if let Some(e) = sweep.failed.take() {
+            return Err(e);
+        }
         total += l;
     }
     let to_tensor = |j: usize, v: Option<&[T]>| -> Result<Tensor> {
@@ -1907,11 +2488,18 @@ fn run_typed<T: Real>(
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<_>>()?;
+    let diagonal = if product == Product::Diagonal {
+        (0..p)
+            .map(|j| to_tensor(j, sweep.diag[j].as_deref()))
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
     Ok(Some(Output {
         loss: total,
         grad,
         products,
-        diagonal: Vec::new(),
+        diagonal,
     }))
 }
 
@@ -1979,6 +2567,10 @@ fn weighted_typed<T: Real>(
         lens: &lens,
         grad: vec![None; p],
         prod: vec![None; p],
+        diag: vec![None; p],
+        diag_residuals: false,
+        last_id: 0,
+        failed: None,
     };
     let mut live = false;
     let (steps, z, _, zs) = sweep.layers(&net, x, None, shape, &mut live)?;
