@@ -899,6 +899,42 @@ impl<T: Real> Sweep<'_, T> {
         acc(&mut self.diag[s], len)
     }
 
+    /// Adds to a weight's diagonal `aᵀ (x²)` and to its bias's the column sums of `a`, where `a`
+    /// `[rows, out]` is `Σ_factors sign · Σ_c S²` at the layer's output and `x` `[rows, inp]` the
+    /// layer's input rows (a linear layer's inputs, a convolution's patches); `a` is returned to
+    /// the pool.
+    fn add_square_diag(
+        &mut self,
+        w_slot: Option<usize>,
+        b_slot: Option<usize>,
+        a: Vec<T>,
+        x: &[T],
+        out: usize,
+        inp: usize,
+    ) {
+        let rows = a.len() / out;
+        if let Some(s) = w_slot {
+            let mut x2 = dirty::<T>(x.len());
+            for (d, &v) in x2.iter_mut().zip(x) {
+                *d = v * v;
+            }
+            mm(
+                out,
+                inp,
+                rows,
+                self.diag_acc(s),
+                true,
+                tr(&a, out),
+                rm(&x2, inp),
+            );
+            give(x2);
+        }
+        if let Some(s) = b_slot {
+            add_col_sums(self.diag_acc(s), &a, out);
+        }
+        give(a);
+    }
+
     /// Whether this sweep carries the exact diagonal's factors.
     fn diagonal(&self) -> bool {
         self.product == Product::Diagonal
@@ -1570,26 +1606,7 @@ impl<T: Real> Sweep<'_, T> {
                 if (w_slot.is_some() || b_slot.is_some())
                     && let Some(a) = signed_square_sums(&flow.factors, n * out)
                 {
-                    if let Some(s) = *w_slot {
-                        let mut x2 = dirty::<T>(x.len());
-                        for (d, &v) in x2.iter_mut().zip(&x) {
-                            *d = v * v;
-                        }
-                        mm(
-                            out,
-                            inp,
-                            n,
-                            self.diag_acc(s),
-                            true,
-                            tr(&a, out),
-                            rm(&x2, inp),
-                        );
-                        give(x2);
-                    }
-                    if let Some(s) = *b_slot {
-                        add_col_sums(self.diag_acc(s), &a, out);
-                    }
-                    give(a);
+                    self.add_square_diag(*w_slot, *b_slot, a, &x, out, inp);
                 }
                 if !live_in {
                     return None;
@@ -1718,26 +1735,7 @@ impl<T: Real> Sweep<'_, T> {
                         .iter()
                         .filter(|f| matches!(f.s, FactorData::OneHot(_)));
                     if let Some(a) = signed_square_sums(onehot, rows * out) {
-                        if let Some(s) = *w_slot {
-                            let mut c2 = dirty::<T>(cols.len());
-                            for (d, &v) in c2.iter_mut().zip(&cols) {
-                                *d = v * v;
-                            }
-                            mm(
-                                out,
-                                q,
-                                rows,
-                                self.diag_acc(s),
-                                true,
-                                tr(&a, out),
-                                rm(&c2, q),
-                            );
-                            give(c2);
-                        }
-                        if let Some(s) = *b_slot {
-                            add_col_sums(self.diag_acc(s), &a, out);
-                        }
-                        give(a);
+                        self.add_square_diag(*w_slot, *b_slot, a, &cols, out, q);
                     }
                     for f in &flow.factors {
                         let FactorData::Dense { c, s: sf } = &f.s else {
