@@ -2457,16 +2457,7 @@ fn run_typed<T: Real>(
         }
         total += l;
     }
-    let to_tensor = |j: usize, v: Option<&[T]>| -> Result<Tensor> {
-        let v = match v {
-            Some(v) => match &conv_dims[j] {
-                Some(dims) => kernel_unrows(v, dims),
-                None => v.to_vec(),
-            },
-            None => vec![T::ZERO; lens[j]],
-        };
-        T::tensor(v, &problem.shapes[j])
-    };
+    let to_tensor = |j: usize, v: Option<&[T]>| param_tensor(v, conv_dims[j], &problem.shapes[j]);
     let grad = if product != Product::Gradient {
         Vec::new()
     } else {
@@ -2499,6 +2490,21 @@ fn run_typed<T: Real>(
         products,
         diagonal,
     }))
+}
+
+/// A parameter-shaped tensor from a sweep accumulator (kernels kept as rows, `conv` their
+/// dimensions), zeros where nothing was accumulated.
+fn param_tensor<T: Real>(
+    v: Option<&[T]>,
+    conv: Option<[usize; 4]>,
+    shape: &[usize],
+) -> Result<Tensor> {
+    let v = match (v, conv) {
+        (Some(v), Some(dims)) => kernel_unrows(v, &dims),
+        (Some(v), None) => v.to_vec(),
+        (None, _) => vec![T::ZERO; shape.iter().product()],
+    };
+    T::tensor(v, shape)
 }
 
 /// The target rows `[N, O]` of logits `z` on the host and, for soft targets, each row's mass.
@@ -2591,14 +2597,7 @@ fn weighted_typed<T: Real>(
     params
         .iter()
         .enumerate()
-        .map(|(j, v)| {
-            let g = match (sweep.grad[j].take(), &conv_dims[j]) {
-                (Some(g), Some(dims)) => kernel_unrows(&g, dims),
-                (Some(g), None) => g,
-                (None, _) => vec![T::ZERO; lens[j]],
-            };
-            T::tensor(g, v.var.dims())
-        })
+        .map(|(j, v)| param_tensor(sweep.grad[j].as_deref(), conv_dims[j], v.var.dims()))
         .collect::<Result<Vec<_>>>()
         .map(Some)
 }
