@@ -106,6 +106,38 @@ fn host_gradient_matches_autodiff_for_the_mean_and_nonlinear_reductions() {
     }
 }
 
+/// In a two-thread pool a batch of 40 or 101 rows is swept as two blocks of rows, each on its
+/// own thread (the parts added up after), with each block's own row weights and soft targets;
+/// one of 24 rows stays whole (its products split instead).
+#[test]
+fn host_gradient_matches_autodiff_with_the_batch_split_over_two_threads() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        assert_eq!(rayon::current_num_threads(), 2);
+        for &(spec, loss) in &[
+            ("mlp:5-7-6-3:gelu", LossKind::Ce),
+            ("mlp:5-8-2:tanh", LossKind::Mse),
+            ("cnn:2x8x8-3-4-3:relu", LossKind::Ce),
+        ] {
+            let (m, _) = setup(spec, loss, 4);
+            let arch: ArchSpec = spec.parse().unwrap();
+            for rows in [24, 40, 101] {
+                let d = case_data(&arch, rows, loss);
+                let err = gap(&m, &batch_of(&d), loss, top_third);
+                assert!(err <= 1e-12, "{spec}, {rows} rows: relative error {err:.2e}");
+            }
+        }
+        let (m, _) = setup("mlp:5-7-6-3:tanh", LossKind::Ce, 6);
+        let arch: ArchSpec = "mlp:5-7-6-3:tanh".parse().unwrap();
+        let soft = soft_labels(&case_data(&arch, 64, LossKind::Ce), 2);
+        let err = gap(&m, &batch_of(&soft), LossKind::Ce, tilted);
+        assert!(err <= 1e-12, "soft targets: relative error {err:.2e}");
+    });
+}
+
 #[test]
 fn host_gradient_matches_autodiff_on_soft_targets_and_images_as_flat_rows() {
     // Soft (mixup-like) targets: the target mass enters the loss Hessian, the gradient here.

@@ -12,8 +12,16 @@
 //! the maps by a layer's own weight run as one product over `k·N` rows, the maps by direction
 //! blocks as one product per direction.
 //!
-//! Weights and direction blocks are copied to host buffers once per sweep, the batches once per
-//! operator ([`HostBatches`], cached by [`crate::HessianOperator`]).
+//! Weights, direction blocks and each batch's inputs are copied to host buffers once per sweep
+//! (a few hundred kilobytes against milliseconds of products on the benchmark's models).
+//!
+//! Threads. A batch with rows enough ([`MIN_PART_ROWS`] per thread) is split into one block of
+//! rows per thread of rayon's pool, and each block is swept whole on its own thread into its
+//! own accumulators, added up after the last batch: the loss and all its derivatives are sums
+//! over rows, so the split is exact up to rounding, needs no synchronisation inside the sweep,
+//! and splits the products that reduce over rows (weight and kernel gradients, with 16–32
+//! output rows in a small CNN) as well as those that do not. Smaller batches go whole, their
+//! larger products split by rows and their long elementwise loops by blocks instead.
 //!
 //! The exact diagonal ([`Product::Diagonal`]) carries the candle sweep's symmetric factors, laid
 //! out C-major as `[C, N, feat]` like `ġ`, so each map by a layer's own weight is the same
@@ -25,6 +33,7 @@
 //! kernel's, whose square lies outside the sum over positions, the per-`(c, n)` kernel gradient
 //! `S[c, n]ᵀ cols(x_n)` squared and summed, threaded over rows.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
 
@@ -197,6 +206,37 @@ fn give_flow<T: Real>(f: Flow<T>) {
 /// The fewest rows of a product's block when it is split over threads by rows.
 const MIN_SPLIT_ROWS: usize = 32;
 
+/// The fewest rows of one part of a batch split over the pool ([`sweep_batch`]).
+const MIN_PART_ROWS: usize = 16;
+
+thread_local! {
+    /// Set while the thread runs one part of a batch split over the pool: that part's products
+    /// and loops then stay on the thread.
+    static SERIAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The threads a product or an elementwise loop may split over: rayon's pool, or 1 inside one
+/// part of a split batch.
+fn threads() -> usize {
+    if SERIAL.with(Cell::get) {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
+/// Runs `f` with every product and loop it starts on the calling thread.
+fn serial<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    f()
+}
+
 /// Products smaller than this many multiply-adds run on the calling thread.
 const PARALLEL_MACS: usize = 1 << 18;
 
@@ -249,7 +289,7 @@ fn mm<T: Real>(m: usize, n: usize, kk: usize, dst: &mut [T], acc: bool, a: View<
             && b.data.len() > (kk - 1) * b.rs + (n - 1) * b.cs,
         "gemm operand too small"
     );
-    let threads = rayon::current_num_threads();
+    let threads = threads();
     let big = threads > 1 && m * n * kk >= PARALLEL_MACS;
     let chunk = m.div_ceil(threads);
     if big && chunk >= MIN_SPLIT_ROWS {
@@ -348,7 +388,7 @@ fn chunks_mut<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T])
     if chunk == 0 {
         return;
     }
-    if data.len() >= PARALLEL_ELEMS && rayon::current_num_threads() > 1 {
+    if data.len() >= PARALLEL_ELEMS && threads() > 1 {
         data.par_chunks_mut(chunk)
             .enumerate()
             .for_each(|(i, c)| f(i, c));
@@ -504,7 +544,7 @@ fn conv_kernel_diag<T: Real>(
         }
     };
     let fresh = || (vec![T::ZERO; out * q], vec![T::ZERO; out * q]);
-    let mut acc = if rayon::current_num_threads() > 1 && pairs * pos * out * q >= PARALLEL_MACS {
+    let mut acc = if threads() > 1 && pairs * pos * out * q >= PARALLEL_MACS {
         (0..pairs)
             .into_par_iter()
             .fold(fresh, |(mut a, mut g), i| {
@@ -868,6 +908,169 @@ struct Sweep<'a, T> {
 
 fn acc<T: Real>(slot: &mut Option<Vec<T>>, len: usize) -> &mut Vec<T> {
     slot.get_or_insert_with(|| vec![T::ZERO; len])
+}
+
+impl<'a, T: Real> Sweep<'a, T> {
+    /// A sweep for `product` with `k` directions `dirs`, nothing accumulated yet.
+    fn new(
+        product: Product,
+        k: usize,
+        dirs: &'a [Option<Vec<T>>],
+        lens: &'a [usize],
+        diag_residuals: bool,
+    ) -> Self {
+        let p = lens.len();
+        Sweep {
+            product,
+            k,
+            n: 0,
+            dirs,
+            lens,
+            grad: vec![None; p],
+            prod: vec![None; p],
+            diag: vec![None; p],
+            diag_residuals,
+            last_id: 0,
+            failed: None,
+        }
+    }
+
+    /// Another sweep of the same product and directions, nothing accumulated.
+    fn fresh(&self) -> Self {
+        Sweep::new(
+            self.product,
+            self.k,
+            self.dirs,
+            self.lens,
+            self.diag_residuals,
+        )
+    }
+
+    /// Adds `other`'s accumulated gradient, products and diagonal into this sweep's.
+    fn absorb(&mut self, other: Self) {
+        let pairs = [
+            (&mut self.grad, other.grad),
+            (&mut self.prod, other.prod),
+            (&mut self.diag, other.diag),
+        ];
+        for (mine, theirs) in pairs {
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a = sum_opt(a.take(), b);
+            }
+        }
+    }
+}
+
+/// The loss's per-row inputs for one batch: targets `[N, O]`, soft targets' row masses, and the
+/// rows' weights in the objective.
+struct LossRows<T> {
+    t: Vec<T>,
+    mass: Option<Vec<T>>,
+    weights: Vec<T>,
+}
+
+/// The logits' features per row, or the error of a network that does not end flat.
+fn logits_width(shape: Shape) -> Result<usize> {
+    match shape {
+        Shape::Flat(o) => Ok(o),
+        s => Err(shape_error("loss", 2, s)),
+    }
+}
+
+/// One batch, `x` (`n` rows of `shape`), through the forward pass, the loss and the backward
+/// pass, accumulated into `parts`. With rows enough, the batch is split into one block of rows
+/// per thread of rayon's pool, each swept whole on its thread into its own part (parts are
+/// added up by the caller, [`Sweep::absorb`]): no synchronisation inside the sweep, and the
+/// products that reduce over rows (weight and kernel gradients, whose few output rows cannot be
+/// split) split too. Otherwise the batch goes whole into `parts[0]`, its larger products and
+/// loops split over the pool instead. `loss_rows(z, o)` gives the loss's inputs from the logits
+/// `z` `[N, O]` of the whole batch.
+fn sweep_batch<T: Real>(
+    parts: &mut Vec<Sweep<'_, T>>,
+    net: &[HLayer<T>],
+    x: Vec<T>,
+    shape: Shape,
+    n: usize,
+    kind: LossKind,
+    loss_rows: impl FnOnce(&[T], usize) -> Result<LossRows<T>>,
+) -> Result<()> {
+    let count = threads().min(n / MIN_PART_ROWS).max(1);
+    if count == 1 {
+        let s = &mut parts[0];
+        s.n = n;
+        let mut live = false;
+        let (steps, z, dz, zs) = s.layers(net, x, None, shape, &mut live)?;
+        let o = logits_width(zs)?;
+        let r = loss_rows(&z, o)?;
+        let flow = s.loss(&z, dz.as_deref(), o, &r.t, r.mass.as_deref(), kind, &r.weights);
+        give(z);
+        give_opt(dz);
+        s.backward(steps, flow);
+        return s.failed.take().map_or(Ok(()), Err);
+    }
+    while parts.len() < count {
+        let part = parts[0].fresh();
+        parts.push(part);
+    }
+    let feat = shape.len();
+    let bounds: Vec<(usize, usize)> = (0..count)
+        .map(|i| (i * n / count, (i + 1) * n / count))
+        .collect();
+    let tapes = parts[..count]
+        .par_iter_mut()
+        .zip(&bounds)
+        .map(|(s, &(a, b))| {
+            serial(|| {
+                s.n = b - a;
+                let mut xs = dirty::<T>((b - a) * feat);
+                xs.copy_from_slice(&x[a * feat..b * feat]);
+                let mut live = false;
+                s.layers(net, xs, None, shape, &mut live)
+            })
+        })
+        .collect::<Vec<_>>();
+    give(x);
+    let tapes = tapes.into_iter().collect::<Result<Vec<_>>>()?;
+    let o = logits_width(tapes[0].3)?;
+    let mut z = Vec::with_capacity(n * o);
+    for tape in &tapes {
+        z.extend_from_slice(&tape.1);
+    }
+    let r = loss_rows(&z, o)?;
+    let failed = parts[..count]
+        .par_iter_mut()
+        .zip(tapes)
+        .zip(&bounds)
+        .map(|((s, (steps, zp, dzp, _)), &(a, b))| {
+            serial(|| {
+                let mass = r.mass.as_ref().map(|m| &m[a..b]);
+                let flow = s.loss(
+                    &zp,
+                    dzp.as_deref(),
+                    o,
+                    &r.t[a * o..b * o],
+                    mass,
+                    kind,
+                    &r.weights[a..b],
+                );
+                give(zp);
+                give_opt(dzp);
+                s.backward(steps, flow);
+                s.failed.take()
+            })
+        })
+        .collect::<Vec<_>>();
+    failed.into_iter().flatten().next().map_or(Ok(()), Err)
+}
+
+/// The sum of the parts' accumulators in the first part.
+fn absorb_parts<'a, T: Real>(parts: Vec<Sweep<'a, T>>) -> Sweep<'a, T> {
+    let mut parts = parts.into_iter();
+    let mut first = parts.next().expect("a sweep has one part at least");
+    for part in parts {
+        first.absorb(part);
+    }
+    first
 }
 
 impl<T: Real> Sweep<'_, T> {
@@ -1247,7 +1450,7 @@ impl<T: Real> Sweep<'_, T> {
                             }
                         }
                     };
-                    let par = h.len() >= PARALLEL_ELEMS && rayon::current_num_threads() > 1;
+                    let par = h.len() >= PARALLEL_ELEMS && threads() > 1;
                     if par {
                         h.par_chunks(img_in)
                             .zip(y.par_chunks_mut(img_out))
@@ -2066,7 +2269,7 @@ impl<T: Real> Sweep<'_, T> {
                             }
                         }
                     };
-                    if out.len() >= PARALLEL_ELEMS && rayon::current_num_threads() > 1 {
+                    if out.len() >= PARALLEL_ELEMS && threads() > 1 {
                         src.par_chunks(img_out)
                             .zip(out.par_chunks_mut(img_in))
                             .enumerate()
@@ -2161,7 +2364,7 @@ fn activate<T: Real>(act: Activation, z: &[T], second: bool) -> (Vec<T>, Vec<T>,
     let mut d1 = dirty::<T>(n);
     let mut d2 = dirty::<T>(if second { n } else { 0 });
     const BLOCK: usize = 1 << 14;
-    if n >= PARALLEL_ELEMS && rayon::current_num_threads() > 1 {
+    if n >= PARALLEL_ELEMS && threads() > 1 {
         let blocks: Vec<(&[T], &mut [T], &mut [T])> = z
             .chunks(BLOCK)
             .zip(a.chunks_mut(BLOCK))
@@ -2399,19 +2602,13 @@ fn run_typed<T: Real>(
             })
             .collect::<Result<_>>()?
     };
-    let mut sweep = Sweep {
+    let mut parts = vec![Sweep::new(
         product,
         k,
-        n: 0,
-        dirs: &host_dirs,
-        lens: &lens,
-        grad: vec![None; p],
-        prod: vec![None; p],
-        diag: vec![None; p],
-        diag_residuals: problem.curvature == crate::Curvature::Hessian,
-        last_id: 0,
-        failed: None,
-    };
+        &host_dirs,
+        &lens,
+        problem.curvature == crate::Curvature::Hessian,
+    )];
     let weight = 1.0 / problem.rows as f64;
     let mut total = 0.0;
     for (bi, batch) in problem.batches.iter().enumerate() {
@@ -2419,44 +2616,30 @@ fn run_typed<T: Real>(
             return Ok(None);
         };
         let n = batch.len();
-        sweep.n = n;
-        let mut live = false;
-        let (steps, z, dz, zs) = sweep.layers(&net, x, None, shape, &mut live)?;
-        let Shape::Flat(o) = zs else {
-            return Err(shape_error("loss", 2, zs));
-        };
-        let zt = T::tensor(z.clone(), &[n, o])?;
-        let l = loss::mean(&zt, &batch.y, problem.loss)?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?
-            * n as f64
-            * weight;
-        if !l.is_finite() {
-            return Err(Error::NonFiniteLoss {
-                context: "hand-written sweep".into(),
-                batch: bi,
-                value: l,
-            });
-        }
-        let (t, mass) = host_targets::<T>(&batch.y, &zt, problem.loss)?;
-        let weights = vec![T::of(weight); n];
-        let flow = sweep.loss(
-            &z,
-            dz.as_deref(),
-            o,
-            &t,
-            mass.as_deref(),
-            problem.loss,
-            &weights,
-        );
-        give(z);
-        give_opt(dz);
-        sweep.backward(steps, flow);
-        if let Some(e) = sweep.failed.take() {
-            return Err(e);
-        }
-        total += l;
+        sweep_batch(&mut parts, &net, x, shape, n, problem.loss, |z, o| {
+            let zt = T::tensor(z.to_vec(), &[n, o])?;
+            let l = loss::mean(&zt, &batch.y, problem.loss)?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?
+                * n as f64
+                * weight;
+            if !l.is_finite() {
+                return Err(Error::NonFiniteLoss {
+                    context: "hand-written sweep".into(),
+                    batch: bi,
+                    value: l,
+                });
+            }
+            total += l;
+            let (t, mass) = host_targets::<T>(&batch.y, &zt, problem.loss)?;
+            Ok(LossRows {
+                t,
+                mass,
+                weights: vec![T::of(weight); n],
+            })
+        })?;
     }
+    let sweep = absorb_parts(parts);
     let to_tensor = |j: usize, v: Option<&[T]>| param_tensor(v, conv_dims[j], &problem.shapes[j]);
     let grad = if product != Product::Gradient {
         Vec::new()
@@ -2563,37 +2746,21 @@ fn weighted_typed<T: Real>(
     let lens: Vec<usize> = params.iter().map(|v| v.var.elem_count()).collect();
     let no_dirs = vec![None; p];
     let n = batch.len();
-    let mut sweep = Sweep {
-        product: Product::Gradient,
-        k: 0,
-        n,
-        dirs: &no_dirs,
-        lens: &lens,
-        grad: vec![None; p],
-        prod: vec![None; p],
-        diag: vec![None; p],
-        diag_residuals: false,
-        last_id: 0,
-        failed: None,
-    };
-    let mut live = false;
-    let (steps, z, _, zs) = sweep.layers(&net, x, None, shape, &mut live)?;
-    let Shape::Flat(o) = zs else {
-        return Err(shape_error("loss", 2, zs));
-    };
-    let zt = T::tensor(z.clone(), &[n, o])?;
-    let w = row_weights(&zt)?;
-    if w.dims() != [n] {
-        return Err(Error::Model(terrain_model::Error::GradientEngine {
-            engine: "host sweep".into(),
-            reason: format!("row weights shaped {:?} for {n} rows", w.dims()),
-        }));
-    }
-    let w = T::host(&w.to_dtype(T::DTYPE)?)?;
-    let (t, mass) = host_targets::<T>(&batch.y, &zt, loss)?;
-    let flow = sweep.loss(&z, None, o, &t, mass.as_deref(), loss, &w);
-    give(z);
-    sweep.backward(steps, flow);
+    let mut parts = vec![Sweep::new(Product::Gradient, 0, &no_dirs, &lens, false)];
+    sweep_batch(&mut parts, &net, x, shape, n, loss, |z, o| {
+        let zt = T::tensor(z.to_vec(), &[n, o])?;
+        let w = row_weights(&zt)?;
+        if w.dims() != [n] {
+            return Err(Error::Model(terrain_model::Error::GradientEngine {
+                engine: "host sweep".into(),
+                reason: format!("row weights shaped {:?} for {n} rows", w.dims()),
+            }));
+        }
+        let weights = T::host(&w.to_dtype(T::DTYPE)?)?;
+        let (t, mass) = host_targets::<T>(&batch.y, &zt, loss)?;
+        Ok(LossRows { t, mass, weights })
+    })?;
+    let sweep = absorb_parts(parts);
     params
         .iter()
         .enumerate()
