@@ -127,7 +127,10 @@ fn host_gradient_matches_autodiff_with_the_batch_split_over_two_threads() {
             for rows in [24, 40, 101] {
                 let d = case_data(&arch, rows, loss);
                 let err = gap(&m, &batch_of(&d), loss, top_third);
-                assert!(err <= 1e-12, "{spec}, {rows} rows: relative error {err:.2e}");
+                assert!(
+                    err <= 1e-12,
+                    "{spec}, {rows} rows: relative error {err:.2e}"
+                );
             }
         }
         let (m, _) = setup("mlp:5-7-6-3:tanh", LossKind::Ce, 6);

@@ -1000,12 +1000,17 @@ pub(crate) fn ce_targets(y: &Targets, z: &Tensor) -> Result<(Tensor, Option<Tens
             let mass = q.sum_keepdim(1)?;
             Ok((q, Some(mass)))
         }
-        Targets::Values(_) => Err(Error::config(
-            "loss",
-            "ce",
-            "cross-entropy needs class labels; this data set has real-valued targets (use mse)",
-        )),
+        Targets::Values(_) => Err(ce_needs_labels()),
     }
+}
+
+/// The error of cross-entropy on real-valued targets.
+pub(crate) fn ce_needs_labels() -> Error {
+    Error::config(
+        "loss",
+        "ce",
+        "cross-entropy needs class labels; this data set has real-valued targets (use mse)",
+    )
 }
 
 /// Mean-squared-error targets for the logits `z` `[N, O]` (class labels one-hot).

@@ -42,15 +42,12 @@ use rayon::prelude::*;
 use terrain_model::{
     Activation, Model,
     data::{Batch, Targets},
-    loss::{self, LossKind},
+    loss::LossKind,
     network::Layer,
 };
 
 use super::{Output, Problem, Product, check_residual_factor};
-use crate::{
-    Error, Result,
-    propagation::sweep::{ce_targets, mse_targets},
-};
+use crate::{Error, Result, propagation::sweep::ce_needs_labels};
 
 /// A floating-point element of the host sweep (`f32` or `f64`).
 pub(crate) trait Real:
@@ -76,6 +73,8 @@ pub(crate) trait Real:
     const ONE: Self;
     /// From an `f64`.
     fn of(x: f64) -> Self;
+    /// To an `f64`.
+    fn to_f64(self) -> f64;
     /// `eˣ`.
     fn exp(self) -> Self;
     /// `tanh x`.
@@ -108,6 +107,9 @@ macro_rules! real {
             fn of(x: f64) -> Self {
                 x as $t
             }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
             fn exp(self) -> Self {
                 <$t>::exp(self)
             }
@@ -127,6 +129,19 @@ macro_rules! real {
                 $erf(self)
             }
             fn host(t: &Tensor) -> Result<Vec<Self>> {
+                // Copied straight from a contiguous CPU storage into a pooled buffer: no fresh
+                // allocation (and page faults) per sweep for the weights and the batch.
+                {
+                    let (storage, layout) = t.storage_and_layout();
+                    if let (candle_core::Storage::Cpu(cpu), Some((a, b))) =
+                        (&*storage, layout.contiguous_offsets())
+                        && let Ok(src) = cpu.as_slice::<$t>()
+                    {
+                        let mut v = dirty::<$t>(b - a);
+                        v.copy_from_slice(&src[a..b]);
+                        return Ok(v);
+                    }
+                }
                 Ok(t.flatten_all()?.to_vec1::<$t>()?)
             }
             fn tensor(v: Vec<Self>, shape: &[usize]) -> Result<Tensor> {
@@ -608,7 +623,7 @@ fn onehot_conv_input<T: Real>(m: &[T], geom: &Geom, w: &[T], n: usize, out: usiz
 fn kernel_rows<T: Real>(w: &[T], dims: &[usize]) -> Vec<T> {
     let (out, c, kh, kw) = (dims[0], dims[1], dims[2], dims[3]);
     let per = out * c * kh * kw;
-    let mut r = vec![T::ZERO; w.len()];
+    let mut r = dirty::<T>(w.len());
     for (src, dst) in w.chunks_exact(per).zip(r.chunks_exact_mut(per)) {
         for o in 0..out {
             for ci in 0..c {
@@ -682,6 +697,34 @@ enum HLayer<T> {
         main: Vec<HLayer<T>>,
         skip: Vec<HLayer<T>>,
     },
+}
+
+/// Returns the layers' host tensors to the pool.
+fn give_layers<T: Real>(net: Vec<HLayer<T>>) {
+    for layer in net {
+        match layer {
+            HLayer::Linear { w, b, .. } | HLayer::Conv { w, b, .. } => {
+                give(w);
+                give_opt(b);
+            }
+            HLayer::Norm {
+                mean,
+                r,
+                gamma,
+                beta,
+                ..
+            } => {
+                for v in [mean, r, gamma, beta] {
+                    give(v);
+                }
+            }
+            HLayer::Residual { main, skip } => {
+                give_layers(main);
+                give_layers(skip);
+            }
+            HLayer::Act(_) | HLayer::MaxPool | HLayer::Flatten | HLayer::AvgPool => {}
+        }
+    }
 }
 
 /// One recorded layer application.
@@ -969,6 +1012,15 @@ struct LossRows<T> {
     weights: Vec<T>,
 }
 
+impl<T: Real> LossRows<T> {
+    /// Returns the buffers to the pool.
+    fn give(self) {
+        give(self.t);
+        give_opt(self.mass);
+        give(self.weights);
+    }
+}
+
 /// The logits' features per row, or the error of a network that does not end flat.
 fn logits_width(shape: Shape) -> Result<usize> {
     match shape {
@@ -1002,9 +1054,18 @@ fn sweep_batch<T: Real>(
         let (steps, z, dz, zs) = s.layers(net, x, None, shape, &mut live)?;
         let o = logits_width(zs)?;
         let r = loss_rows(&z, o)?;
-        let flow = s.loss(&z, dz.as_deref(), o, &r.t, r.mass.as_deref(), kind, &r.weights);
+        let flow = s.loss(
+            &z,
+            dz.as_deref(),
+            o,
+            &r.t,
+            r.mass.as_deref(),
+            kind,
+            &r.weights,
+        );
         give(z);
         give_opt(dz);
+        r.give();
         s.backward(steps, flow);
         return s.failed.take().map_or(Ok(()), Err);
     }
@@ -1060,6 +1121,7 @@ fn sweep_batch<T: Real>(
             })
         })
         .collect::<Vec<_>>();
+    r.give();
     failed.into_iter().flatten().next().map_or(Ok(()), Err)
 }
 
@@ -2617,12 +2679,9 @@ fn run_typed<T: Real>(
         };
         let n = batch.len();
         sweep_batch(&mut parts, &net, x, shape, n, problem.loss, |z, o| {
-            let zt = T::tensor(z.to_vec(), &[n, o])?;
-            let l = loss::mean(&zt, &batch.y, problem.loss)?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?
-                * n as f64
-                * weight;
+            let (t, mass) = host_targets::<T>(&batch.y, n, o, problem.loss)?;
+            let weights = vec![T::of(weight); n];
+            let l = weighted_loss(z, o, &t, mass.as_deref(), problem.loss, &weights);
             if !l.is_finite() {
                 return Err(Error::NonFiniteLoss {
                     context: "hand-written sweep".into(),
@@ -2631,30 +2690,30 @@ fn run_typed<T: Real>(
                 });
             }
             total += l;
-            let (t, mass) = host_targets::<T>(&batch.y, &zt, problem.loss)?;
-            Ok(LossRows {
-                t,
-                mass,
-                weights: vec![T::of(weight); n],
-            })
+            Ok(LossRows { t, mass, weights })
         })?;
     }
-    let sweep = absorb_parts(parts);
-    let to_tensor = |j: usize, v: Option<&[T]>| param_tensor(v, conv_dims[j], &problem.shapes[j]);
+    give_layers(net);
+    let mut sweep = absorb_parts(parts);
+    let to_tensor = |j: usize, v: Option<Vec<T>>| param_tensor(v, conv_dims[j], &problem.shapes[j]);
     let grad = if product != Product::Gradient {
         Vec::new()
     } else {
         (0..p)
-            .map(|j| to_tensor(j, sweep.grad[j].as_deref()))
+            .map(|j| to_tensor(j, sweep.grad[j].take()))
             .collect::<Result<_>>()?
     };
     let products = (0..k)
         .map(|i| {
             (0..p)
                 .map(|j| {
-                    let v = sweep.prod[j]
-                        .as_deref()
-                        .map(|a| &a[i * lens[j]..(i + 1) * lens[j]]);
+                    let v = if k == 1 {
+                        sweep.prod[j].take()
+                    } else {
+                        sweep.prod[j]
+                            .as_deref()
+                            .map(|a| a[i * lens[j]..(i + 1) * lens[j]].to_vec())
+                    };
                     to_tensor(j, v)
                 })
                 .collect::<Result<Vec<_>>>()
@@ -2662,7 +2721,7 @@ fn run_typed<T: Real>(
         .collect::<Result<_>>()?;
     let diagonal = if product == Product::Diagonal {
         (0..p)
-            .map(|j| to_tensor(j, sweep.diag[j].as_deref()))
+            .map(|j| to_tensor(j, sweep.diag[j].take()))
             .collect::<Result<_>>()?
     } else {
         Vec::new()
@@ -2678,13 +2737,17 @@ fn run_typed<T: Real>(
 /// A parameter-shaped tensor from a sweep accumulator (kernels kept as rows, `conv` their
 /// dimensions), zeros where nothing was accumulated.
 fn param_tensor<T: Real>(
-    v: Option<&[T]>,
+    v: Option<Vec<T>>,
     conv: Option<[usize; 4]>,
     shape: &[usize],
 ) -> Result<Tensor> {
     let v = match (v, conv) {
-        (Some(v), Some(dims)) => kernel_unrows(v, &dims),
-        (Some(v), None) => v.to_vec(),
+        (Some(v), Some(dims)) => {
+            let u = kernel_unrows(&v, &dims);
+            give(v);
+            u
+        }
+        (Some(v), None) => v,
         (None, _) => vec![T::ZERO; shape.iter().product()],
     };
     T::tensor(v, shape)
@@ -2693,15 +2756,98 @@ fn param_tensor<T: Real>(
 /// The target rows `[N, O]` of logits `z` on the host and, for soft targets, each row's mass.
 type HostTargets<T> = (Vec<T>, Option<Vec<T>>);
 
-/// The targets of `y` for logits `z` under `kind`, on the host ([`ce_targets`], [`mse_targets`]).
-fn host_targets<T: Real>(y: &Targets, z: &Tensor, kind: LossKind) -> Result<HostTargets<T>> {
-    Ok(match kind {
-        LossKind::Ce => {
-            let (t, m) = ce_targets(y, z)?;
-            (T::host(&t)?, m.map(|m| T::host(&m)).transpose()?)
+/// The targets of `y` for `n` rows of `o` logits under `kind`, on the host, as
+/// [`crate::propagation::sweep::ce_targets`] and [`crate::propagation::sweep::mse_targets`]
+/// make them (class labels one-hot; soft targets with their
+/// row masses for cross-entropy), without candle ops in the middle of a sweep. A label not below
+/// `o` is an error naming it.
+fn host_targets<T: Real>(
+    y: &Targets,
+    n: usize,
+    o: usize,
+    kind: LossKind,
+) -> Result<HostTargets<T>> {
+    let rows = |t: Vec<T>| -> Result<Vec<T>> {
+        if t.len() != n * o {
+            return Err(Error::config(
+                "targets",
+                format!("{} values", t.len()),
+                format!("{n} rows of {o} outputs need {} target values", n * o),
+            ));
         }
-        LossKind::Mse => (T::host(&mse_targets(y, z)?)?, None),
+        Ok(t)
+    };
+    Ok(match (kind, y) {
+        (_, Targets::Classes(l)) => {
+            let labels = l.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?;
+            if labels.len() != n {
+                return Err(Error::config(
+                    "targets",
+                    format!("{} labels", labels.len()),
+                    format!("the batch has {n} rows"),
+                ));
+            }
+            let mut t = zeros::<T>(n * o);
+            for (r, &c) in labels.iter().enumerate() {
+                if c as usize >= o {
+                    return Err(Error::config(
+                        "targets",
+                        format!("label {c} (row {r})"),
+                        format!("the model has {o} outputs"),
+                    ));
+                }
+                t[r * o + c as usize] = T::ONE;
+            }
+            (t, None)
+        }
+        (LossKind::Ce, Targets::Soft(q)) => {
+            let t = rows(T::host(&q.to_dtype(T::DTYPE)?)?)?;
+            let mass = t
+                .chunks_exact(o)
+                .map(|r| r.iter().fold(T::ZERO, |a, &v| a + v))
+                .collect();
+            (t, Some(mass))
+        }
+        (LossKind::Mse, Targets::Soft(t) | Targets::Values(t)) => {
+            (rows(T::host(&t.to_dtype(T::DTYPE)?)?)?, None)
+        }
+        (LossKind::Ce, Targets::Values(_)) => return Err(ce_needs_labels()),
     })
+}
+
+/// `Σ_r w_r ℓ_r` in f64 for logits `z` `[N, O]` and host targets `t` (`mass` their row masses
+/// for soft targets): cross-entropy `ℓ = m·logsumexp(z) − Σ_j t_j z_j` (`−log softmax` at the
+/// label for one-hot rows), mean squared error `ℓ = (1/O) Σ_j (z_j − t_j)²`, as
+/// [`terrain_model::loss::per_sample`] defines them.
+fn weighted_loss<T: Real>(
+    z: &[T],
+    o: usize,
+    t: &[T],
+    mass: Option<&[T]>,
+    kind: LossKind,
+    weights: &[T],
+) -> f64 {
+    let f = T::to_f64;
+    let mut total = 0.0;
+    for (r, (zr, tr_)) in z.chunks_exact(o).zip(t.chunks_exact(o)).enumerate() {
+        let l = match kind {
+            LossKind::Ce => {
+                let m = zr.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(f(v)));
+                let lse = m + zr.iter().map(|&v| (f(v) - m).exp()).sum::<f64>().ln();
+                let dot: f64 = zr.iter().zip(tr_).map(|(&a, &b)| f(a) * f(b)).sum();
+                mass.map_or(1.0, |m| f(m[r])) * lse - dot
+            }
+            LossKind::Mse => {
+                zr.iter()
+                    .zip(tr_)
+                    .map(|(&a, &b)| (f(a) - f(b)).powi(2))
+                    .sum::<f64>()
+                    / o as f64
+            }
+        };
+        total += f(weights[r]) * l;
+    }
+    total
 }
 
 /// The gradient of `Σ_r w_r ℓ_r` over one batch with respect to every parameter of `model` (in
@@ -2757,14 +2903,15 @@ fn weighted_typed<T: Real>(
             }));
         }
         let weights = T::host(&w.to_dtype(T::DTYPE)?)?;
-        let (t, mass) = host_targets::<T>(&batch.y, &zt, loss)?;
+        let (t, mass) = host_targets::<T>(&batch.y, n, o, loss)?;
         Ok(LossRows { t, mass, weights })
     })?;
-    let sweep = absorb_parts(parts);
+    give_layers(net);
+    let mut sweep = absorb_parts(parts);
     params
         .iter()
         .enumerate()
-        .map(|(j, v)| param_tensor(sweep.grad[j].as_deref(), conv_dims[j], v.var.dims()))
+        .map(|(j, v)| param_tensor(sweep.grad[j].take(), conv_dims[j], v.var.dims()))
         .collect::<Result<Vec<_>>>()
         .map(Some)
 }
