@@ -392,3 +392,50 @@ fn host_diagonal_keeps_the_residual_factor_limit() {
     let op = HessianOperator::new(&m, &d, config).unwrap();
     assert!(diagonal::exact_diagonal_sweep(&op).is_ok());
 }
+
+/// The host sweep's numbers do not depend on the thread count: a batch is split into a fixed
+/// number of blocks (and a kernel's diagonal summed in fixed blocks) whatever the pool, so one
+/// and two threads give bit-identical losses, gradients, products and diagonals in f32.
+#[test]
+fn host_sweep_gives_the_same_bits_on_one_and_two_threads() {
+    let run = |threads: usize, spec_str: &str, rows: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (spec, m) = model(spec_str, DType::F32);
+            let d = data(&spec, rows, LossKind::Ce);
+            let all = ParamFilter::all();
+            let op = operator(
+                &m,
+                &d,
+                LossKind::Ce,
+                Curvature::Hessian,
+                &all,
+                SweepEngine::Auto,
+            );
+            let (l, g) = op.loss_and_gradient().unwrap();
+            let v = vector::random(op.dim(), Probe::Gaussian, 7, DType::F32, &Device::Cpu).unwrap();
+            let hv = op.apply(&v).unwrap();
+            let diag = diagonal::exact_diagonal_sweep(&op).unwrap();
+            let flat = |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+            (l, flat(&g), flat(&hv), diag)
+        })
+    };
+    for (spec_str, rows) in [("cnn:2x16x16-8-4:relu", 40), ("mlp:64-100-10:gelu:bn", 120)] {
+        let one = run(1, spec_str, rows);
+        let two = run(2, spec_str, rows);
+        assert_eq!(one.0.to_bits(), two.0.to_bits(), "{spec_str}: loss");
+        for (what, a, b) in [
+            ("gradient", &one.1, &two.1),
+            ("HVP", &one.2, &two.2),
+            ("diagonal", &one.3, &two.3),
+        ] {
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{spec_str}: {what} differs between one and two threads"
+            );
+        }
+    }
+}

@@ -15,13 +15,15 @@
 //! Weights, direction blocks and each batch's inputs are copied to host buffers once per sweep
 //! (a few hundred kilobytes against milliseconds of products on the benchmark's models).
 //!
-//! Threads. A batch with rows enough ([`MIN_PART_ROWS`] per thread) is split into one block of
-//! rows per thread of rayon's pool, and each block is swept whole on its own thread into its
-//! own accumulators, added up after the last batch: the loss and all its derivatives are sums
-//! over rows, so the split is exact up to rounding, needs no synchronisation inside the sweep,
-//! and splits the products that reduce over rows (weight and kernel gradients, with 16–32
-//! output rows in a small CNN) as well as those that do not. Smaller batches go whole, their
-//! larger products split by rows and their long elementwise loops by blocks instead.
+//! Threads. A batch with rows enough ([`MIN_PART_ROWS`] per block) is split into [`PARTS`]
+//! blocks of rows, swept whole in parallel, each into its own accumulators, added up after the
+//! last batch: the loss and all its derivatives are sums over rows, so the split is exact up to
+//! rounding, needs no synchronisation inside the sweep, and splits the products that reduce over
+//! rows (weight and kernel gradients, with 16–32 output rows in a small CNN) as well as those
+//! that do not. The block count is fixed, not the thread count, so one and two threads give the
+//! same numbers. With no more threads than blocks each block stays on its thread; smaller
+//! batches, and blocks on a larger pool, split their larger products by rows and their long
+//! elementwise loops by blocks instead.
 //!
 //! The exact diagonal ([`Product::Diagonal`]) carries the candle sweep's symmetric factors, laid
 //! out C-major as `[C, N, feat]` like `ġ`, so each map by a layer's own weight is the same
@@ -221,8 +223,12 @@ fn give_flow<T: Real>(f: Flow<T>) {
 /// The fewest rows of a product's block when it is split over threads by rows.
 const MIN_SPLIT_ROWS: usize = 32;
 
-/// The fewest rows of one part of a batch split over the pool ([`sweep_batch`]).
+/// The fewest rows of one part of a batch split into blocks of rows ([`sweep_batch`]).
 const MIN_PART_ROWS: usize = 16;
+
+/// The most blocks a batch is split into ([`sweep_batch`]): a fixed count, not the thread count,
+/// so that results do not depend on how many threads compute them.
+const PARTS: usize = 2;
 
 thread_local! {
     /// Set while the thread runs one part of a batch split over the pool: that part's products
@@ -240,6 +246,11 @@ fn threads() -> usize {
     }
 }
 
+/// [`serial`] where `alone`, else `f` as it is.
+fn serial_if<R>(alone: bool, f: impl FnOnce() -> R) -> R {
+    if alone { serial(f) } else { f() }
+}
+
 /// Runs `f` with every product and loop it starts on the calling thread.
 fn serial<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
@@ -251,6 +262,9 @@ fn serial<R>(f: impl FnOnce() -> R) -> R {
     let _restore = Restore(SERIAL.with(|s| s.replace(true)));
     f()
 }
+
+/// The blocks of `(c, n)` pairs a kernel's exact diagonal is summed in ([`conv_kernel_diag`]).
+const KERNEL_DIAG_BLOCKS: usize = 8;
 
 /// Products smaller than this many multiply-adds run on the calling thread.
 const PARALLEL_MACS: usize = 1 << 18;
@@ -558,29 +572,27 @@ fn conv_kernel_diag<T: Real>(
             *a += v * v;
         }
     };
-    let fresh = || (vec![T::ZERO; out * q], vec![T::ZERO; out * q]);
-    let mut acc = if threads() > 1 && pairs * pos * out * q >= PARALLEL_MACS {
-        (0..pairs)
-            .into_par_iter()
-            .fold(fresh, |(mut a, mut g), i| {
-                one(&mut a, &mut g, i);
-                (a, g)
-            })
-            .map(|(a, _)| a)
-            .reduce(
-                || vec![T::ZERO; out * q],
-                |mut a, b| {
-                    add_into(&mut a, &b);
-                    a
-                },
-            )
-    } else {
-        let (mut a, mut g) = fresh();
-        for i in 0..pairs {
+    // A fixed number of blocks of pairs, each summed in order, then the blocks in order: the
+    // same sums whatever the thread count.
+    let size = pairs.div_ceil(KERNEL_DIAG_BLOCKS).max(1);
+    let block = |b: usize| {
+        let (mut a, mut g) = (vec![T::ZERO; out * q], vec![T::ZERO; out * q]);
+        for i in b * size..((b + 1) * size).min(pairs) {
             one(&mut a, &mut g, i);
         }
         a
     };
+    let blocks = pairs.div_ceil(size);
+    let sums: Vec<Vec<T>> = if threads() > 1 && pairs * pos * out * q >= PARALLEL_MACS {
+        (0..blocks).into_par_iter().map(block).collect()
+    } else {
+        (0..blocks).map(block).collect()
+    };
+    let mut sums = sums.into_iter();
+    let mut acc = sums.next().unwrap_or_else(|| vec![T::ZERO; out * q]);
+    for b in sums {
+        add_into(&mut acc, &b);
+    }
     for a in acc.iter_mut() {
         *a *= sign;
     }
@@ -931,8 +943,10 @@ type Tape<'l, T> = (Vec<Step<'l, T>>, Vec<T>, Option<Vec<T>>, Shape);
 struct Sweep<'a, T> {
     product: Product,
     k: usize,
-    /// Rows of the current batch.
+    /// Rows of the current batch, or of this sweep's block of it ([`sweep_batch`]).
     n: usize,
+    /// Rows of the whole current batch (limits are on the batch, however it is split).
+    batch_rows: usize,
     /// Per selected parameter: the `k` direction blocks `[k, len]` (kernels as rows).
     dirs: &'a [Option<Vec<T>>],
     lens: &'a [usize],
@@ -967,6 +981,7 @@ impl<'a, T: Real> Sweep<'a, T> {
             product,
             k,
             n: 0,
+            batch_rows: 0,
             dirs,
             lens,
             grad: vec![None; p],
@@ -1030,12 +1045,12 @@ fn logits_width(shape: Shape) -> Result<usize> {
 }
 
 /// One batch, `x` (`n` rows of `shape`), through the forward pass, the loss and the backward
-/// pass, accumulated into `parts`. With rows enough, the batch is split into one block of rows
-/// per thread of rayon's pool, each swept whole on its thread into its own part (parts are
-/// added up by the caller, [`Sweep::absorb`]): no synchronisation inside the sweep, and the
-/// products that reduce over rows (weight and kernel gradients, whose few output rows cannot be
-/// split) split too. Otherwise the batch goes whole into `parts[0]`, its larger products and
-/// loops split over the pool instead. `loss_rows(z, o)` gives the loss's inputs from the logits
+/// pass, accumulated into `parts`. With rows enough, the batch is split into up to [`PARTS`]
+/// blocks of rows, swept in parallel, each whole into its own part (parts are added up by the
+/// caller, [`Sweep::absorb`]): no synchronisation inside the sweep, and the products that
+/// reduce over rows (weight and kernel gradients, whose few output rows cannot be split) split
+/// too. Otherwise the batch goes whole into `parts[0]`, its larger products and loops split over
+/// the pool instead. `loss_rows(z, o)` gives the loss's inputs from the logits
 /// `z` `[N, O]` of the whole batch.
 fn sweep_batch<T: Real>(
     parts: &mut Vec<Sweep<'_, T>>,
@@ -1046,10 +1061,11 @@ fn sweep_batch<T: Real>(
     kind: LossKind,
     loss_rows: impl FnOnce(&[T], usize) -> Result<LossRows<T>>,
 ) -> Result<()> {
-    let count = threads().min(n / MIN_PART_ROWS).max(1);
+    let count = (n / MIN_PART_ROWS).clamp(1, PARTS);
     if count == 1 {
         let s = &mut parts[0];
         s.n = n;
+        s.batch_rows = n;
         let mut live = false;
         let (steps, z, dz, zs) = s.layers(net, x, None, shape, &mut live)?;
         let o = logits_width(zs)?;
@@ -1074,6 +1090,9 @@ fn sweep_batch<T: Real>(
         parts.push(part);
     }
     let feat = shape.len();
+    // With no more threads than blocks each block's products stay on its thread; with more,
+    // they split over the pool as well.
+    let alone = threads() <= count;
     let bounds: Vec<(usize, usize)> = (0..count)
         .map(|i| (i * n / count, (i + 1) * n / count))
         .collect();
@@ -1081,8 +1100,9 @@ fn sweep_batch<T: Real>(
         .par_iter_mut()
         .zip(&bounds)
         .map(|(s, &(a, b))| {
-            serial(|| {
+            serial_if(alone, || {
                 s.n = b - a;
+                s.batch_rows = n;
                 let mut xs = dirty::<T>((b - a) * feat);
                 xs.copy_from_slice(&x[a * feat..b * feat]);
                 let mut live = false;
@@ -1103,7 +1123,7 @@ fn sweep_batch<T: Real>(
         .zip(tapes)
         .zip(&bounds)
         .map(|((s, (steps, zp, dzp, _)), &(a, b))| {
-            serial(|| {
+            serial_if(alone, || {
                 let mass = r.mass.as_ref().map(|m| &m[a..b]);
                 let flow = s.loss(
                     &zp,
@@ -2273,7 +2293,7 @@ impl<T: Real> Sweep<'_, T> {
                     && let (Some(g), Some(d2)) = (&flow.g, &d2)
                 {
                     // diag(m), m = g ⊙ φ'', as diag(√m⁺) and −diag(√m⁻), one-hot.
-                    if let Err(e) = check_residual_factor(n, f / n.max(1)) {
+                    if let Err(e) = check_residual_factor(self.batch_rows, f / n.max(1)) {
                         self.failed = Some(e);
                         return None;
                     }
