@@ -16,7 +16,7 @@ use terrain_model::{
         self, GradientEngine, Objective, Optimizer, TrainConfig, Trainer, reduced_gradient_with,
     },
 };
-use terrain_testkit::{case_data, rel_err, soft_labels};
+use terrain_testkit::{case_data, in_pool, rel_err, soft_labels};
 
 /// Networks without BatchNorm (where training and evaluation mode agree), every activation,
 /// convolutions, pooling and residual blocks.
@@ -111,11 +111,7 @@ fn host_gradient_matches_autodiff_for_the_mean_and_nonlinear_reductions() {
 /// one of 24 rows stays whole (its products split instead).
 #[test]
 fn host_gradient_matches_autodiff_with_the_batch_split_over_two_threads() {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    pool.install(|| {
+    in_pool(2, || {
         assert_eq!(rayon::current_num_threads(), 2);
         for &(spec, loss) in &[
             ("mlp:5-7-6-3:gelu", LossKind::Ce),

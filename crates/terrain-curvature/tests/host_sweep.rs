@@ -13,7 +13,7 @@ use terrain_curvature::{
     vector::{self, Probe},
 };
 use terrain_model::{ArchSpec, Model, data::Dataset, loss::LossKind};
-use terrain_testkit::{case_data as data, randomize_batch_norm, rel_err};
+use terrain_testkit::{case_data as data, in_pool, randomize_batch_norm, rel_err};
 
 /// The cases of `tests/rop.rs`, a wider ReLU CNN with max pooling and a stride-2 ResNet.
 const CASES: &[(&str, LossKind)] = &[
@@ -173,11 +173,7 @@ fn host_sweep_agrees_with_candle_sweep_in_f32() {
 /// im2col, pooling), run in a two-thread pool whatever the environment says.
 #[test]
 fn host_sweep_equals_candle_sweep_on_large_batches_in_parallel() {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    pool.install(|| {
+    in_pool(2, || {
         assert_eq!(rayon::current_num_threads(), 2);
         for (spec_str, loss, rows) in [
             ("cnn:1x16x16-8-8-3:tanh", LossKind::Ce, 72),
@@ -336,11 +332,7 @@ fn host_diagonal_agrees_in_f32_and_in_parallel() {
         eprintln!("{spec_str} f32: host vs candle exact diagonal {e:.1e}");
         assert!(e <= 1e-5, "{spec_str} f32: {e:e}");
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    pool.install(|| {
+    in_pool(2, || {
         for (spec_str, loss, rows) in [
             ("cnn:1x16x16-8-8-3:tanh", LossKind::Ce, 24),
             ("cnn:2x16x16-8-4:relu", LossKind::Mse, 40),
@@ -399,11 +391,7 @@ fn host_diagonal_keeps_the_residual_factor_limit() {
 #[test]
 fn host_sweep_gives_the_same_bits_on_one_and_two_threads() {
     let run = |threads: usize, spec_str: &str, rows: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        in_pool(threads, || {
             let (spec, m) = model(spec_str, DType::F32);
             let d = data(&spec, rows, LossKind::Ce);
             let all = ParamFilter::all();

@@ -57,6 +57,16 @@ macro_rules! test_device {
     };
 }
 
+/// Runs `f` in a rayon pool of exactly `threads` threads, whatever `RAYON_NUM_THREADS` says
+/// (CI runs the suite with one thread; parallel paths are tested in pools of their own).
+pub fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a rayon pool for the test")
+        .install(f)
+}
+
 /// A freshly initialised f64 model on the CPU (PyTorch's initialisation from `seed`).
 pub fn model(spec: &str, seed: u64) -> Model {
     model_on(spec, DType::F64, &Device::Cpu, seed)
