@@ -1067,23 +1067,12 @@ fn sweep_batch<T: Real>(
         s.n = n;
         s.batch_rows = n;
         let mut live = false;
-        let (steps, z, dz, zs) = s.layers(net, x, None, shape, &mut live)?;
-        let o = logits_width(zs)?;
-        let r = loss_rows(&z, o)?;
-        let flow = s.loss(
-            &z,
-            dz.as_deref(),
-            o,
-            &r.t,
-            r.mass.as_deref(),
-            kind,
-            &r.weights,
-        );
-        give(z);
-        give_opt(dz);
+        let tape = s.layers(net, x, None, shape, &mut live)?;
+        let o = logits_width(tape.3)?;
+        let r = loss_rows(&tape.1, o)?;
+        let failed = s.finish(tape, o, &r, (0, n), kind);
         r.give();
-        s.backward(steps, flow);
-        return s.failed.take().map_or(Ok(()), Err);
+        return failed.map_or(Ok(()), Err);
     }
     while parts.len() < count {
         let part = parts[0].fresh();
@@ -1122,27 +1111,39 @@ fn sweep_batch<T: Real>(
         .par_iter_mut()
         .zip(tapes)
         .zip(&bounds)
-        .map(|((s, (steps, zp, dzp, _)), &(a, b))| {
-            serial_if(alone, || {
-                let mass = r.mass.as_ref().map(|m| &m[a..b]);
-                let flow = s.loss(
-                    &zp,
-                    dzp.as_deref(),
-                    o,
-                    &r.t[a * o..b * o],
-                    mass,
-                    kind,
-                    &r.weights[a..b],
-                );
-                give(zp);
-                give_opt(dzp);
-                s.backward(steps, flow);
-                s.failed.take()
-            })
-        })
+        .map(|((s, tape), &rows)| serial_if(alone, || s.finish(tape, o, &r, rows, kind)))
         .collect::<Vec<_>>();
     r.give();
     failed.into_iter().flatten().next().map_or(Ok(()), Err)
+}
+
+impl<T: Real> Sweep<'_, T> {
+    /// The loss and the backward pass of this sweep's forward `tape` (`o` logits per row), its
+    /// rows `a..b` of the batch's loss inputs `r`; the error that stopped it, if any.
+    fn finish(
+        &mut self,
+        tape: Tape<'_, T>,
+        o: usize,
+        r: &LossRows<T>,
+        (a, b): (usize, usize),
+        kind: LossKind,
+    ) -> Option<Error> {
+        let (steps, z, dz, _) = tape;
+        let mass = r.mass.as_ref().map(|m| &m[a..b]);
+        let flow = self.loss(
+            &z,
+            dz.as_deref(),
+            o,
+            &r.t[a * o..b * o],
+            mass,
+            kind,
+            &r.weights[a..b],
+        );
+        give(z);
+        give_opt(dz);
+        self.backward(steps, flow);
+        self.failed.take()
+    }
 }
 
 /// The sum of the parts' accumulators in the first part.
