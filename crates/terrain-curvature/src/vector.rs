@@ -39,8 +39,12 @@ pub fn random(
         .to_device(device)?)
 }
 
-/// Inner product ⟨a, b⟩ (accumulated in the tensors' dtype, returned as f64).
+/// Inner product ⟨a, b⟩, returned as f64: on the CPU in f32/f64 summed on the host in f64
+/// ([`terrain_model::params::host_dot`]), elsewhere accumulated in the tensors' dtype.
 pub fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
+    if let Some(d) = terrain_model::params::host_dot(a, b) {
+        return Ok(d);
+    }
     Ok(a.mul(b)?
         .sum_all()?
         .to_dtype(DType::F64)?

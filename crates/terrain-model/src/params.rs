@@ -8,18 +8,81 @@ use rand_distr::{Distribution, StandardNormal};
 use crate::{Error, Model, Result, rng};
 
 /// Euclidean norm of a list of tensors taken as one vector: the global L2 norm of a model's
-/// parameters or of a gradient. Each tensor's sum of squares is taken in its own dtype (no
-/// copy), the sum over tensors in f64.
+/// parameters or of a gradient. On the CPU in f32/f64 the squares are summed on the host in f64;
+/// elsewhere each tensor's sum of squares is taken in its own dtype, the sum over tensors in f64.
 pub fn tensors_norm(tensors: &[Tensor]) -> Result<f64> {
     let mut s = 0.0;
     for t in tensors {
-        s += t
-            .sqr()?
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
+        s += match host_sum_of_squares(t) {
+            Some(v) => v,
+            None => t
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?,
+        };
     }
     Ok(s.sqrt())
+}
+
+/// The sum of squares of a contiguous f32/f64 CPU tensor, read in candle's storage and summed in
+/// f64 (no copy, no candle kernels and their thread pool for one number); `None` otherwise.
+fn host_sum_of_squares(t: &Tensor) -> Option<f64> {
+    host_dot(t, t)
+}
+
+/// `⟨a, b⟩` of two contiguous CPU tensors of one float dtype (f32 or f64) and one shape,
+/// read in place in candle's storage and summed in f64: no copy, and no candle kernels (whose
+/// barrier pool spins a core after each) for one number. `None` for anything else (another
+/// device or dtype, a strided view, other shapes), where candle's ops must do it (or refuse).
+pub fn host_dot(a: &Tensor, b: &Tensor) -> Option<f64> {
+    if a.dims() != b.dims() || a.dtype() != b.dtype() {
+        return None;
+    }
+    let (sa, la) = a.storage_and_layout();
+    let ra = la.contiguous_offsets()?;
+    let same = a.id() == b.id();
+    // `a·a` takes one read lock: a second on the same storage could wait behind a writer.
+    let sb = if same {
+        None
+    } else {
+        Some(b.storage_and_layout())
+    };
+    let rb = match &sb {
+        Some((_, lb)) => lb.contiguous_offsets()?,
+        None => ra,
+    };
+    let storage_b = sb.as_ref().map_or(&*sa, |(s, _)| &**s);
+    match (&*sa, storage_b) {
+        (candle_core::Storage::Cpu(x), candle_core::Storage::Cpu(y)) => match (x, y) {
+            (candle_core::CpuStorage::F32(x), candle_core::CpuStorage::F32(y)) => {
+                Some(dot_f64(&x[ra.0..ra.1], &y[rb.0..rb.1]))
+            }
+            (candle_core::CpuStorage::F64(x), candle_core::CpuStorage::F64(y)) => {
+                Some(dot_f64(&x[ra.0..ra.1], &y[rb.0..rb.1]))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `Σ xᵢyᵢ` in f64 over eight running sums (one sum is a chain of dependent additions).
+fn dot_f64<T: Copy + Into<f64>>(x: &[T], y: &[T]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (cx, cy) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail: f64 = cx
+        .remainder()
+        .iter()
+        .zip(cy.remainder())
+        .map(|(&a, &b)| a.into() * b.into())
+        .sum();
+    for (a8, b8) in cx.zip(cy) {
+        for ((s, &a), &b) in acc.iter_mut().zip(a8).zip(b8) {
+            *s += a.into() * b.into();
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Named tensors with the shapes of a model's parameters, in the model's parameter order.

@@ -642,7 +642,8 @@ pub enum TrainEvent<'a> {
 struct OptState {
     epochs_done: usize,
     steps: usize,
-    /// SGD: momentum buffers; Adam: first moments.
+    /// SGD: momentum buffers; Adam: first moments. Each buffer owns its storage (none is a
+    /// clone of another tensor): the host step ([`host_update`]) updates them in place.
     m: Vec<Tensor>,
     /// Adam: second moments (empty for SGD).
     v: Vec<Tensor>,
@@ -1052,9 +1053,11 @@ impl Trainer {
                 .params()
                 .iter()
                 .map(|p| {
+                    // Its own storage (the host step updates buffers in place).
                     Ok(get(format!("{prefix}{}", p.name))?
                         .to_dtype(model.dtype())?
-                        .to_device(model.device())?)
+                        .to_device(model.device())?
+                        .copy()?)
                 })
                 .collect()
         };
@@ -1125,6 +1128,12 @@ pub fn flatten_settings(
     }
 }
 
+/// One optimiser step on every parameter of `model` with `grads` (in [`Model::params`] order).
+/// On the CPU in f32/f64 the step runs in plain loops over host copies ([`host_update`]): candle's
+/// elementwise kernels would wake its spinning barrier pool a dozen times per parameter per step,
+/// which on a small machine takes a core from the next step's gradient. Elsewhere
+/// [`tensor_update`] runs the same formulas as candle ops. Both evaluate each formula in the same
+/// order, with the same roundings, so they agree to the bit.
 fn apply_update(
     model: &Model,
     opt: &Optimizer,
@@ -1136,51 +1145,303 @@ fn apply_update(
     let t = state.steps as i32;
     for (i, p) in model.params().iter().enumerate() {
         let w = p.var.as_tensor();
-        let g = grads[i].to_dtype(w.dtype())?;
-        match *opt {
-            Optimizer::Sgd {
-                momentum,
-                weight_decay,
-            } => {
-                let g = if weight_decay > 0.0 {
-                    (g + (w * weight_decay)?)?
-                } else {
-                    g
-                };
-                let d = if momentum > 0.0 {
-                    // PyTorch: the first step initialises the buffer with the gradient.
-                    let buf = if t == 1 {
-                        g
-                    } else {
-                        ((&state.m[i] * momentum)? + g)?
-                    };
-                    state.m[i] = buf.clone();
-                    buf
-                } else {
-                    g
-                };
-                p.var.set(&(w - (d * lr)?)?)?;
+        let v = state.v.get_mut(i);
+        match (w.device().is_cpu(), w.dtype()) {
+            (true, DType::F32) => {
+                host_update::<f32>(&p.var, opt, lr, t, &grads[i], &mut state.m[i], v)?
             }
-            Optimizer::Adam {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-            } => {
-                let g = if weight_decay > 0.0 {
-                    (g + (w * weight_decay)?)?
-                } else {
-                    g
-                };
-                let m = ((&state.m[i] * beta1)? + (&g * (1.0 - beta1))?)?;
-                let v = ((&state.v[i] * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
-                let mhat = (&m / (1.0 - beta1.powi(t)))?;
-                let vhat = (&v / (1.0 - beta2.powi(t)))?;
-                let upd = (mhat / (vhat.sqrt()? + eps)?)?;
-                p.var.set(&(w - (upd * lr)?)?)?;
-                state.m[i] = m;
-                state.v[i] = v;
+            (true, DType::F64) => {
+                host_update::<f64>(&p.var, opt, lr, t, &grads[i], &mut state.m[i], v)?
             }
+            _ => tensor_update(&p.var, opt, lr, t, &grads[i], &mut state.m[i], v)?,
+        }
+    }
+    Ok(())
+}
+
+/// The optimiser's step on one parameter `var` by candle ops (any device and dtype): step `t`
+/// (from 1), gradient `g`, first-moment or momentum buffer `m`, Adam's second moments `v`.
+fn tensor_update(
+    var: &candle_core::Var,
+    opt: &Optimizer,
+    lr: f64,
+    t: i32,
+    g: &Tensor,
+    m: &mut Tensor,
+    v: Option<&mut Tensor>,
+) -> Result<()> {
+    let w = var.as_tensor();
+    let g = g.to_dtype(w.dtype())?;
+    match *opt {
+        Optimizer::Sgd {
+            momentum,
+            weight_decay,
+        } => {
+            let g = if weight_decay > 0.0 {
+                (g + (w * weight_decay)?)?
+            } else {
+                g
+            };
+            let d = if momentum > 0.0 {
+                // PyTorch: the first step initialises the buffer with the gradient.
+                let buf = if t == 1 { g } else { ((&*m * momentum)? + g)? };
+                *m = buf.clone();
+                buf
+            } else {
+                g
+            };
+            var.set(&(w - (d * lr)?)?)?;
+        }
+        Optimizer::Adam {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } => {
+            let v = v.ok_or_else(|| adam_without_second_moments(var))?;
+            let g = if weight_decay > 0.0 {
+                (g + (w * weight_decay)?)?
+            } else {
+                g
+            };
+            let m1 = ((&*m * beta1)? + (&g * (1.0 - beta1))?)?;
+            let v1 = ((&*v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
+            let mhat = (&m1 / (1.0 - beta1.powi(t)))?;
+            let vhat = (&v1 / (1.0 - beta2.powi(t)))?;
+            let upd = (mhat / (vhat.sqrt()? + eps)?)?;
+            var.set(&(w - (upd * lr)?)?)?;
+            *m = m1;
+            *v = v1;
+        }
+    }
+    Ok(())
+}
+
+/// The error for an Adam state without second moments (a state built for SGD).
+fn adam_without_second_moments(var: &candle_core::Var) -> Error {
+    Error::config(
+        "optimizer",
+        "adam",
+        format!(
+            "the optimiser state holds no second moments for the tensor shaped {:?}",
+            var.dims()
+        ),
+    )
+}
+
+/// A float the host optimiser step computes in (f32, f64).
+trait HostFloat: candle_core::WithDType {
+    fn sqrt(self) -> Self;
+    /// The values of a CPU storage of this dtype, mutable.
+    fn values_mut(s: &mut candle_core::CpuStorage) -> Option<&mut [Self]>;
+}
+
+impl HostFloat for f32 {
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+    fn values_mut(s: &mut candle_core::CpuStorage) -> Option<&mut [Self]> {
+        match s {
+            candle_core::CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl HostFloat for f64 {
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+    fn values_mut(s: &mut candle_core::CpuStorage) -> Option<&mut [Self]> {
+        match s {
+            candle_core::CpuStorage::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// The contiguous values `[start, end)` a CPU layout covers.
+fn contiguous_range(l: &candle_core::Layout) -> candle_core::Result<std::ops::Range<usize>> {
+    l.contiguous_offsets()
+        .map(|(a, b)| a..b)
+        .ok_or_else(|| candle_core::Error::Msg("optimiser step: a strided tensor".into()))
+}
+
+/// The values of `dst` (mutable) and of each source, checked to be as many.
+fn step_views<'a, T: HostFloat>(
+    dst: &'a mut candle_core::CpuStorage,
+    dst_l: &candle_core::Layout,
+    srcs: &[(&'a candle_core::CpuStorage, &candle_core::Layout)],
+) -> candle_core::Result<(&'a mut [T], Vec<&'a [T]>)> {
+    let d = contiguous_range(dst_l)?;
+    let mut views = Vec::with_capacity(srcs.len());
+    for (s, l) in srcs {
+        let r = contiguous_range(l)?;
+        if r.len() != d.len() {
+            candle_core::bail!("optimiser step: {} values against {}", r.len(), d.len());
+        }
+        views.push(&s.as_slice::<T>()?[r]);
+    }
+    let values = T::values_mut(dst)
+        .ok_or_else(|| candle_core::Error::Msg("optimiser step: another dtype".into()))?;
+    Ok((&mut values[d], views))
+}
+
+/// An elementwise update of one CPU tensor in place reading one other of its shape: the
+/// optimiser's loops run on candle's own storage, without copies or candle kernels.
+struct InPlace2<'f, T>(&'f dyn Fn(&mut [T], &[T]));
+
+impl<T: HostFloat> candle_core::InplaceOp2 for InPlace2<'_, T> {
+    fn name(&self) -> &'static str {
+        "optimiser step"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let (dst, src) = step_views::<T>(s1, l1, &[(s2, l2)])?;
+        (self.0)(dst, src[0]);
+        Ok(())
+    }
+}
+
+/// The loop of an [`InPlace3`]: the destination's values and two sources'.
+type Loop3<'f, T> = &'f dyn Fn(&mut [T], &[T], &[T]);
+
+/// [`InPlace2`] reading two other tensors.
+struct InPlace3<'f, T>(Loop3<'f, T>);
+
+impl<T: HostFloat> candle_core::InplaceOp3 for InPlace3<'_, T> {
+    fn name(&self) -> &'static str {
+        "optimiser step"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+        s3: &candle_core::CpuStorage,
+        l3: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let (dst, src) = step_views::<T>(s1, l1, &[(s2, l2), (s3, l3)])?;
+        (self.0)(dst, src[0], src[1]);
+        Ok(())
+    }
+}
+
+/// [`tensor_update`] in place, in plain loops over candle's CPU storage of dtype `T` (the
+/// parameter, its gradient and the buffers contiguous and of that dtype; anything else goes to
+/// [`tensor_update`]). candle's scalar ops are `x·T(a) + T(b)` (`x * s` is `x·T(s) + 0`, `x / s`
+/// is `x·T(1/s) + 0`, `x + s` is `x·1 + T(s)`), and each is reproduced here as written, so the
+/// two paths round alike.
+fn host_update<T: HostFloat>(
+    var: &candle_core::Var,
+    opt: &Optimizer,
+    lr: f64,
+    t: i32,
+    g: &Tensor,
+    m: &mut Tensor,
+    v: Option<&mut Tensor>,
+) -> Result<()> {
+    let w = var.as_tensor();
+    let g = g.to_dtype(T::DTYPE)?;
+    let plain = |x: &Tensor| x.is_contiguous() && x.dtype() == T::DTYPE && x.dims() == w.dims();
+    if !(plain(w) && plain(&g) && plain(m) && v.as_deref().is_none_or(plain)) {
+        return tensor_update(var, opt, lr, t, &g, m, v);
+    }
+    // candle's `affine(x, a, b)`: `x·T(a) + T(b)`.
+    let affine = |x: T, a: f64, b: f64| x * T::from_f64(a) + T::from_f64(b);
+    // The gradient with its L2 term, `g + w·λ`.
+    let decayed = move |g: T, w: T, weight_decay: f64| {
+        if weight_decay > 0.0 {
+            g + affine(w, weight_decay, 0.0)
+        } else {
+            g
+        }
+    };
+    match *opt {
+        Optimizer::Sgd {
+            momentum,
+            weight_decay,
+        } if momentum > 0.0 => {
+            // PyTorch: the first step initialises the buffer with the gradient.
+            m.inplace_op3(
+                &g,
+                w,
+                &InPlace3::<T>(&|m, g, w| {
+                    for ((m, &g), &w) in m.iter_mut().zip(g).zip(w) {
+                        let d = decayed(g, w, weight_decay);
+                        *m = if t == 1 {
+                            d
+                        } else {
+                            affine(*m, momentum, 0.0) + d
+                        };
+                    }
+                }),
+            )?;
+            w.inplace_op2(
+                m,
+                &InPlace2::<T>(&|w, m| {
+                    for (w, &m) in w.iter_mut().zip(m) {
+                        *w -= affine(m, lr, 0.0);
+                    }
+                }),
+            )?;
+        }
+        Optimizer::Sgd { weight_decay, .. } => {
+            w.inplace_op2(
+                &g,
+                &InPlace2::<T>(&|w, g| {
+                    for (w, &g) in w.iter_mut().zip(g) {
+                        *w -= affine(decayed(g, *w, weight_decay), lr, 0.0);
+                    }
+                }),
+            )?;
+        }
+        Optimizer::Adam {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } => {
+            let v = v.ok_or_else(|| adam_without_second_moments(var))?;
+            m.inplace_op3(
+                &g,
+                w,
+                &InPlace3::<T>(&|m, g, w| {
+                    for ((m, &g), &w) in m.iter_mut().zip(g).zip(w) {
+                        let d = decayed(g, w, weight_decay);
+                        *m = affine(*m, beta1, 0.0) + affine(d, 1.0 - beta1, 0.0);
+                    }
+                }),
+            )?;
+            v.inplace_op3(
+                &g,
+                w,
+                &InPlace3::<T>(&|v, g, w| {
+                    for ((v, &g), &w) in v.iter_mut().zip(g).zip(w) {
+                        let d = decayed(g, w, weight_decay);
+                        *v = affine(*v, beta2, 0.0) + affine(d * d, 1.0 - beta2, 0.0);
+                    }
+                }),
+            )?;
+            let (c1, c2) = (1.0 / (1.0 - beta1.powi(t)), 1.0 / (1.0 - beta2.powi(t)));
+            w.inplace_op3(
+                m,
+                v,
+                &InPlace3::<T>(&|w, m, v| {
+                    for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
+                        let upd = affine(m, c1, 0.0) / affine(affine(v, c2, 0.0).sqrt(), 1.0, eps);
+                        *w -= affine(upd, lr, 0.0);
+                    }
+                }),
+            )?;
         }
     }
     Ok(())
@@ -1189,6 +1450,151 @@ fn apply_update(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The host optimiser step and the candle-op step give the same bits, step after step, for
+    /// SGD (plain, momentum, weight decay) and Adam (with and without weight decay), in f32 and
+    /// f64; and both are the textbook formulas (checked in f64 against a loop written here).
+    #[test]
+    fn host_and_tensor_optimiser_steps_agree_to_the_bit() {
+        let dev = candle_core::Device::Cpu;
+        let opts = [
+            Optimizer::Sgd {
+                momentum: 0.0,
+                weight_decay: 0.0,
+            },
+            Optimizer::Sgd {
+                momentum: 0.9,
+                weight_decay: 5e-4,
+            },
+            Optimizer::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            Optimizer::Adam {
+                beta1: 0.8,
+                beta2: 0.99,
+                eps: 1e-6,
+                weight_decay: 0.01,
+            },
+        ];
+        for dtype in [DType::F32, DType::F64] {
+            for opt in &opts {
+                let w0 = crate::rng::normal_tensor(&[7, 5], 1, dtype, &dev).unwrap();
+                let (a, b) = (
+                    candle_core::Var::from_tensor(&w0).unwrap(),
+                    candle_core::Var::from_tensor(&w0).unwrap(),
+                );
+                // Each buffer its own storage, as the trainer's state holds them: the host
+                // step updates them in place.
+                let zero = || w0.zeros_like().unwrap();
+                let (mut ma, mut va, mut mb, mut vb) = (zero(), zero(), zero(), zero());
+                // Independent f64 reference (PyTorch's update rules).
+                let mut w = w0
+                    .flatten_all()
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap();
+                let (mut m, mut v) = (vec![0.0; w.len()], vec![0.0; w.len()]);
+                for t in 1..=5 {
+                    let g = crate::rng::normal_tensor(&[7, 5], 10 + t as u64, dtype, &dev).unwrap();
+                    let lr = 0.1 / t as f64;
+                    match dtype {
+                        DType::F32 => {
+                            host_update::<f32>(&a, opt, lr, t, &g, &mut ma, Some(&mut va))
+                        }
+                        _ => host_update::<f64>(&a, opt, lr, t, &g, &mut ma, Some(&mut va)),
+                    }
+                    .unwrap();
+                    tensor_update(&b, opt, lr, t, &g, &mut mb, Some(&mut vb)).unwrap();
+                    let bits = |x: &Tensor| -> Vec<u64> {
+                        let x = x.flatten_all().unwrap();
+                        match dtype {
+                            DType::F32 => x
+                                .to_vec1::<f32>()
+                                .unwrap()
+                                .iter()
+                                .map(|v| v.to_bits() as u64)
+                                .collect(),
+                            _ => x
+                                .to_vec1::<f64>()
+                                .unwrap()
+                                .iter()
+                                .map(|v| v.to_bits())
+                                .collect(),
+                        }
+                    };
+                    assert_eq!(
+                        bits(a.as_tensor()),
+                        bits(b.as_tensor()),
+                        "{opt} {dtype:?} step {t}: weights"
+                    );
+                    assert_eq!(
+                        bits(&ma),
+                        bits(&mb),
+                        "{opt} {dtype:?} step {t}: first buffer"
+                    );
+                    if matches!(opt, Optimizer::Adam { .. }) {
+                        assert_eq!(
+                            bits(&va),
+                            bits(&vb),
+                            "{opt} {dtype:?} step {t}: second moments"
+                        );
+                    }
+                    let g = g
+                        .flatten_all()
+                        .unwrap()
+                        .to_dtype(DType::F64)
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap();
+                    for i in 0..w.len() {
+                        match *opt {
+                            Optimizer::Sgd {
+                                momentum,
+                                weight_decay,
+                            } => {
+                                let d = g[i] + weight_decay * w[i];
+                                m[i] = if t == 1 { d } else { momentum * m[i] + d };
+                                w[i] -= lr * if momentum > 0.0 { m[i] } else { d };
+                            }
+                            Optimizer::Adam {
+                                beta1,
+                                beta2,
+                                eps,
+                                weight_decay,
+                            } => {
+                                let d = g[i] + weight_decay * w[i];
+                                m[i] = beta1 * m[i] + (1.0 - beta1) * d;
+                                v[i] = beta2 * v[i] + (1.0 - beta2) * d * d;
+                                let mh = m[i] / (1.0 - beta1.powi(t));
+                                let vh = v[i] / (1.0 - beta2.powi(t));
+                                w[i] -= lr * mh / (vh.sqrt() + eps);
+                            }
+                        }
+                    }
+                    let got = a
+                        .as_tensor()
+                        .flatten_all()
+                        .unwrap()
+                        .to_dtype(DType::F64)
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap();
+                    let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+                    for (x, y) in got.iter().zip(&w) {
+                        assert!(
+                            (x - y).abs() <= tol * (1.0 + y.abs()),
+                            "{opt} {dtype:?} step {t}: {x} vs {y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn compact_forms_round_trip() {
