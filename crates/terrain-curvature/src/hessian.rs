@@ -353,25 +353,12 @@ impl<'m> HessianOperator<'m> {
     /// Splits a flat vector into per-parameter tensors.
     pub fn split(&self, v: &Tensor) -> Result<Vec<Tensor>> {
         self.check_vector(v, "splitting a parameter-space vector")?;
-        let mut off = 0;
-        self.shapes
-            .iter()
-            .map(|s| {
-                let len: usize = s.iter().product();
-                let t = v.narrow(0, off, len)?.reshape(s.as_slice())?;
-                off += len;
-                Ok(t)
-            })
-            .collect()
+        split_blocks(v, &self.shapes)
     }
 
     /// Concatenates per-parameter tensors into a flat vector.
     pub fn flatten(&self, parts: &[Tensor]) -> Result<Tensor> {
-        let flat: Vec<Tensor> = parts
-            .iter()
-            .map(|t| t.flatten_all())
-            .collect::<candle_core::Result<_>>()?;
-        Ok(Tensor::cat(&flat, 0)?)
+        flatten_blocks(parts)
     }
 
     /// The current values of the selected parameters as a flat vector.
@@ -569,10 +556,10 @@ impl LinearOperator for HessianOperator<'_> {
         };
         let mut out = Vec::with_capacity(vs.len());
         for chunk in vs.chunks(Self::MAX_SHARED) {
-            let dirs: Vec<Vec<Tensor>> =
-                chunk.iter().map(|v| self.split(v)).collect::<Result<_>>()?;
-            for parts in crate::rop::run(self, product, &dirs)?.products {
-                let hv = self.flatten(&parts)?;
+            for v in chunk {
+                self.check_vector(v, "a Hessian-vector product")?;
+            }
+            for hv in crate::rop::run(self, product, chunk)?.products {
                 self.check_product(&hv, "Hessian-vector product")?;
                 out.push(hv);
             }
@@ -585,6 +572,29 @@ impl HessianOperator<'_> {
     /// The most vectors one R-op sweep carries at once (memory grows with it: each carries a
     /// tangent of every layer's activations).
     pub const MAX_SHARED: usize = 8;
+}
+
+/// A flat vector's per-parameter blocks of `shapes` (views, no copy).
+pub(crate) fn split_blocks(v: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
+    let mut off = 0;
+    shapes
+        .iter()
+        .map(|s| {
+            let len: usize = s.iter().product();
+            let t = v.narrow(0, off, len)?.reshape(s.as_slice())?;
+            off += len;
+            Ok(t)
+        })
+        .collect()
+}
+
+/// Per-parameter tensors concatenated into one flat vector.
+pub(crate) fn flatten_blocks(parts: &[Tensor]) -> Result<Tensor> {
+    let flat: Vec<Tensor> = parts
+        .iter()
+        .map(|t| t.flatten_all())
+        .collect::<candle_core::Result<_>>()?;
+    Ok(Tensor::cat(&flat, 0)?)
 }
 
 /// First derivatives of scalar `l` with respect to `vars`, attached to the graph. A variable

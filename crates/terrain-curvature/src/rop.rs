@@ -80,8 +80,8 @@ pub(crate) struct Output {
     /// The gradient (empty for [`Product::GaussNewton`]; the host sweep leaves it empty beside
     /// any products and beside the diagonal).
     pub grad: Vec<Tensor>,
-    /// One product per direction, each per selected parameter.
-    pub products: Vec<Vec<Tensor>>,
+    /// One product per direction, each a flat vector (the selected parameters in order).
+    pub products: Vec<Tensor>,
     /// The exact Hessian diagonal per selected parameter ([`Product::Diagonal`]; else empty).
     pub diagonal: Vec<Tensor>,
 }
@@ -1159,12 +1159,8 @@ fn first_derivative(act: Activation, z: &Tensor, a: &Tensor) -> Result<Tensor> {
 }
 
 /// One sweep over all the operator's batches: the mean loss, and per `product` the gradient and/or
-/// the products with each of `dirs` (each a list of per-parameter blocks in the operator's order).
-pub(crate) fn run(
-    op: &HessianOperator<'_>,
-    product: Product,
-    dirs: &[Vec<Tensor>],
-) -> Result<Output> {
+/// the products with each of `dirs` (flat vectors of the operator's dimension).
+pub(crate) fn run(op: &HessianOperator<'_>, product: Product, dirs: &[Tensor]) -> Result<Output> {
     run_on(
         &Problem {
             model: op.model(),
@@ -1306,12 +1302,16 @@ pub fn install_host_gradient() -> bool {
     true
 }
 
-fn run_on(problem: &Problem<'_>, product: Product, dirs: &[Vec<Tensor>]) -> Result<Output> {
+fn run_on(problem: &Problem<'_>, product: Product, dirs: &[Tensor]) -> Result<Output> {
     if problem.engine == SweepEngine::Auto
         && let Some(out) = host::try_run(problem, product, dirs)?
     {
         return Ok(out);
     }
+    let dirs: Vec<Vec<Tensor>> = dirs
+        .iter()
+        .map(|v| crate::hessian::split_blocks(v, problem.shapes))
+        .collect::<Result<_>>()?;
     let model = problem.model;
     let k = if matches!(product, Product::Gradient | Product::Diagonal) {
         0
@@ -1364,15 +1364,19 @@ fn run_on(problem: &Problem<'_>, product: Product, dirs: &[Vec<Tensor>]) -> Resu
             .map(|(g, s)| g.map_or_else(|| zeros(s.clone()), Ok))
             .collect::<Result<_>>()?
     };
-    let mut products: Vec<Vec<Tensor>> = vec![Vec::with_capacity(p); k];
+    let mut blocks: Vec<Vec<Tensor>> = vec![Vec::with_capacity(p); k];
     for (acc, s) in sweep.prod.into_iter().zip(shapes) {
-        for (i, out) in products.iter_mut().enumerate() {
+        for (i, out) in blocks.iter_mut().enumerate() {
             out.push(match &acc {
                 Some(a) => a.get(i)?,
                 None => zeros(s.clone())?,
             });
         }
     }
+    let products = blocks
+        .iter()
+        .map(|b| crate::hessian::flatten_blocks(b))
+        .collect::<Result<_>>()?;
     let diagonal = if product == Product::Diagonal {
         sweep
             .diag

@@ -12,8 +12,11 @@
 //! the maps by a layer's own weight run as one product over `k·N` rows, the maps by direction
 //! blocks as one product per direction.
 //!
-//! Weights, direction blocks and each batch's inputs are copied to host buffers once per sweep
-//! (a few hundred kilobytes against milliseconds of products on the benchmark's models).
+//! Weights, a single direction and each batch's flat inputs are read in place in candle's CPU
+//! storage, read-locked for the sweep ([`Locked`]); what must change layout (kernels as rows,
+//! images channels-last, several directions side by side) is copied once per sweep. Each product
+//! is written straight into one flat vector. On a 2-core machine these copies, made on the
+//! calling thread while the pool's workers waited, had been about a fifth of an MLP gradient.
 //!
 //! Threads. A batch with rows enough ([`MIN_PART_ROWS`] per block) is split into [`PARTS`]
 //! blocks of rows, swept whole in parallel, each into its own accumulators, added up after the
@@ -35,6 +38,7 @@
 //! kernel's, whose square lies outside the sum over positions, the per-`(c, n)` kernel gradient
 //! `S[c, n]ᵀ cols(x_n)` squared and summed, threaded over rows.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
@@ -91,6 +95,8 @@ pub(crate) trait Real:
     fn erf(self) -> Self;
     /// A tensor's elements, row-major.
     fn host(t: &Tensor) -> Result<Vec<Self>>;
+    /// A CPU storage's values, if it holds `Self`.
+    fn values(c: &candle_core::CpuStorage) -> Option<&[Self]>;
     /// A CPU tensor of `shape` from row-major elements.
     fn tensor(v: Vec<Self>, shape: &[usize]) -> Result<Tensor>;
     /// Runs `f` on the calling thread's pool of free buffers.
@@ -146,6 +152,9 @@ macro_rules! real {
                 }
                 Ok(t.flatten_all()?.to_vec1::<$t>()?)
             }
+            fn values(c: &candle_core::CpuStorage) -> Option<&[Self]> {
+                c.as_slice::<$t>().ok()
+            }
             fn tensor(v: Vec<Self>, shape: &[usize]) -> Result<Tensor> {
                 Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
             }
@@ -158,6 +167,49 @@ macro_rules! real {
 
 real!(f32, DType::F32, candle_core::cpu::erf::erf_f32, POOL_F32);
 real!(f64, DType::F64, candle_core::cpu::erf::erf_f64, POOL_F64);
+
+/// A contiguous CPU tensor's values in candle's own storage, read-locked while held: the sweep
+/// reads weights, inputs and directions in place instead of copying them on the calling thread
+/// while the pool's workers wait.
+struct Locked<'t> {
+    storage: candle_core::StorageRef<'t>,
+    range: std::ops::Range<usize>,
+}
+
+impl<'t> Locked<'t> {
+    /// `t`'s storage, if `t` is a contiguous CPU tensor.
+    fn new(t: &'t Tensor) -> Option<Self> {
+        let (storage, layout) = t.storage_and_layout();
+        let (a, b) = layout.contiguous_offsets()?;
+        matches!(&*storage, candle_core::Storage::Cpu(_)).then_some(Locked {
+            storage,
+            range: a..b,
+        })
+    }
+
+    /// The values, if they are of dtype `T`.
+    fn values<T: Real>(&self) -> Option<&[T]> {
+        match &*self.storage {
+            candle_core::Storage::Cpu(c) => T::values(c).map(|v| &v[self.range.clone()]),
+            _ => None,
+        }
+    }
+}
+
+/// `t`'s values of dtype `T`: borrowed from `lock` (`t`'s, where it could be taken), else copied.
+fn values_of<'l, T: Real>(t: &Tensor, lock: Option<&'l Locked<'_>>) -> Result<Cow<'l, [T]>> {
+    Ok(match lock.and_then(Locked::values::<T>) {
+        Some(v) => Cow::Borrowed(v),
+        None => Cow::Owned(T::host(&t.to_dtype(T::DTYPE)?)?),
+    })
+}
+
+/// Returns an owned buffer to the pool (a borrowed one is left alone).
+fn give_cow<T: Real>(v: Cow<'_, [T]>) {
+    if let Cow::Owned(v) = v {
+        give(v);
+    }
+}
 
 /// The most elements the calling thread's buffer pool keeps between uses.
 const MAX_POOLED: usize = 1 << 26;
@@ -653,9 +705,15 @@ fn kernel_rows<T: Real>(w: &[T], dims: &[usize]) -> Vec<T> {
 
 /// The inverse of [`kernel_rows`].
 fn kernel_unrows<T: Real>(r: &[T], dims: &[usize]) -> Vec<T> {
+    let mut w = vec![T::ZERO; r.len()];
+    kernel_unrows_into(r, dims, &mut w);
+    w
+}
+
+/// [`kernel_unrows`] into `w` (as long as `r`).
+fn kernel_unrows_into<T: Real>(r: &[T], dims: &[usize], w: &mut [T]) {
     let (out, c, kh, kw) = (dims[0], dims[1], dims[2], dims[3]);
     let per = out * c * kh * kw;
-    let mut w = vec![T::ZERO; r.len()];
     for (src, dst) in r.chunks_exact(per).zip(w.chunks_exact_mut(per)) {
         for o in 0..out {
             for ci in 0..c {
@@ -668,14 +726,14 @@ fn kernel_unrows<T: Real>(r: &[T], dims: &[usize]) -> Vec<T> {
             }
         }
     }
-    w
 }
 
-/// A layer with its tensors on the host.
-enum HLayer<T> {
+/// A layer with its tensors on the host (borrowed from candle's storage where they are used as
+/// they are, `'w` the locks' lifetime).
+enum HLayer<'w, T: Real> {
     Linear {
-        w: Vec<T>,
-        b: Option<Vec<T>>,
+        w: Cow<'w, [T]>,
+        b: Option<Cow<'w, [T]>>,
         out: usize,
         inp: usize,
         w_slot: Option<usize>,
@@ -684,7 +742,7 @@ enum HLayer<T> {
     Conv {
         /// The kernel as rows `[out, kh·kw·C]`.
         w: Vec<T>,
-        b: Option<Vec<T>>,
+        b: Option<Cow<'w, [T]>>,
         out: usize,
         dims: [usize; 4],
         pad: usize,
@@ -693,11 +751,11 @@ enum HLayer<T> {
         b_slot: Option<usize>,
     },
     Norm {
-        mean: Vec<T>,
+        mean: Cow<'w, [T]>,
         /// `1/√(σ² + ε)`.
         r: Vec<T>,
-        gamma: Vec<T>,
-        beta: Vec<T>,
+        gamma: Cow<'w, [T]>,
+        beta: Cow<'w, [T]>,
         g_slot: Option<usize>,
         b_slot: Option<usize>,
     },
@@ -706,18 +764,22 @@ enum HLayer<T> {
     Flatten,
     AvgPool,
     Residual {
-        main: Vec<HLayer<T>>,
-        skip: Vec<HLayer<T>>,
+        main: Vec<HLayer<'w, T>>,
+        skip: Vec<HLayer<'w, T>>,
     },
 }
 
-/// Returns the layers' host tensors to the pool.
-fn give_layers<T: Real>(net: Vec<HLayer<T>>) {
+/// Returns the layers' own host buffers to the pool.
+fn give_layers<T: Real>(net: Vec<HLayer<'_, T>>) {
     for layer in net {
         match layer {
-            HLayer::Linear { w, b, .. } | HLayer::Conv { w, b, .. } => {
+            HLayer::Linear { w, b, .. } => {
+                give_cow(w);
+                b.map(give_cow);
+            }
+            HLayer::Conv { w, b, .. } => {
                 give(w);
-                give_opt(b);
+                b.map(give_cow);
             }
             HLayer::Norm {
                 mean,
@@ -726,8 +788,9 @@ fn give_layers<T: Real>(net: Vec<HLayer<T>>) {
                 beta,
                 ..
             } => {
-                for v in [mean, r, gamma, beta] {
-                    give(v);
+                give(r);
+                for v in [mean, gamma, beta] {
+                    give_cow(v);
                 }
             }
             HLayer::Residual { main, skip } => {
@@ -779,8 +842,8 @@ enum Rec<T> {
     },
 }
 
-enum Step<'l, T> {
-    One(&'l HLayer<T>, Rec<T>),
+enum Step<'l, T: Real> {
+    One(&'l HLayer<'l, T>, Rec<T>),
     Block {
         main: Vec<Step<'l, T>>,
         skip: Vec<Step<'l, T>>,
@@ -940,7 +1003,7 @@ fn sum_opt<T: Real>(a: Option<Vec<T>>, b: Option<Vec<T>>) -> Option<Vec<T>> {
 /// A forward pass's record, output value, output tangent and output row shape.
 type Tape<'l, T> = (Vec<Step<'l, T>>, Vec<T>, Option<Vec<T>>, Shape);
 
-struct Sweep<'a, T> {
+struct Sweep<'a, T: Real> {
     product: Product,
     k: usize,
     /// Rows of the current batch, or of this sweep's block of it ([`sweep_batch`]).
@@ -948,7 +1011,7 @@ struct Sweep<'a, T> {
     /// Rows of the whole current batch (limits are on the batch, however it is split).
     batch_rows: usize,
     /// Per selected parameter: the `k` direction blocks `[k, len]` (kernels as rows).
-    dirs: &'a [Option<Vec<T>>],
+    dirs: &'a [Option<Cow<'a, [T]>>],
     lens: &'a [usize],
     grad: Vec<Option<Vec<T>>>,
     prod: Vec<Option<Vec<T>>>,
@@ -972,7 +1035,7 @@ impl<'a, T: Real> Sweep<'a, T> {
     fn new(
         product: Product,
         k: usize,
-        dirs: &'a [Option<Vec<T>>],
+        dirs: &'a [Option<Cow<'a, [T]>>],
         lens: &'a [usize],
         diag_residuals: bool,
     ) -> Self {
@@ -1054,8 +1117,8 @@ fn logits_width(shape: Shape) -> Result<usize> {
 /// `z` `[N, O]` of the whole batch.
 fn sweep_batch<T: Real>(
     parts: &mut Vec<Sweep<'_, T>>,
-    net: &[HLayer<T>],
-    x: Vec<T>,
+    net: &[HLayer<'_, T>],
+    x: Cow<'_, [T]>,
     shape: Shape,
     n: usize,
     kind: LossKind,
@@ -1066,6 +1129,14 @@ fn sweep_batch<T: Real>(
         let s = &mut parts[0];
         s.n = n;
         s.batch_rows = n;
+        let x = match x {
+            Cow::Owned(x) => x,
+            Cow::Borrowed(v) => {
+                let mut x = dirty::<T>(v.len());
+                x.copy_from_slice(v);
+                x
+            }
+        };
         let mut live = false;
         let tape = s.layers(net, x, None, shape, &mut live)?;
         let o = logits_width(tape.3)?;
@@ -1099,7 +1170,7 @@ fn sweep_batch<T: Real>(
             })
         })
         .collect::<Vec<_>>();
-    give(x);
+    give_cow(x);
     let tapes = tapes.into_iter().collect::<Result<Vec<_>>>()?;
     let o = logits_width(tapes[0].3)?;
     let mut z = Vec::with_capacity(n * o);
@@ -1245,7 +1316,7 @@ impl<T: Real> Sweep<'_, T> {
 
     fn layers<'l>(
         &self,
-        layers: &'l [HLayer<T>],
+        layers: &'l [HLayer<'l, T>],
         mut h: Vec<T>,
         mut dh: Option<Vec<T>>,
         mut shape: Shape,
@@ -1839,7 +1910,7 @@ impl<T: Real> Sweep<'_, T> {
         Some(flow)
     }
 
-    fn back(&mut self, layer: &HLayer<T>, rec: Rec<T>, mut flow: Flow<T>) -> Option<Flow<T>> {
+    fn back(&mut self, layer: &HLayer<'_, T>, rec: Rec<T>, mut flow: Flow<T>) -> Option<Flow<T>> {
         let (n, k) = (self.n, self.k);
         let res = self.residual();
         match (layer, rec) {
@@ -2542,7 +2613,7 @@ fn activate_block<T: Real>(
 pub(super) fn try_run(
     problem: &Problem<'_>,
     product: Product,
-    dirs: &[Vec<Tensor>],
+    dirs: &[Tensor],
 ) -> Result<Option<Output>> {
     let model = problem.model;
     if !model.device().is_cpu() {
@@ -2555,14 +2626,18 @@ pub(super) fn try_run(
     }
 }
 
-/// A batch's inputs on the host: `[N, feat]`, images channels-last.
-fn host_input<T: Real>(x: &Tensor) -> Result<Option<(Vec<T>, Shape)>> {
+/// A batch's inputs `x` on the host: `[N, feat]` (borrowed from `lock`, `x`'s, where it could be
+/// taken), images channels-last (a copy).
+fn host_input<'l, T: Real>(
+    x: &Tensor,
+    lock: Option<&'l Locked<'_>>,
+) -> Result<Option<(Cow<'l, [T]>, Shape)>> {
     Ok(match x.dims() {
-        [_, f] => Some((T::host(x)?, Shape::Flat(*f))),
+        [_, f] => Some((values_of(x, lock)?, Shape::Flat(*f))),
         [_, c, h, w] => {
             let x = x.permute((0, 2, 3, 1))?.contiguous()?;
             Some((
-                T::host(&x)?,
+                Cow::Owned(T::host(&x)?),
                 Shape::Img {
                     h: *h,
                     w: *w,
@@ -2580,14 +2655,56 @@ fn slot_of(slots: &Slots, v: &candle_core::Var) -> Option<usize> {
     slots.get(&v.as_tensor().id()).copied()
 }
 
-/// The network's layers with their tensors on the host; `conv_dims[slot]` records the kernel
-/// shape of every selected convolution weight (kept as rows during the sweep).
-fn convert<T: Real>(
+/// Read locks on every tensor of `layers` (weights, biases, BatchNorm's affine parameters and
+/// running statistics) that is a contiguous CPU tensor, by id.
+fn lock_layers<'m>(layers: &'m [Layer], locks: &mut Locks<'m>) {
+    fn take<'m>(locks: &mut Locks<'m>, v: &'m candle_core::Var) {
+        let t = v.as_tensor();
+        if let Some(l) = Locked::new(t) {
+            locks.insert(t.id(), l);
+        }
+    }
+    for layer in layers {
+        match layer {
+            Layer::Linear(l) => {
+                take(locks, &l.weight);
+                if let Some(b) = &l.bias {
+                    take(locks, b);
+                }
+            }
+            Layer::Conv2d(c) => {
+                take(locks, &c.weight);
+                if let Some(b) = &c.bias {
+                    take(locks, b);
+                }
+            }
+            Layer::BatchNorm(b) => {
+                for v in [&b.running_mean, &b.running_var, &b.weight, &b.bias] {
+                    take(locks, v);
+                }
+            }
+            Layer::Residual(r) => {
+                lock_layers(&r.main, locks);
+                lock_layers(&r.shortcut, locks);
+            }
+            Layer::Activation(_) | Layer::MaxPool2x2 | Layer::Flatten | Layer::GlobalAvgPool => {}
+        }
+    }
+}
+
+/// Read locks on tensors by id ([`lock_layers`]).
+type Locks<'m> = HashMap<TensorId, Locked<'m>>;
+
+/// The network's layers with their tensors on the host, borrowed from `locks` where they are
+/// used as they are; `conv_dims[slot]` records the kernel shape of every selected convolution
+/// weight (kept as rows during the sweep).
+fn convert<'w, T: Real>(
     layers: &[Layer],
     slots: &Slots,
     conv_dims: &mut [Option<[usize; 4]>],
-) -> Result<Vec<HLayer<T>>> {
-    let host = |v: &candle_core::Var| T::host(v.as_tensor());
+    locks: &'w Locks<'_>,
+) -> Result<Vec<HLayer<'w, T>>> {
+    let host = |v: &candle_core::Var| values_of::<T>(v.as_tensor(), locks.get(&v.as_tensor().id()));
     let mut out = Vec::with_capacity(layers.len());
     for layer in layers {
         out.push(match layer {
@@ -2609,8 +2726,11 @@ fn convert<T: Real>(
                 if let Some(s) = w_slot {
                     conv_dims[s] = Some(dims);
                 }
+                let w = host(&c.weight)?;
+                let rows = kernel_rows(&w, &dims);
+                give_cow(w);
                 HLayer::Conv {
-                    w: kernel_rows(&host(&c.weight)?, &dims),
+                    w: rows,
                     b: c.bias.as_ref().map(host).transpose()?,
                     out: d[0],
                     dims,
@@ -2622,12 +2742,12 @@ fn convert<T: Real>(
             }
             Layer::BatchNorm(b) => {
                 let eps = T::of(b.eps);
+                let var = host(&b.running_var)?;
+                let r = var.iter().map(|&v| T::ONE / (v + eps).sqrt()).collect();
+                give_cow(var);
                 HLayer::Norm {
                     mean: host(&b.running_mean)?,
-                    r: host(&b.running_var)?
-                        .into_iter()
-                        .map(|v| T::ONE / (v + eps).sqrt())
-                        .collect(),
+                    r,
                     gamma: host(&b.weight)?,
                     beta: host(&b.bias)?,
                     g_slot: slot_of(slots, &b.weight),
@@ -2639,8 +2759,8 @@ fn convert<T: Real>(
             Layer::Flatten => HLayer::Flatten,
             Layer::GlobalAvgPool => HLayer::AvgPool,
             Layer::Residual(r) => HLayer::Residual {
-                main: convert(&r.main, slots, conv_dims)?,
-                skip: convert(&r.shortcut, slots, conv_dims)?,
+                main: convert(&r.main, slots, conv_dims, locks)?,
+                skip: convert(&r.shortcut, slots, conv_dims, locks)?,
             },
         });
     }
@@ -2650,7 +2770,7 @@ fn convert<T: Real>(
 fn run_typed<T: Real>(
     problem: &Problem<'_>,
     product: Product,
-    dirs: &[Vec<Tensor>],
+    dirs: &[Tensor],
 ) -> Result<Option<Output>> {
     let model = problem.model;
     let k = if matches!(product, Product::Gradient | Product::Diagonal) {
@@ -2666,24 +2786,64 @@ fn run_typed<T: Real>(
         .collect();
     let p = problem.selected.len();
     let mut conv_dims = vec![None; p];
-    let net = convert::<T>(&model.network().layers, &slots, &mut conv_dims)?;
+    let mut locks = Locks::new();
+    lock_layers(&model.network().layers, &mut locks);
+    let net = convert::<T>(&model.network().layers, &slots, &mut conv_dims, &locks)?;
     let lens: Vec<usize> = problem.shapes.iter().map(|s| s.iter().product()).collect();
-    let host_dirs: Vec<Option<Vec<T>>> = if k == 0 {
+    let offsets: Vec<usize> = lens
+        .iter()
+        .scan(0, |o, &l| {
+            *o += l;
+            Some(*o - l)
+        })
+        .collect();
+    let dim: usize = lens.iter().sum();
+    // The flat directions, each read in place where it can be (one copy otherwise).
+    let dirs_t: Vec<Tensor> = dirs[..k]
+        .iter()
+        .map(|d| d.to_dtype(T::DTYPE))
+        .collect::<candle_core::Result<_>>()?;
+    let dir_locks: Vec<Option<Locked>> = dirs_t.iter().map(Locked::new).collect();
+    let flat: Vec<Cow<[T]>> = dirs_t
+        .iter()
+        .zip(&dir_locks)
+        .map(|(d, l)| values_of::<T>(d, l.as_ref()))
+        .collect::<Result<_>>()?;
+    if let Some(f) = flat.iter().find(|f| f.len() != dim) {
+        return Err(Error::DimensionMismatch {
+            context: "a direction of the hand-written sweep".into(),
+            expected: dim,
+            found: f.len(),
+        });
+    }
+    let host_dirs: Vec<Option<Cow<[T]>>> = if k == 0 {
         vec![None; p]
     } else {
         (0..p)
             .map(|j| {
-                let mut v = Vec::with_capacity(k * lens[j]);
-                for d in dirs {
-                    let h = T::host(&d[j].to_dtype(T::DTYPE)?)?;
-                    match &conv_dims[j] {
-                        Some(dims) => v.extend(kernel_rows(&h, dims)),
-                        None => v.extend(h),
+                let range = offsets[j]..offsets[j] + lens[j];
+                Some(match (&conv_dims[j], &flat[..]) {
+                    // One direction, used as it is: borrowed.
+                    (None, [Cow::Borrowed(v)]) => Cow::Borrowed(&v[range]),
+                    (Some(dims), _) => {
+                        let mut v = Vec::with_capacity(k * lens[j]);
+                        for f in &flat {
+                            let rows = kernel_rows(&f[range.clone()], dims);
+                            v.extend_from_slice(&rows);
+                            give(rows);
+                        }
+                        Cow::Owned(v)
                     }
-                }
-                Ok(Some(v))
+                    (None, _) => {
+                        let mut v = Vec::with_capacity(k * lens[j]);
+                        for f in &flat {
+                            v.extend_from_slice(&f[range.clone()]);
+                        }
+                        Cow::Owned(v)
+                    }
+                })
             })
-            .collect::<Result<_>>()?
+            .collect()
     };
     let mut parts = vec![Sweep::new(
         product,
@@ -2695,7 +2855,8 @@ fn run_typed<T: Real>(
     let weight = 1.0 / problem.rows as f64;
     let mut total = 0.0;
     for (bi, batch) in problem.batches.iter().enumerate() {
-        let Some((x, shape)) = host_input::<T>(&batch.x)? else {
+        let lock = Locked::new(&batch.x);
+        let Some((x, shape)) = host_input::<T>(&batch.x, lock.as_ref())? else {
             return Ok(None);
         };
         let n = batch.len();
@@ -2724,22 +2885,29 @@ fn run_typed<T: Real>(
             .map(|j| to_tensor(j, sweep.grad[j].take()))
             .collect::<Result<_>>()?
     };
+    // Each product written straight into one flat vector (kernels back from rows).
     let products = (0..k)
         .map(|i| {
-            (0..p)
-                .map(|j| {
-                    let v = if k == 1 {
-                        sweep.prod[j].take()
-                    } else {
-                        sweep.prod[j]
-                            .as_deref()
-                            .map(|a| a[i * lens[j]..(i + 1) * lens[j]].to_vec())
-                    };
-                    to_tensor(j, v)
-                })
-                .collect::<Result<Vec<_>>>()
+            let mut v = dirty::<T>(dim);
+            for j in 0..p {
+                let dst = &mut v[offsets[j]..offsets[j] + lens[j]];
+                match (sweep.prod[j].as_deref(), conv_dims[j]) {
+                    (Some(a), dims) => {
+                        let src = &a[i * lens[j]..(i + 1) * lens[j]];
+                        match dims {
+                            Some(dims) => kernel_unrows_into(src, &dims, dst),
+                            None => dst.copy_from_slice(src),
+                        }
+                    }
+                    (None, _) => dst.fill(T::ZERO),
+                }
+            }
+            T::tensor(v, &[dim])
         })
         .collect::<Result<_>>()?;
+    for a in sweep.prod.drain(..) {
+        give_opt(a);
+    }
     let diagonal = if product == Product::Diagonal {
         (0..p)
             .map(|j| to_tensor(j, sweep.diag[j].take()))
@@ -2898,7 +3066,8 @@ fn weighted_typed<T: Real>(
     row_weights: &mut dyn FnMut(&Tensor) -> terrain_model::Result<Tensor>,
 ) -> Result<Option<Vec<Tensor>>> {
     let x = model.prepare_input(&batch.x)?;
-    let Some((x, shape)) = host_input::<T>(&x)? else {
+    let lock = Locked::new(&x);
+    let Some((x, shape)) = host_input::<T>(&x, lock.as_ref())? else {
         return Ok(None);
     };
     let params = model.params();
@@ -2909,7 +3078,9 @@ fn weighted_typed<T: Real>(
         .map(|(j, v)| (v.var.as_tensor().id(), j))
         .collect();
     let mut conv_dims = vec![None; p];
-    let net = convert::<T>(&model.network().layers, &slots, &mut conv_dims)?;
+    let mut locks = Locks::new();
+    lock_layers(&model.network().layers, &mut locks);
+    let net = convert::<T>(&model.network().layers, &slots, &mut conv_dims, &locks)?;
     let lens: Vec<usize> = params.iter().map(|v| v.var.elem_count()).collect();
     let no_dirs = vec![None; p];
     let n = batch.len();
