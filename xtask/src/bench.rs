@@ -303,6 +303,13 @@ fn bench_model(spec: &str, dtype: DType, device: &Device, args: &Args) -> Result
         })?,
     ));
     measured.push((
+        "loss (candle forward)".into(),
+        time_op(args, || {
+            h_ad.loss()?;
+            Ok(())
+        })?,
+    ));
+    measured.push((
         "gradient (autodiff)".into(),
         time_op(args, || {
             h_ad.loss_and_gradient()?;

@@ -1,6 +1,8 @@
 //! `terrain train` is a thin mapping onto terrain-model's training recipe: the recipe the binary
 //! records in its checkpoint is the one its flags describe, and running that recipe through the
-//! library gives bit-identical weights.
+//! library gives bit-identical weights (and, with the host sweep installed as the binary installs
+//! it, bit-identical evaluations: the sweep's forward pass rounds differently from candle's in
+//! f32).
 
 use std::path::Path;
 
@@ -100,6 +102,9 @@ fn the_cli_and_the_library_train_the_same_weights_from_the_same_recipe() {
         r["train_rows"].as_u64().map(|n| n as usize)
     );
 
+    // The binary's engine (or autodiff, as the binary under TERRAIN_GRADIENT=autodiff), for the
+    // gradient and the evaluation's forward pass alike.
+    terrain_curvature::rop::install_host_gradient();
     let lib_out = dir.path().join("lib.safetensors");
     let outcome = expected
         .run(&RunOptions {

@@ -398,7 +398,7 @@ impl<'m> HessianOperator<'m> {
     pub fn loss_and_gradient(&self) -> Result<(f64, Tensor)> {
         if self.hvp == HvpMethod::Rop {
             let out = crate::rop::run(self, crate::rop::Product::Gradient, &[])?;
-            return Ok((out.loss, self.flatten(&out.grad)?));
+            return Ok((out.loss, out.gradient()?));
         }
         let mut total = 0.0;
         let mut acc: Option<Vec<Tensor>> = None;
@@ -423,8 +423,13 @@ impl<'m> HessianOperator<'m> {
         Ok((total, g))
     }
 
-    /// The mean loss over the data (no derivatives).
+    /// The mean loss over the data (no derivatives): by the hand-written forward pass on the
+    /// host where it applies ([`HvpMethod::Rop`]: the sweep's layers, no tape kept), else
+    /// candle's forward pass.
     pub fn loss(&self) -> Result<f64> {
+        if self.hvp == HvpMethod::Rop {
+            return Ok(crate::rop::run(self, crate::rop::Product::Loss, &[])?.loss);
+        }
         let mut total = 0.0;
         for bi in 0..self.batches.len() {
             let l = self.batch_loss(bi, "loss")?.detach();

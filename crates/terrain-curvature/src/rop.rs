@@ -63,6 +63,8 @@ pub enum SweepEngine {
 /// What a sweep computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Product {
+    /// The loss only: a forward pass, no derivatives.
+    Loss,
     /// The loss and its gradient only.
     Gradient,
     /// The gradient and exact Hessian-vector products.
@@ -77,13 +79,24 @@ pub(crate) enum Product {
 pub(crate) struct Output {
     /// The mean loss over the operator's data.
     pub loss: f64,
-    /// The gradient (empty for [`Product::GaussNewton`]; the host sweep leaves it empty beside
-    /// any products and beside the diagonal).
-    pub grad: Vec<Tensor>,
+    /// The gradient as one flat vector (the selected parameters in order); `None` for
+    /// [`Product::Loss`] and [`Product::GaussNewton`], and from the host sweep beside any
+    /// products and beside the diagonal.
+    pub grad: Option<Tensor>,
     /// One product per direction, each a flat vector (the selected parameters in order).
     pub products: Vec<Tensor>,
     /// The exact Hessian diagonal per selected parameter ([`Product::Diagonal`]; else empty).
     pub diagonal: Vec<Tensor>,
+}
+
+impl Output {
+    /// The flat gradient of a sweep that computed one ([`Product::Gradient`]).
+    pub fn gradient(&self) -> Result<Tensor> {
+        self.grad.clone().ok_or_else(|| Error::Unsupported {
+            method: "the hand-written sweep".into(),
+            what: "a gradient from a sweep that computed none".into(),
+        })
+    }
 }
 
 /// A signed symmetric factor of a curvature term at a node's output: the term is
@@ -1239,13 +1252,16 @@ pub fn loss_and_gradient(
         Product::Gradient,
         &[],
     )?;
-    Ok((out.loss, out.grad))
+    let grad = out.gradient()?;
+    Ok((out.loss, crate::hessian::split_blocks(&grad, &shapes)?))
 }
 
 /// terrain-model's [`GradientEngine`](terrain_model::train::GradientEngine) on the host sweep:
 /// a training step's gradient by the hand-written backward pass on the CPU in f32/f64, with
-/// matrix products by `gemm` and no autodiff graph (it declines elsewhere, and the trainer falls
-/// back to candle's autodiff). [`install_host_gradient`] makes the trainer use it.
+/// matrix products by `gemm` and no autodiff graph, and evaluation's forward pass
+/// ([`Model::forward_eval`]) by the same sweep keeping no tape (it declines elsewhere, and the
+/// trainer falls back to candle's autodiff, evaluation to candle's forward pass).
+/// [`install_host_gradient`] makes the trainer and evaluation use it.
 ///
 /// ```
 /// use candle_core::{DType, Device};
@@ -1267,6 +1283,20 @@ pub fn loss_and_gradient(
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostGradient;
 
+impl HostGradient {
+    /// A sweep error as terrain-model's, naming this engine (model errors as they are).
+    fn model_error(&self, e: Error) -> terrain_model::Error {
+        use terrain_model::train::GradientEngine;
+        match e {
+            Error::Model(e) => e,
+            e => terrain_model::Error::GradientEngine {
+                engine: self.name().into(),
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
 impl terrain_model::train::GradientEngine for HostGradient {
     fn name(&self) -> &str {
         "host sweep"
@@ -1279,19 +1309,18 @@ impl terrain_model::train::GradientEngine for HostGradient {
         loss: LossKind,
         row_weights: &mut dyn FnMut(&Tensor) -> terrain_model::Result<Tensor>,
     ) -> terrain_model::Result<Option<Vec<Tensor>>> {
-        host::weighted_gradient(model, batch, loss, row_weights).map_err(|e| match e {
-            Error::Model(e) => e,
-            e => terrain_model::Error::GradientEngine {
-                engine: self.name().into(),
-                reason: e.to_string(),
-            },
-        })
+        host::weighted_gradient(model, batch, loss, row_weights).map_err(|e| self.model_error(e))
+    }
+
+    fn logits(&self, model: &Model, x: &Tensor) -> terrain_model::Result<Option<Tensor>> {
+        host::logits(model, x).map_err(|e| self.model_error(e))
     }
 }
 
 /// Installs [`HostGradient`] as the process's training gradient engine
 /// ([`terrain_model::train::install_gradient_engine`]): every later training step on a network
-/// without BatchNorm, on the CPU in f32/f64, takes its gradient from the host sweep. The
+/// without BatchNorm, on the CPU in f32/f64, takes its gradient from the host sweep, and every
+/// evaluation ([`Model::forward_eval`]) its forward pass. The
 /// `terrain` binary and `cargo xtask` call this at start-up; `TERRAIN_GRADIENT=autodiff` in the
 /// environment keeps candle's autodiff instead (returns whether the sweep was installed).
 pub fn install_host_gradient() -> bool {
@@ -1313,7 +1342,10 @@ fn run_on(problem: &Problem<'_>, product: Product, dirs: &[Tensor]) -> Result<Ou
         .map(|v| crate::hessian::split_blocks(v, problem.shapes))
         .collect::<Result<_>>()?;
     let model = problem.model;
-    let k = if matches!(product, Product::Gradient | Product::Diagonal) {
+    let k = if matches!(
+        product,
+        Product::Loss | Product::Gradient | Product::Diagonal
+    ) {
         0
     } else {
         dirs.len()
@@ -1354,15 +1386,16 @@ fn run_on(problem: &Problem<'_>, product: Product, dirs: &[Tensor]) -> Result<Ou
     let zeros = |shape: Vec<usize>| -> Result<Tensor> {
         Ok(Tensor::zeros(shape, model.dtype(), model.device())?)
     };
-    let grad = if product == Product::GaussNewton {
-        Vec::new()
+    let grad = if matches!(product, Product::Loss | Product::GaussNewton) {
+        None
     } else {
-        sweep
+        let blocks: Vec<Tensor> = sweep
             .grad
             .into_iter()
             .zip(shapes)
             .map(|(g, s)| g.map_or_else(|| zeros(s.clone()), Ok))
-            .collect::<Result<_>>()?
+            .collect::<Result<_>>()?;
+        Some(crate::hessian::flatten_blocks(&blocks)?)
     };
     let mut blocks: Vec<Vec<Tensor>> = vec![Vec::with_capacity(p); k];
     for (acc, s) in sweep.prod.into_iter().zip(shapes) {
@@ -1416,6 +1449,9 @@ fn batch_pass(
             batch: bi,
             value: l,
         });
+    }
+    if sweep.product == Product::Loss {
+        return Ok(l);
     }
     // No tangent at the logits (no direction, or none reaching them): the products are zero.
     let flow = sweep.loss(&z, dz.as_ref(), &batch.y, kind, weight)?;

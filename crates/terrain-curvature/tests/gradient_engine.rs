@@ -2,7 +2,8 @@
 //! [`terrain_model::train::GradientEngine`]) against candle's autodiff of the same reduction, in
 //! f64: the mean loss, nonlinear reductions of the per-example losses (tilted, CVaR-like top-k),
 //! soft targets, MSE, and a whole training run through the installed engine; plus the fallback
-//! rules of `reduced_gradient` (BatchNorm, dtypes off the sweep).
+//! rules of `reduced_gradient` (BatchNorm, dtypes off the sweep); and the engine's forward pass,
+//! which evaluation runs on, against candle's.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -160,8 +161,9 @@ fn host_gradient_matches_autodiff_on_soft_targets_and_images_as_flat_rows() {
     assert!(err <= 1e-12, "flat rows: relative error {err:.2e}");
 }
 
-/// [`HostGradient`] counting its calls, to see where `reduced_gradient` consults it.
-struct Counting(AtomicUsize);
+/// [`HostGradient`] counting its calls, to see where `reduced_gradient` (first count) and
+/// `Model::forward_eval` (second) consult it.
+struct Counting(AtomicUsize, AtomicUsize);
 
 impl GradientEngine for Counting {
     fn name(&self) -> &str {
@@ -176,6 +178,10 @@ impl GradientEngine for Counting {
     ) -> terrain_model::Result<Option<Vec<Tensor>>> {
         self.0.fetch_add(1, Ordering::SeqCst);
         HostGradient.weighted_gradient(model, batch, loss, row_weights)
+    }
+    fn logits(&self, model: &Model, x: &Tensor) -> terrain_model::Result<Option<Tensor>> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        HostGradient.logits(model, x)
     }
 }
 
@@ -214,17 +220,33 @@ fn train_three_epochs(spec: &str) -> (Vec<f64>, Vec<f64>) {
 #[test]
 fn trainer_takes_the_installed_engine_where_it_applies_and_trains_alike() {
     let (slow_w, slow_l) = train_three_epochs("mlp:5-7-6-3:tanh");
-    let counting = std::sync::Arc::new(Counting(AtomicUsize::new(0)));
+    // Evaluation of a BatchNorm network (evaluation mode: the sweep applies) by candle first.
+    let arch: ArchSpec = "mlp:5-7-3:tanh:bn".parse().unwrap();
+    let bn = Model::new(arch.clone(), DType::F64, &candle_core::Device::Cpu, 0).unwrap();
+    terrain_testkit::randomize_batch_norm(&bn, 5);
+    let d = case_data(&arch, 40, LossKind::Ce);
+    let by_candle = terrain_model::loss::evaluate(&bn, &d, 16).unwrap();
+    let counting = std::sync::Arc::new(Counting(AtomicUsize::new(0), AtomicUsize::new(0)));
     let previous = train::install_gradient_engine(Some(counting.clone()));
     let (fast_w, fast_l) = train_three_epochs("mlp:5-7-6-3:tanh");
     let steps = counting.0.load(Ordering::SeqCst);
+    let by_engine = terrain_model::loss::evaluate(&bn, &d, 16).unwrap();
+    let forward_passes = counting.1.load(Ordering::SeqCst);
     // BatchNorm trains on batch statistics, which the sweep does not model: autodiff instead.
-    let arch: ArchSpec = "mlp:5-7-3:tanh:bn".parse().unwrap();
-    let bn = Model::new(arch.clone(), DType::F64, &candle_core::Device::Cpu, 0).unwrap();
-    let d = case_data(&arch, 8, LossKind::Ce);
     train::Erm.step(&bn, &batch_of(&d), LossKind::Ce).unwrap();
     let after_bn = counting.0.load(Ordering::SeqCst);
     train::install_gradient_engine(previous);
+    assert!(
+        forward_passes >= 3,
+        "evaluation's 3 batches must go through the engine's forward pass: {forward_passes}"
+    );
+    assert_eq!(by_engine.error, by_candle.error);
+    assert!(
+        (by_engine.loss - by_candle.loss).abs() <= 1e-13 * by_candle.loss,
+        "evaluation: {} by the engine, {} by candle",
+        by_engine.loss,
+        by_candle.loss
+    );
     assert_eq!(steps, 9, "3 epochs × 3 batches through the engine");
     assert_eq!(
         after_bn, steps,
@@ -243,6 +265,53 @@ fn trainer_takes_the_installed_engine_where_it_applies_and_trains_alike() {
     for (a, b) in fast_l.iter().zip(&slow_l) {
         assert!((a - b).abs() <= 1e-11 * b.abs(), "epoch losses {a} vs {b}");
     }
+}
+
+/// The engine's forward pass (what `Model::forward_eval`, and so evaluation and loss surfaces,
+/// run on) against candle's: every case, BatchNorm in evaluation mode on random running
+/// statistics, residual networks, images as flat rows, and batches split over two threads.
+#[test]
+fn host_logits_equal_candle_forward_pass() {
+    let specs = CASES.iter().map(|c| c.0).chain([
+        "mlp:5-7-6-3:gelu:bn",
+        "resnet18:3x8x8:w2:4",
+        "resnet18:3x8x8:w1:3:act=tanh",
+    ]);
+    in_pool(2, || {
+        for spec in specs {
+            let arch: ArchSpec = spec.parse().unwrap();
+            let m = Model::new(arch.clone(), DType::F64, &candle_core::Device::Cpu, 3).unwrap();
+            terrain_testkit::randomize_batch_norm(&m, 4);
+            // 5 rows: one block; 70: split into blocks of rows on two threads.
+            for rows in [5, 70] {
+                let d = case_data(&arch, rows, LossKind::Ce);
+                let flat = d.x.flatten_from(1).unwrap();
+                let slow = m.forward_t(&d.x, false).unwrap();
+                for x in [&d.x, &flat] {
+                    let fast = HostGradient
+                        .logits(&m, x)
+                        .unwrap()
+                        .expect("the sweep applies");
+                    assert_eq!(fast.dims(), slow.dims(), "{spec}");
+                    let e = rel_err(&fast, &slow);
+                    assert!(e <= 1e-13, "{spec}, {rows} rows: relative error {e:.2e}");
+                }
+            }
+        }
+    });
+    // f16 is off the sweep: it declines, and forward_eval falls back to candle.
+    let arch: ArchSpec = "mlp:5-7-3:tanh".parse().unwrap();
+    let m = Model::new(arch.clone(), DType::F16, &candle_core::Device::Cpu, 0).unwrap();
+    let x = case_data(&arch, 4, LossKind::Ce)
+        .x
+        .to_dtype(DType::F16)
+        .unwrap();
+    assert!(HostGradient.logits(&m, &x).unwrap().is_none());
+    // Inputs that do not fit are the model's error, naming the network.
+    let (m, _) = setup("mlp:5-7-3:tanh", LossKind::Ce, 0);
+    let wrong = Tensor::zeros((3, 4), DType::F64, &candle_core::Device::Cpu).unwrap();
+    let err = HostGradient.logits(&m, &wrong).unwrap_err().to_string();
+    assert!(err.contains("mlp:5-7-3"), "{err}");
 }
 
 #[test]

@@ -38,6 +38,23 @@ const CASES: &[(&str, LossKind)] = &[
     ("resnet18:3x8x8:w1:3:act=tanh", LossKind::Ce),
 ];
 
+/// The operators' settings: two batches (the second smaller) where the data allow.
+fn config(
+    d: &Dataset,
+    loss: LossKind,
+    curvature: Curvature,
+    filter: &ParamFilter,
+    hvp: HvpMethod,
+) -> HessianConfig {
+    HessianConfig {
+        batch_size: if d.len() > 16 { d.len() - 8 } else { 4 },
+        hvp,
+        curvature,
+        filter: filter.clone(),
+        ..HessianConfig::new(loss)
+    }
+}
+
 fn operator<'m>(
     m: &'m Model,
     d: &Dataset,
@@ -46,19 +63,13 @@ fn operator<'m>(
     filter: &ParamFilter,
     engine: SweepEngine,
 ) -> HessianOperator<'m> {
-    let config = HessianConfig {
-        batch_size: if d.len() > 16 { d.len() - 8 } else { 4 },
-        hvp: HvpMethod::Rop,
-        curvature,
-        filter: filter.clone(),
-        ..HessianConfig::new(loss)
-    };
+    let config = config(d, loss, curvature, filter, HvpMethod::Rop);
     HessianOperator::new(m, d, config)
         .unwrap()
         .with_sweep_engine(engine)
 }
 
-/// Host against candle: loss, gradient, one product and three batched products, Hessian and
+/// Host against candle: loss (and the loss alone, beside candle's forward pass), gradient, one product and three batched products, Hessian and
 /// Gauss–Newton; returns the largest relative error.
 fn compare(m: &Model, d: &Dataset, loss: LossKind, filter: &ParamFilter, what: &str) -> f64 {
     let mut worst: f64 = 0.0;
@@ -75,6 +86,16 @@ fn compare(m: &Model, d: &Dataset, loss: LossKind, filter: &ParamFilter, what: &
                 "{what}: zero gradient"
             );
             worst = worst.max(el).max(eg);
+            // The loss alone: the host's forward pass without a tape, the candle sweep's, and
+            // candle's own forward pass (the double-backward operator's).
+            let autodiff = config(d, loss, curvature, filter, HvpMethod::DoubleBackward);
+            let forward = HessianOperator::new(m, d, autodiff)
+                .unwrap()
+                .loss()
+                .unwrap();
+            for l in [lh, host.loss().unwrap(), candle.loss().unwrap()] {
+                worst = worst.max((l - forward).abs() / forward.abs());
+            }
         }
         let vs: Vec<Tensor> = (0..3)
             .map(|s| {

@@ -167,7 +167,7 @@ pub fn inputs(data: &Dataset, config: &CkaConfig) -> Result<Tensor> {
 
 /// A model's outputs on `x` (eval mode) as an f64 row-major matrix and its width.
 pub fn outputs(model: &Model, x: &Tensor, which: Outputs) -> Result<(Vec<f64>, usize)> {
-    let out = model.forward_t(x, false)?;
+    let out = model.forward_eval(x)?;
     let out = match which {
         Outputs::Logits => out,
         Outputs::Softmax => candle_nn_softmax(&out)?,

@@ -69,7 +69,7 @@ impl Evaluator {
         let mut loss_sum: Option<Tensor> = None;
         let mut wrong: Option<Tensor> = None;
         for b in &self.batches {
-            let out = model.forward_t(&b.x, false)?;
+            let out = model.forward_eval(&b.x)?;
             let l = loss::per_sample(&out, &b.y, self.loss)?
                 .to_dtype(DType::F64)?
                 .sum_all()?;

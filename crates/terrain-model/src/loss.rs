@@ -144,7 +144,7 @@ pub fn evaluate_with(
     let classification = matches!(data.task, Task::Classification { .. });
     for batch in data.batches(batch_size, None, false)? {
         let batch = batch?;
-        let out = model.forward_t(&batch.x, false)?;
+        let out = model.forward_eval(&batch.x)?;
         let l = per_sample(&out, &batch.y, kind)?;
         loss_sum += l.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
         wrong += errors(&out, &batch.y)?.unwrap_or(0);
@@ -182,7 +182,7 @@ pub fn evaluate_per_sample(
     let classification = matches!(data.task, Task::Classification { .. });
     for batch in data.batches(batch_size, None, false)? {
         let batch = batch?;
-        let out = model.forward_t(&batch.x, false)?;
+        let out = model.forward_eval(&batch.x)?;
         let l = per_sample(&out, &batch.y, kind)?;
         losses.extend(l.to_dtype(DType::F64)?.to_vec1::<f64>()?);
         wrong += errors(&out, &batch.y)?.unwrap_or(0);

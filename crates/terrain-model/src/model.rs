@@ -241,6 +241,20 @@ impl Model {
         self.forward_with(x, train, train)
     }
 
+    /// Forward pass in evaluation mode (BatchNorm on its running statistics) for values only,
+    /// not to be differentiated: by the installed gradient engine's forward pass where it
+    /// applies ([`GradientEngine::logits`](crate::train::GradientEngine::logits), e.g.
+    /// terrain-curvature's host sweep), else candle's ([`Model::forward_t`] with `train` false).
+    /// Evaluation ([`crate::loss::evaluate`]) runs on this.
+    pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(engine) = crate::train::gradient_engine()
+            && let Some(z) = engine.logits(self, x)?
+        {
+            return Ok(z);
+        }
+        self.forward_t(x, false)
+    }
+
     /// Forward pass with explicit control of BatchNorm running-statistics updates (SAM's second
     /// pass uses batch statistics without updating them).
     pub fn forward_with(&self, x: &Tensor, train: bool, update_stats: bool) -> Result<Tensor> {

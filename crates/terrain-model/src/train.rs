@@ -362,7 +362,9 @@ pub trait Objective {
 /// A faster road to a training step's gradient than candle's autodiff graph: a hand-written
 /// backward sweep over the network's layer description (terrain-curvature's host sweep is one;
 /// install it with [`install_gradient_engine`]). The trainer's [`reduced_gradient`] consults the
-/// installed engine and falls back to autodiff wherever it declines.
+/// installed engine and falls back to autodiff wherever it declines; so does
+/// [`Model::forward_eval`], which evaluation (losses, errors, loss surfaces) runs on, for the
+/// engine's forward pass ([`GradientEngine::logits`]).
 ///
 /// The gradient of any reduction `R(ℓ_1, …, ℓ_N)` of the per-example losses is
 /// `Σ_i (∂R/∂ℓ_i) ∇ℓ_i`, so an engine only needs per-row weights: it runs the forward pass,
@@ -383,6 +385,14 @@ pub trait GradientEngine: Send + Sync {
         loss: LossKind,
         row_weights: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     ) -> Result<Option<Vec<Tensor>>>;
+
+    /// The network's outputs for inputs `x` (as the data holds them, [`Model::prepare_input`]
+    /// not yet applied), BatchNorm in evaluation mode, without an autodiff graph; `None` where
+    /// the engine does not apply, and the caller runs candle's forward pass. By default, `None`.
+    fn logits(&self, model: &Model, x: &Tensor) -> Result<Option<Tensor>> {
+        let _ = (model, x);
+        Ok(None)
+    }
 }
 
 /// The engine [`reduced_gradient`] consults (none: candle autodiff).

@@ -28,6 +28,10 @@
 //! batches, and blocks on a larger pool, split their larger products by rows and their long
 //! elementwise loops by blocks instead.
 //!
+//! The loss alone ([`Product::Loss`], and [`logits`], the forward pass evaluation runs on) is the
+//! same forward pass keeping no tape: each layer's record goes back to the buffer pool as soon as
+//! the next layer has its input.
+//!
 //! The exact diagonal ([`Product::Diagonal`]) carries the candle sweep's symmetric factors, laid
 //! out C-major as `[C, N, feat]` like `ġ`, so each map by a layer's own weight is the same
 //! product over `C·N` rows. A smooth activation's residual factors (and the MSE loss's) are
@@ -842,6 +846,32 @@ enum Rec<T> {
     },
 }
 
+impl<T: Real> Rec<T> {
+    /// Returns the record's buffers to the pool (a forward pass that keeps no tape).
+    fn give(self) {
+        match self {
+            Rec::Linear { x, dx, .. } | Rec::Norm { xhat: x, dx, .. } => {
+                give(x);
+                give_opt(dx);
+            }
+            Rec::Conv {
+                cols, dcols, dx, ..
+            } => {
+                give(cols);
+                give(dcols);
+                give_opt(dx);
+            }
+            Rec::Act { d1, d2, dz } => {
+                give(d1);
+                give_opt(d2);
+                give_opt(dz);
+            }
+            Rec::MaxPool { mask, .. } => give(mask),
+            Rec::Flatten { .. } | Rec::AvgPool { .. } => {}
+        }
+    }
+}
+
 enum Step<'l, T: Real> {
     One(&'l HLayer<'l, T>, Rec<T>),
     Block {
@@ -1200,6 +1230,11 @@ impl<T: Real> Sweep<'_, T> {
         kind: LossKind,
     ) -> Option<Error> {
         let (steps, z, dz, _) = tape;
+        if !self.tape() {
+            give(z);
+            give_opt(dz);
+            return None;
+        }
         let mass = r.mass.as_ref().map(|m| &m[a..b]);
         let flow = self.loss(
             &z,
@@ -1302,9 +1337,14 @@ impl<T: Real> Sweep<'_, T> {
     fn wants_g(&self) -> bool {
         match self.product {
             Product::Gradient | Product::Hessian => true,
-            Product::GaussNewton => false,
+            Product::Loss | Product::GaussNewton => false,
             Product::Diagonal => self.diag_residuals,
         }
+    }
+
+    /// Whether the forward pass keeps its records for a backward pass (not for the loss alone).
+    fn tape(&self) -> bool {
+        self.product != Product::Loss
     }
 
     /// Whether activations record `φ''`.
@@ -1711,20 +1751,27 @@ impl<T: Real> Sweep<'_, T> {
                     }
                     *live = live_main || live_skip;
                     add_into(&mut a, &b);
+                    give(b);
                     let step = Step::Block {
                         main: main_steps,
                         skip: skip_steps,
                         live_in,
                         feat: shape.len(),
                     };
-                    steps.push(step);
+                    if self.tape() {
+                        steps.push(step);
+                    }
                     h = a;
                     dh = sum_opt(da, db);
                     shape = sa;
                     continue;
                 }
             };
-            steps.push(Step::One(layer, step));
+            if self.tape() {
+                steps.push(Step::One(layer, step));
+            } else {
+                step.give();
+            }
             h = y;
             dh = dy;
             shape = out_shape;
@@ -2773,7 +2820,10 @@ fn run_typed<T: Real>(
     dirs: &[Tensor],
 ) -> Result<Option<Output>> {
     let model = problem.model;
-    let k = if matches!(product, Product::Gradient | Product::Diagonal) {
+    let k = if matches!(
+        product,
+        Product::Loss | Product::Gradient | Product::Diagonal
+    ) {
         0
     } else {
         dirs.len()
@@ -2878,31 +2928,28 @@ fn run_typed<T: Real>(
     give_layers(net);
     let mut sweep = absorb_parts(parts);
     let to_tensor = |j: usize, v: Option<Vec<T>>| param_tensor(v, conv_dims[j], &problem.shapes[j]);
-    let grad = if product != Product::Gradient {
-        Vec::new()
-    } else {
-        (0..p)
-            .map(|j| to_tensor(j, sweep.grad[j].take()))
-            .collect::<Result<_>>()?
+    // The gradient and each product written straight into one flat vector (kernels back from
+    // rows).
+    let layout = FlatLayout {
+        offsets: &offsets,
+        lens: &lens,
+        conv_dims: &conv_dims,
     };
-    // Each product written straight into one flat vector (kernels back from rows).
+    let grad = if product != Product::Gradient {
+        None
+    } else {
+        Some(layout.vector(|j| sweep.grad[j].as_deref())?)
+    };
+    for g in sweep.grad.drain(..) {
+        give_opt(g);
+    }
     let products = (0..k)
         .map(|i| {
-            let mut v = dirty::<T>(dim);
-            for j in 0..p {
-                let dst = &mut v[offsets[j]..offsets[j] + lens[j]];
-                match (sweep.prod[j].as_deref(), conv_dims[j]) {
-                    (Some(a), dims) => {
-                        let src = &a[i * lens[j]..(i + 1) * lens[j]];
-                        match dims {
-                            Some(dims) => kernel_unrows_into(src, &dims, dst),
-                            None => dst.copy_from_slice(src),
-                        }
-                    }
-                    (None, _) => dst.fill(T::ZERO),
-                }
-            }
-            T::tensor(v, &[dim])
+            layout.vector(|j| {
+                sweep.prod[j]
+                    .as_deref()
+                    .map(|a| &a[i * lens[j]..(i + 1) * lens[j]])
+            })
         })
         .collect::<Result<_>>()?;
     for a in sweep.prod.drain(..) {
@@ -2921,6 +2968,32 @@ fn run_typed<T: Real>(
         products,
         diagonal,
     }))
+}
+
+/// Where each selected parameter lies in a flat parameter-space vector.
+struct FlatLayout<'a> {
+    offsets: &'a [usize],
+    lens: &'a [usize],
+    /// Kernel dimensions of the convolution weights (kept as rows in the sweep).
+    conv_dims: &'a [Option<[usize; 4]>],
+}
+
+impl FlatLayout<'_> {
+    /// One flat vector from per-parameter blocks, `block(j)` parameter `j`'s values (kernels as
+    /// rows; `None`: zeros).
+    fn vector<'b, T: Real>(&self, block: impl Fn(usize) -> Option<&'b [T]>) -> Result<Tensor> {
+        let dim: usize = self.lens.iter().sum();
+        let mut v = dirty::<T>(dim);
+        for (j, (&off, &len)) in self.offsets.iter().zip(self.lens).enumerate() {
+            let dst = &mut v[off..off + len];
+            match (block(j), self.conv_dims[j]) {
+                (Some(src), Some(dims)) => kernel_unrows_into(src, &dims, dst),
+                (Some(src), None) => dst.copy_from_slice(src),
+                (None, _) => dst.fill(T::ZERO),
+            }
+        }
+        T::tensor(v, &[dim])
+    }
 }
 
 /// A parameter-shaped tensor from a sweep accumulator (kernels kept as rows, `conv` their
@@ -3043,6 +3116,45 @@ fn weighted_loss<T: Real>(
 /// [`Model::params`] order), `w = row_weights(logits)`: terrain-model's
 /// [`terrain_model::train::GradientEngine`] on the host sweep. `None` (before `row_weights` is
 /// called) off the CPU, for dtypes other than f32/f64, and for inputs of another rank.
+/// The network's outputs `[N, O]` for inputs `x` (as the data holds them), BatchNorm in
+/// evaluation mode, by the host sweep's forward pass without a tape; `None` where it does not
+/// apply (device, dtype, input rank).
+pub(super) fn logits(model: &Model, x: &Tensor) -> Result<Option<Tensor>> {
+    if !model.device().is_cpu() {
+        return Ok(None);
+    }
+    match model.dtype() {
+        DType::F32 => logits_typed::<f32>(model, x),
+        DType::F64 => logits_typed::<f64>(model, x),
+        _ => Ok(None),
+    }
+}
+
+fn logits_typed<T: Real>(model: &Model, x: &Tensor) -> Result<Option<Tensor>> {
+    let x = model.prepare_input(x)?;
+    let n = x.dim(0)?;
+    let lock = Locked::new(&x);
+    let Some((x, shape)) = host_input::<T>(&x, lock.as_ref())? else {
+        return Ok(None);
+    };
+    let mut locks = Locks::new();
+    lock_layers(&model.network().layers, &mut locks);
+    let net = convert::<T>(&model.network().layers, &Slots::new(), &mut [], &locks)?;
+    let mut parts = vec![Sweep::new(Product::Loss, 0, &[], &[], false)];
+    let mut logits = None;
+    // The loss kind is not used: a sweep for the loss alone stops at the logits.
+    sweep_batch(&mut parts, &net, x, shape, n, LossKind::Mse, |z, o| {
+        logits = Some(T::tensor(z.to_vec(), &[n, o])?);
+        Ok(LossRows {
+            t: Vec::new(),
+            mass: None,
+            weights: Vec::new(),
+        })
+    })?;
+    give_layers(net);
+    Ok(logits)
+}
+
 pub(super) fn weighted_gradient(
     model: &Model,
     batch: &Batch,
