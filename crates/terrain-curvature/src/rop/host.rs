@@ -103,15 +103,15 @@ pub(crate) trait Real:
     fn values(c: &candle_core::CpuStorage) -> Option<&[Self]>;
     /// A CPU tensor of `shape` from row-major elements.
     fn tensor(v: Vec<Self>, shape: &[usize]) -> Result<Tensor>;
-    /// Runs `f` on the calling thread's pool of free buffers.
+    /// Runs `f` on the process's pool of free buffers of this type (one pool for all threads: a
+    /// sweep's blocks run on whichever worker takes them, and its accumulators are returned on
+    /// the calling thread, so per-thread pools drained on the workers and filled on the caller).
     fn with_pool<R>(f: impl FnOnce(&mut Vec<Vec<Self>>) -> R) -> R;
 }
 
 macro_rules! real {
     ($t:ty, $dtype:expr, $erf:path, $pool:ident) => {
-        thread_local! {
-            static $pool: std::cell::RefCell<Vec<Vec<$t>>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
+        static $pool: std::sync::Mutex<Vec<Vec<$t>>> = std::sync::Mutex::new(Vec::new());
         impl Real for $t {
             const DTYPE: DType = $dtype;
             const ZERO: Self = 0.0;
@@ -163,7 +163,9 @@ macro_rules! real {
                 Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
             }
             fn with_pool<R>(f: impl FnOnce(&mut Vec<Vec<Self>>) -> R) -> R {
-                $pool.with(|p| f(&mut p.borrow_mut()))
+                f(&mut $pool
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner))
             }
         }
     };
@@ -215,10 +217,10 @@ fn give_cow<T: Real>(v: Cow<'_, [T]>) {
     }
 }
 
-/// The most elements the calling thread's buffer pool keeps between uses.
+/// The most elements the buffer pool keeps between uses.
 const MAX_POOLED: usize = 1 << 26;
 
-/// A buffer of `n` elements from the calling thread's pool (or fresh), its contents arbitrary
+/// A buffer of `n` elements from the pool (or fresh), its contents arbitrary
 /// (initialised, left from an earlier use): for outputs that are written in full.
 fn dirty<T: Real>(n: usize) -> Vec<T> {
     let found = T::with_pool(|pool| {
@@ -246,7 +248,7 @@ fn zeros<T: Real>(n: usize) -> Vec<T> {
     v
 }
 
-/// Returns a buffer to the calling thread's pool (dropped if the pool is full), so the next
+/// Returns a buffer to the pool (dropped if the pool is full), so the next
 /// sweep's buffers of the same size are neither mapped nor faulted in afresh.
 fn give<T: Real>(v: Vec<T>) {
     if v.len() < 1024 {
@@ -1024,6 +1026,7 @@ fn sum_opt<T: Real>(a: Option<Vec<T>>, b: Option<Vec<T>>) -> Option<Vec<T>> {
     match (a, b) {
         (Some(mut a), Some(b)) => {
             add_into(&mut a, &b);
+            give(b);
             Some(a)
         }
         (a, b) => a.or(b),
@@ -1057,7 +1060,7 @@ struct Sweep<'a, T: Real> {
 }
 
 fn acc<T: Real>(slot: &mut Option<Vec<T>>, len: usize) -> &mut Vec<T> {
-    slot.get_or_insert_with(|| vec![T::ZERO; len])
+    slot.get_or_insert_with(|| zeros::<T>(len))
 }
 
 impl<'a, T: Real> Sweep<'a, T> {
