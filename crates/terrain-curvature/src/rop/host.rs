@@ -556,6 +556,13 @@ impl Geom {
             .filter(|&i| i < len)
     }
 
+    /// The first input column of output column `oj`'s window, where the whole window lies
+    /// inside the image (its `kw·C` inputs of one image row are then contiguous).
+    fn row_inside(&self, oj: usize) -> Option<usize> {
+        let j0 = (oj * self.stride).checked_sub(self.pad)?;
+        (j0 + self.kw <= self.w).then_some(j0)
+    }
+
     /// `[B, H, W, C]` -> `cols` `[B·P, Q]` (rows in `[kh, kw, C]` order).
     fn im2col<T: Real>(&self, x: &[T], cols: &mut [T]) {
         let (img, q, c) = (self.h * self.w * self.c, self.patch(), self.c);
@@ -564,14 +571,23 @@ impl Geom {
             for oi in 0..self.ho {
                 for oj in 0..self.wo {
                     let row = &mut out[(oi * self.wo + oj) * q..][..q];
+                    let inside = self.row_inside(oj);
                     for ki in 0..self.kh {
+                        let Some(i) = self.src(oi, ki, self.h) else {
+                            row[ki * self.kw * c..][..self.kw * c].fill(T::ZERO);
+                            continue;
+                        };
+                        if let Some(j0) = inside {
+                            // The kernel row's inputs are contiguous: one copy.
+                            row[ki * self.kw * c..][..self.kw * c]
+                                .copy_from_slice(&x[(i * self.w + j0) * c..][..self.kw * c]);
+                            continue;
+                        }
                         for kj in 0..self.kw {
                             let dst = &mut row[(ki * self.kw + kj) * c..][..c];
-                            match (self.src(oi, ki, self.h), self.src(oj, kj, self.w)) {
-                                (Some(i), Some(j)) => {
-                                    dst.copy_from_slice(&x[(i * self.w + j) * c..][..c])
-                                }
-                                _ => dst.fill(T::ZERO),
+                            match self.src(oj, kj, self.w) {
+                                Some(j) => dst.copy_from_slice(&x[(i * self.w + j) * c..][..c]),
+                                None => dst.fill(T::ZERO),
                             }
                         }
                     }
@@ -589,11 +605,20 @@ impl Geom {
             for oi in 0..self.ho {
                 for oj in 0..self.wo {
                     let row = &cols[(oi * self.wo + oj) * q..][..q];
+                    let inside = self.row_inside(oj);
                     for ki in 0..self.kh {
+                        let Some(i) = self.src(oi, ki, self.h) else {
+                            continue;
+                        };
+                        if let Some(j0) = inside {
+                            add_into(
+                                &mut out[(i * self.w + j0) * c..][..self.kw * c],
+                                &row[ki * self.kw * c..][..self.kw * c],
+                            );
+                            continue;
+                        }
                         for kj in 0..self.kw {
-                            if let (Some(i), Some(j)) =
-                                (self.src(oi, ki, self.h), self.src(oj, kj, self.w))
-                            {
+                            if let Some(j) = self.src(oj, kj, self.w) {
                                 add_into(
                                     &mut out[(i * self.w + j) * c..][..c],
                                     &row[(ki * self.kw + kj) * c..][..c],
@@ -1602,7 +1627,7 @@ impl<T: Real> Sweep<'_, T> {
                     let (ho, wo) = (hh / 2, ww / 2);
                     let (img_in, img_out) = (hh * ww * c, ho * wo * c);
                     let mut y = dirty::<T>(n * img_out);
-                    let mut mask = zeros::<T>(h.len());
+                    let mut mask = dirty::<T>(h.len());
                     let corners = |oi: usize, oj: usize| {
                         let p = (2 * oi * ww + 2 * oj) * c;
                         [p, p + c, p + ww * c, p + ww * c + c]
@@ -1629,20 +1654,14 @@ impl<T: Real> Sweep<'_, T> {
                                 }
                                 let (ma, mb) = mtop[s..s + 2 * c].split_at_mut(c);
                                 let (md, me) = mbot[s..s + 2 * c].split_at_mut(c);
+                                // Every mask element is written: the windows tile the image.
+                                let one = |x: T, v: T| if x == v { T::ONE } else { T::ZERO };
                                 for ch in 0..c {
                                     let v = yo[ch];
-                                    if a[ch] == v {
-                                        ma[ch] = T::ONE;
-                                    }
-                                    if b[ch] == v {
-                                        mb[ch] = T::ONE;
-                                    }
-                                    if d[ch] == v {
-                                        md[ch] = T::ONE;
-                                    }
-                                    if e[ch] == v {
-                                        me[ch] = T::ONE;
-                                    }
+                                    ma[ch] = one(a[ch], v);
+                                    mb[ch] = one(b[ch], v);
+                                    md[ch] = one(d[ch], v);
+                                    me[ch] = one(e[ch], v);
                                 }
                             }
                         }
@@ -1667,9 +1686,11 @@ impl<T: Real> Sweep<'_, T> {
                             for oi in 0..ho {
                                 for oj in 0..wo {
                                     let o = (oi * wo + oj) * c;
+                                    let t = &mut t[o..o + c];
                                     for p in corners(oi, oj) {
-                                        for ch in 0..c {
-                                            t[o + ch] += d[p + ch] * m[p + ch];
+                                        let dm = d[p..p + c].iter().zip(&m[p..p + c]);
+                                        for (t, (&d, &m)) in t.iter_mut().zip(dm) {
+                                            *t += d * m;
                                         }
                                     }
                                 }
@@ -2467,8 +2488,9 @@ impl<T: Real> Sweep<'_, T> {
                             for j in 0..ww {
                                 let d = (i * ww + j) * c;
                                 let s = &s[((i / 2) * wo + j / 2) * c..][..c];
-                                for ch in 0..c {
-                                    o[d + ch] = s[ch] * m[d + ch];
+                                let o = o[d..d + c].iter_mut().zip(&m[d..d + c]);
+                                for ((o, &m), &s) in o.zip(s) {
+                                    *o = s * m;
                                 }
                             }
                         }
