@@ -1317,6 +1317,13 @@ impl terrain_model::train::GradientEngine for HostGradient {
     }
 }
 
+/// Frees the buffers the host sweep keeps between sweeps (up to 1 GiB per float type, the
+/// working set of the latest sweeps, so that repeated products do not fault fresh memory in);
+/// the next sweep allocates afresh. For a long-running process done with curvature.
+pub fn release_host_buffers() {
+    host::release_buffers();
+}
+
 /// Installs [`HostGradient`] as the process's training gradient engine
 /// ([`terrain_model::train::install_gradient_engine`]): every later training step on a network
 /// without BatchNorm, on the CPU in f32/f64, takes its gradient from the host sweep, and every

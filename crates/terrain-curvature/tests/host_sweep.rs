@@ -409,6 +409,55 @@ fn host_diagonal_keeps_the_residual_factor_limit() {
 /// The host sweep's numbers do not depend on the thread count: a batch is split into a fixed
 /// number of blocks (and a kernel's diagonal summed in fixed blocks) whatever the pool, so one
 /// and two threads give bit-identical losses, gradients, products and diagonals in f32.
+/// Buffers come back from the pool with arbitrary contents, of other lengths, or not at all
+/// (after `release_host_buffers`): the numbers must not change.
+#[test]
+fn host_sweep_gives_the_same_bits_from_pooled_and_fresh_buffers() {
+    let (spec, m) = model("cnn:1x8x8-3-4-3:tanh", DType::F64);
+    let d = data(&spec, 40, LossKind::Ce);
+    let op = operator(
+        &m,
+        &d,
+        LossKind::Ce,
+        Curvature::Hessian,
+        &ParamFilter::all(),
+        SweepEngine::Auto,
+    );
+    let v = vector::random(op.dim(), Probe::Rademacher, 3, DType::F64, &Device::Cpu).unwrap();
+    let bits = |t: &Tensor| {
+        t.to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>()
+    };
+    terrain_curvature::rop::release_host_buffers();
+    let fresh = (
+        bits(&op.loss_and_gradient().unwrap().1),
+        bits(&op.apply(&v).unwrap()),
+    );
+    // A larger model's sweep leaves larger buffers of other sizes in the pool.
+    let (big_spec, big) = model("resnet18:3x8x8:w2:4", DType::F64);
+    let big_d = data(&big_spec, 40, LossKind::Ce);
+    operator(
+        &big,
+        &big_d,
+        LossKind::Ce,
+        Curvature::Hessian,
+        &ParamFilter::all(),
+        SweepEngine::Auto,
+    )
+    .loss_and_gradient()
+    .unwrap();
+    for _ in 0..2 {
+        let pooled = (
+            bits(&op.loss_and_gradient().unwrap().1),
+            bits(&op.apply(&v).unwrap()),
+        );
+        assert_eq!(pooled, fresh);
+    }
+}
+
 #[test]
 fn host_sweep_gives_the_same_bits_on_one_and_two_threads() {
     let run = |threads: usize, spec_str: &str, rows: usize| {

@@ -217,8 +217,22 @@ fn give_cow<T: Real>(v: Cow<'_, [T]>) {
     }
 }
 
-/// The most elements the buffer pool keeps between uses.
-const MAX_POOLED: usize = 1 << 26;
+/// The most bytes the buffer pool of one type keeps between uses: a ResNet-18 (width 16, 32×32
+/// images, batch 256) gradient's working set fits, so repeated sweeps fault no fresh pages in
+/// (with the 256 MiB of before they faulted in about 1.8 GB a sweep, a fifth of its time).
+/// [`release_buffers`] empties the pools.
+const MAX_POOLED_BYTES: usize = 1 << 30;
+
+/// [`MAX_POOLED_BYTES`] in elements of `T`.
+fn max_pooled<T>() -> usize {
+    MAX_POOLED_BYTES / std::mem::size_of::<T>()
+}
+
+/// Frees every buffer the host sweep keeps between sweeps.
+pub(super) fn release_buffers() {
+    f32::with_pool(|p| p.clear());
+    f64::with_pool(|p| p.clear());
+}
 
 /// A buffer of `n` elements from the pool (or fresh), its contents arbitrary
 /// (initialised, left from an earlier use): for outputs that are written in full.
@@ -227,17 +241,22 @@ fn dirty<T: Real>(n: usize) -> Vec<T> {
         let best = pool
             .iter()
             .enumerate()
-            .filter(|(_, v)| v.len() >= n && v.len() <= 2 * n.max(1024))
-            .min_by_key(|(_, v)| v.len())
+            .filter(|(_, v)| v.capacity() >= n && v.capacity() <= 2 * n.max(1024))
+            // Preferably one long enough already (no lengthening to write), then the smallest.
+            .min_by_key(|(_, v)| (v.len() < n, v.capacity()))
             .map(|(i, _)| i);
-        best.map(|i| pool.swap_remove(i))
+        best.map(|i| pool.remove(i))
     });
     match found {
+        // By capacity, not length: a buffer shortened by an earlier smaller use still owns its
+        // touched memory, and lengthening it writes there without faulting pages in.
         Some(mut v) => {
-            v.truncate(n);
+            v.resize(n, T::ZERO);
             v
         }
-        None => vec![T::ZERO; n],
+        None => {
+            vec![T::ZERO; n]
+        }
     }
 }
 
@@ -251,14 +270,23 @@ fn zeros<T: Real>(n: usize) -> Vec<T> {
 /// Returns a buffer to the pool (dropped if the pool is full), so the next
 /// sweep's buffers of the same size are neither mapped nor faulted in afresh.
 fn give<T: Real>(v: Vec<T>) {
-    if v.len() < 1024 {
+    if v.capacity() < 1024 {
+        return;
+    }
+    let cap = max_pooled::<T>();
+    if v.capacity() > cap {
         return;
     }
     T::with_pool(|pool| {
-        let held: usize = pool.iter().map(Vec::len).sum();
-        if held + v.len() <= MAX_POOLED {
-            pool.push(v);
+        // The oldest buffers make room: the pool holds what the latest sweeps used.
+        let mut held: usize = pool.iter().map(Vec::capacity).sum();
+        let mut evict = 0;
+        while held + v.capacity() > cap {
+            held -= pool[evict].capacity();
+            evict += 1;
         }
+        pool.drain(..evict);
+        pool.push(v);
     });
 }
 
@@ -842,8 +870,11 @@ enum Rec<T> {
     },
     Conv {
         geom: Geom,
-        /// `cols(x)` `[N·P, Q]`.
+        /// `cols(x)` `[N·P, Q]` where kept (else empty: rebuilt from `x`, or not needed).
         cols: Vec<T>,
+        /// The layer's input `[N, H, W, C]` where its patches were not kept but are needed (the
+        /// kernel is selected); else empty.
+        x: Vec<T>,
         /// `cols(ẋ_i)` `[k, N·P, Q]` where kept (else empty).
         dcols: Vec<T>,
         dx: Option<Vec<T>>,
@@ -882,9 +913,10 @@ impl<T: Real> Rec<T> {
                 give_opt(dx);
             }
             Rec::Conv {
-                cols, dcols, dx, ..
+                cols, x, dcols, dx, ..
             } => {
                 give(cols);
+                give(x);
                 give(dcols);
                 give_opt(dx);
             }
@@ -1527,15 +1559,36 @@ impl<T: Real> Sweep<'_, T> {
                         }
                         if keep {
                             kept = dcols;
+                        } else {
+                            give(dcols);
                         }
                         dy = Some(t);
                     }
                     let live_in = *live;
                     *live |= w_slot.is_some() || b_slot.is_some();
-                    give(h);
+                    // Only the kernel's derivatives read the patches: kept where they are no
+                    // larger than the input, else the input is kept and they are rebuilt in the
+                    // backward pass (a 3×3 kernel's patches are 9 inputs each; kept for a whole
+                    // ResNet they outgrew the buffer pool and were faulted in afresh every sweep).
+                    let (cols, x) = match w_slot {
+                        None => {
+                            give(cols);
+                            give(h);
+                            (Vec::new(), Vec::new())
+                        }
+                        Some(_) if cols.len() <= h.len() => {
+                            give(h);
+                            (cols, Vec::new())
+                        }
+                        Some(_) => {
+                            give(cols);
+                            (Vec::new(), h)
+                        }
+                    };
                     let rec = Rec::Conv {
                         geom,
                         cols,
+                        x,
                         dcols: kept,
                         dx: dh,
                         live_in,
@@ -2104,6 +2157,7 @@ impl<T: Real> Sweep<'_, T> {
                 Rec::Conv {
                     geom,
                     cols,
+                    x,
                     dcols: kept,
                     dx,
                     live_in,
@@ -2112,6 +2166,14 @@ impl<T: Real> Sweep<'_, T> {
                 let out = *out;
                 let (q, rows) = (geom.patch(), n * geom.positions());
                 let img = n * geom.h * geom.w * geom.c;
+                let cols = if x.is_empty() {
+                    cols
+                } else {
+                    let mut c = dirty::<T>(rows * q);
+                    geom.im2col(&x, &mut c);
+                    give(x);
+                    c
+                };
                 if let Some(g) = &flow.g {
                     if let Some(a) = w_slot.and_then(|s| self.grad_acc(s)) {
                         mm(out, q, rows, a, true, tr(g, out), rm(&cols, q));
