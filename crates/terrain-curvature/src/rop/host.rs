@@ -2963,18 +2963,18 @@ fn run_typed<T: Real>(
                     // One direction, used as it is: borrowed.
                     (None, [Cow::Borrowed(v)]) => Cow::Borrowed(&v[range]),
                     (Some(dims), _) => {
-                        let mut v = Vec::with_capacity(k * lens[j]);
-                        for f in &flat {
+                        let mut v = dirty::<T>(k * lens[j]);
+                        for (f, dst) in flat.iter().zip(v.chunks_exact_mut(lens[j])) {
                             let rows = kernel_rows(&f[range.clone()], dims);
-                            v.extend_from_slice(&rows);
+                            dst.copy_from_slice(&rows);
                             give(rows);
                         }
                         Cow::Owned(v)
                     }
                     (None, _) => {
-                        let mut v = Vec::with_capacity(k * lens[j]);
-                        for f in &flat {
-                            v.extend_from_slice(&f[range.clone()]);
+                        let mut v = dirty::<T>(k * lens[j]);
+                        for (f, dst) in flat.iter().zip(v.chunks_exact_mut(lens[j])) {
+                            dst.copy_from_slice(&f[range.clone()]);
                         }
                         Cow::Owned(v)
                     }
@@ -3049,6 +3049,10 @@ fn run_typed<T: Real>(
     } else {
         Vec::new()
     };
+    drop(sweep);
+    for d in host_dirs.into_iter().flatten() {
+        give_cow(d);
+    }
     Ok(Some(Output {
         loss: total,
         grad,
