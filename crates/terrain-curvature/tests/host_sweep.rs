@@ -191,7 +191,8 @@ fn host_sweep_agrees_with_candle_sweep_in_f32() {
 }
 
 /// Batches large enough for the parallel paths (split products, elementwise blocks, per-image
-/// im2col, pooling), run in a two-thread pool whatever the environment says.
+/// im2col, pooling), and a weight large enough for the parallel transpose (241×300, neither a
+/// multiple of its 8×8 tiles), run in a two-thread pool whatever the environment says.
 #[test]
 fn host_sweep_equals_candle_sweep_on_large_batches_in_parallel() {
     in_pool(2, || {
@@ -200,6 +201,7 @@ fn host_sweep_equals_candle_sweep_on_large_batches_in_parallel() {
             ("cnn:1x16x16-8-8-3:tanh", LossKind::Ce, 72),
             ("cnn:2x16x16-8-4:relu", LossKind::Mse, 40),
             ("mlp:64-300-10:gelu:bn", LossKind::Ce, 300),
+            ("mlp:300-241-3:tanh", LossKind::Ce, 40),
         ] {
             let (spec, m) = model(spec_str, DType::F64);
             let d = data(&spec, rows, loss);
