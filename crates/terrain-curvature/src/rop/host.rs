@@ -774,9 +774,12 @@ fn kernel_rows<T: Real>(w: &[T], dims: &[usize]) -> Vec<T> {
 fn transpose<T: Real>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
     const B: usize = 8;
     let mut dst = dirty::<T>(rows * cols);
+    if rows == 0 || cols == 0 {
+        return dst;
+    }
     // One block of `B` columns of `src` (`B` rows of `dst`): tiles of `B` source rows.
     let panel = |c0: usize, d: &mut [T]| {
-        let cb = d.len() / rows.max(1);
+        let cb = d.len() / rows;
         for r0 in (0..rows).step_by(B) {
             let rb = B.min(rows - r0);
             let mut tile = [[T::ZERO; B]; B];
@@ -791,9 +794,6 @@ fn transpose<T: Real>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
             }
         }
     };
-    if rows == 0 || cols == 0 {
-        return dst;
-    }
     if rows * cols >= PARALLEL_ELEMS && threads() > 1 {
         dst.par_chunks_mut(B * rows)
             .enumerate()
