@@ -11,18 +11,18 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 use terrain_diagnose::evaluate::{EvalConfig, Method, evaluate};
 use terrain_diagnose::question::Question;
-use terrain_diagnose::table::{MetricTable, PAPER_TABLES, paper_tables_dir};
+use terrain_diagnose::table::{MetricTable, PAPER_TABLES};
 use terrain_report::{Format, Table};
 
 /// Arguments of `cargo xtask reproduce mdtree`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Directory holding dataframe_normal_public.csv and dataframe_noise_public.csv [default:
-    /// $TERRAIN_MDTREE_DATA, else shared/data/mdtree beside the workspace or an ancestor of it].
+    /// the copies shipped in crates/terrain-diagnose/data/mdtree].
     #[arg(long)]
     data: Option<PathBuf>,
     /// Output format: table, json or csv.
@@ -100,13 +100,9 @@ struct Row {
 
 /// Runs `cargo xtask reproduce mdtree`.
 pub fn run(args: Args) -> Result<()> {
-    let dir = match args.data {
-        Some(d) => d,
-        None => {
-            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            paper_tables_dir(&workspace).context("set TERRAIN_MDTREE_DATA or pass --data DIR")?
-        }
-    };
+    let dir = args.data.unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/terrain-diagnose/data/mdtree")
+    });
     let clean = MetricTable::read(&dir.join(PAPER_TABLES.0))?;
     let noisy = MetricTable::read(&dir.join(PAPER_TABLES.1))?;
     let mut rows = Vec::new();

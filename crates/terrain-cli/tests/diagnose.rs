@@ -1,15 +1,12 @@
-//! End-to-end tests of `terrain diagnose` on the MD tree paper's public metric tables (read
-//! from `<workspace>/../shared/data/mdtree/` or an ancestor's `shared/`; without them these
-//! tests fail, saying where they looked).
+//! End-to-end tests of `terrain diagnose` on the MD tree paper's public metric tables (the
+//! copies shipped in `crates/terrain-diagnose/data/mdtree/`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use terrain_e2e::{fails, ok, terrain};
 
 fn tables() -> (String, String) {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir: PathBuf =
-        terrain_diagnose::table::paper_tables_dir(&workspace).unwrap_or_else(|e| panic!("{e}"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../terrain-diagnose/data/mdtree");
     let (clean, noisy) = terrain_diagnose::table::PAPER_TABLES;
     (
         dir.join(clean).display().to_string(),

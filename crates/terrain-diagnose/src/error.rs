@@ -130,15 +130,6 @@ pub enum Error {
         found: String,
     },
 
-    /// The paper's public metric tables were not found.
-    #[error(
-        "the MD tree metric tables (dataframe_normal_public.csv, dataframe_noise_public.csv) were not found; looked in: {looked}"
-    )]
-    TablesNotFound {
-        /// The directories looked in.
-        looked: String,
-    },
-
     /// A record could not be written or read (tree files).
     #[error("{path}: {reason}")]
     Record {

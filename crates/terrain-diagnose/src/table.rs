@@ -192,33 +192,7 @@ impl MetricTable {
     }
 }
 
-/// File names of the paper's public tables: (clean collection, noisy collection).
+/// File names of the paper's public tables: (clean collection, noisy collection). The
+/// repository ships them in `crates/terrain-diagnose/data/mdtree/`; callers name the folder.
 pub const PAPER_TABLES: (&str, &str) =
     ("dataframe_normal_public.csv", "dataframe_noise_public.csv");
-
-/// The directory holding the paper's public tables, looked for from `workspace`: the
-/// directory named by the environment variable `TERRAIN_MDTREE_DATA` if set, else
-/// `shared/data/mdtree` beside the workspace or beside one of its ancestors
-/// (`<workspace>/../shared/data/mdtree`, `<workspace>/../../shared/data/mdtree`, ...).
-/// The error lists every place looked in.
-pub fn paper_tables_dir(workspace: &Path) -> Result<PathBuf> {
-    let mut looked = Vec::new();
-    let has_both = |d: &Path| d.join(PAPER_TABLES.0).is_file() && d.join(PAPER_TABLES.1).is_file();
-    if let Some(dir) = std::env::var_os("TERRAIN_MDTREE_DATA") {
-        let dir = PathBuf::from(dir);
-        if has_both(&dir) {
-            return Ok(dir);
-        }
-        looked.push(format!("{} (TERRAIN_MDTREE_DATA)", dir.display()));
-    }
-    for up in workspace.ancestors().skip(1) {
-        let dir = up.join("shared/data/mdtree");
-        if has_both(&dir) {
-            return Ok(dir);
-        }
-        looked.push(dir.display().to_string());
-    }
-    Err(Error::TablesNotFound {
-        looked: looked.join(", "),
-    })
-}

@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 
 use terrain_diagnose::evaluate::{EvalConfig, Method, evaluate};
 use terrain_diagnose::question::Question;
-use terrain_diagnose::table::{MetricTable, PAPER_TABLES, paper_tables_dir};
+use terrain_diagnose::table::{MetricTable, PAPER_TABLES};
 use terrain_diagnose::{Error, Sampling};
 
 fn clean_csv() -> (PathBuf, String) {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = paper_tables_dir(&workspace).unwrap_or_else(|e| panic!("{e}"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mdtree");
     let path = dir.join(PAPER_TABLES.0);
     let text = std::fs::read_to_string(&path).unwrap();
     (path, text)

@@ -7,7 +7,7 @@ use terrain_diagnose::brent::BrentConfig;
 use terrain_diagnose::evaluate::{EvalConfig, Method, evaluate};
 use terrain_diagnose::mdtree::{Bounds, MdTree, PAIR_FEATURES, TreeKind};
 use terrain_diagnose::question::Question;
-use terrain_diagnose::table::{MetricTable, PAPER_TABLES, paper_tables_dir};
+use terrain_diagnose::table::{MetricTable, PAPER_TABLES};
 
 /// 20 rows of (train_error %, mc_peak, hessian_t) at an MLP's scale: nobody interpolates
 /// (train_error 6 %), everybody is poorly connected (mc_peak -36; one value each: Brent
@@ -140,8 +140,7 @@ fn the_single_trees_read_one_model_and_walk_as_documented() {
 /// recomputes by walking the temp-single tree by hand.
 #[test]
 fn the_single_temp_tree_on_the_paper_tables_is_scored_as_walked_by_hand() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = paper_tables_dir(&workspace).unwrap_or_else(|e| panic!("{e}"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mdtree");
     let clean = MetricTable::read(&dir.join(PAPER_TABLES.0)).unwrap();
     let noisy = MetricTable::read(&dir.join(PAPER_TABLES.1)).unwrap();
     let cfg = EvalConfig::new(

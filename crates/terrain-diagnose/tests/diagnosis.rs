@@ -9,12 +9,11 @@ use std::path::Path;
 use terrain_diagnose::brent::{BrentConfig, minimize_bounded};
 use terrain_diagnose::diagnosis::FittedTree;
 use terrain_diagnose::mdtree::{MdTree, TreeKind};
-use terrain_diagnose::table::{MetricTable, PAPER_TABLES, paper_tables_dir};
+use terrain_diagnose::table::{MetricTable, PAPER_TABLES};
 use terrain_diagnose::{Error, Sampling};
 
 fn clean() -> MetricTable {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = paper_tables_dir(&workspace).unwrap_or_else(|e| panic!("{e}"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mdtree");
     MetricTable::read(&dir.join(PAPER_TABLES.0)).unwrap()
 }
 

@@ -1,8 +1,7 @@
 //! The MD tree paper's Table B from its public metric tables (methods.md §2.6), and the
 //! numpy stream its sampling draws from.
 //!
-//! The tables are read from `<workspace>/../shared/data/mdtree/` (or an ancestor's `shared/`,
-//! or `TERRAIN_MDTREE_DATA`); without them these tests fail, saying where they looked.
+//! The tables are the copies this crate ships in `data/mdtree/`.
 //!
 //! References: the published figures (truncated to two decimals in the paper's README), and
 //! the per-seed counts of correct test diagnoses that the authors' own scripts give (their
@@ -10,16 +9,15 @@
 //! scipy 1.17.1 and scikit-learn 1.9.1; DT trees with `random_state` = the sampling seed, and
 //! 42 as their script passes it).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use terrain_diagnose::evaluate::{EvalConfig, Evaluation, Method, evaluate};
 use terrain_diagnose::numpy_rng::Mt19937;
 use terrain_diagnose::question::Question;
-use terrain_diagnose::table::{MetricTable, PAPER_TABLES, paper_tables_dir};
+use terrain_diagnose::table::{MetricTable, PAPER_TABLES};
 
 fn tables() -> (MetricTable, MetricTable) {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir: PathBuf = paper_tables_dir(&workspace).unwrap_or_else(|e| panic!("{e}"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mdtree");
     let read = |name: &str| MetricTable::read(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
     (read(PAPER_TABLES.0), read(PAPER_TABLES.1))
 }
