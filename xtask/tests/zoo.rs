@@ -51,7 +51,11 @@ fn small_zoo_matches_metrics_and_the_public_schema() {
     .unwrap();
     let csv = std::fs::read_to_string(dir.path().join("zoo_noise.csv")).unwrap();
     let header = csv.lines().next().unwrap();
-    assert_eq!(header, public.lines().next().unwrap(), "the public table's columns");
+    assert_eq!(
+        header,
+        public.lines().next().unwrap(),
+        "the public table's columns"
+    );
     let t = MetricTable::read(&dir.path().join("zoo_noise.csv")).unwrap();
     let num = |c: &str| t.numbers(c).unwrap();
     let (width, bs, data) = (num("width"), num("bs"), num("data"));

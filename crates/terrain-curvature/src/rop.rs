@@ -562,8 +562,8 @@ impl Sweep {
                 }
                 Layer::MaxPool2x2 => {
                     let y = layers::max_pool2x2(&h)?;
-                    // candle's max backward: every element equal to its window's maximum.
-                    let mask = h.eq(&up2(&y)?)?.to_dtype(h.dtype())?;
+                    // PyTorch's rule: each window's first maximum in row-major order.
+                    let mask = layers::max_pool2x2_mask(&h)?;
                     let dy = match &dh {
                         Some(d) => {
                             let (n, c, hh, ww) = h.dims4()?;

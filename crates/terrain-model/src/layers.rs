@@ -170,11 +170,53 @@ impl BatchNorm {
     }
 }
 
-/// 2×2 max pooling with stride 2 on `[N, C, H, W]` (H, W even), as reshape + `max`, whose
-/// gradient is exact (candle's own `max_pool2d` backward is not).
+/// 2×2 max pooling with stride 2 on `[N, C, H, W]` (H, W even), PyTorch's `max_pool2d(x, 2)`:
+/// each window's value is its maximum, and its derivative flows to one element, the window's
+/// first maximum in row-major order ([`max_pool2x2_mask`]), also where several elements tie
+/// (a flat region of an image: a convolution over a blank patch outputs its bias four times).
+/// Written as the input times that mask (held constant), summed over each window, so the first
+/// and second derivatives are PyTorch's; candle's `max` backward would give every tied
+/// maximum the whole derivative, and its `max_pool2d` backward scales it by 1/k².
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
-    Ok(x.reshape((n, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)?)
+    let mask = max_pool2x2_mask(x)?;
+    Ok(x.mul(&mask)?
+        .reshape((n, c, h / 2, 2, w / 2, 2))?
+        .sum(5)?
+        .sum(3)?)
+}
+
+/// The one-hot mask of each 2×2 window's winner in [`max_pool2x2`], shaped like `x`
+/// (`[..., H, W]`, H and W even): 1 at the first maximum of the window in row-major order
+/// (top left, top right, bottom left, bottom right), 0 elsewhere, as PyTorch's max pooling
+/// records its indices. A constant: it carries no derivative.
+pub fn max_pool2x2_mask(x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let r = dims.len();
+    if r < 2 || dims[r - 2] % 2 != 0 || dims[r - 1] % 2 != 0 {
+        return Err(candle_core::Error::Msg(format!(
+            "2x2 max pooling needs an even height and width, got shape {dims:?}"
+        ))
+        .into());
+    }
+    let (h2, w2) = (dims[r - 2] / 2, dims[r - 1] / 2);
+    let mut six = dims[..r - 2].to_vec();
+    six.extend([h2, 2, w2, 2]);
+    let x6 = x.detach().reshape(six.as_slice())?;
+    let corner =
+        |i: usize, j: usize| -> Result<Tensor> { Ok(x6.narrow(r - 1, i, 1)?.narrow(r + 1, j, 1)?) };
+    let (a, b, d, e) = (corner(0, 0)?, corner(0, 1)?, corner(1, 0)?, corner(1, 1)?);
+    let top = a.maximum(&b)?.maximum(&d)?.maximum(&e)?;
+    let is_max = |t: &Tensor| -> Result<Tensor> { Ok(t.eq(&top)?.to_dtype(x.dtype())?) };
+    // Each corner wins when it is a maximum and no earlier corner won.
+    let ma = is_max(&a)?;
+    let mb = is_max(&b)?.mul(&ma.affine(-1.0, 1.0)?)?;
+    let taken = ma.add(&mb)?;
+    let md = is_max(&d)?.mul(&taken.affine(-1.0, 1.0)?)?;
+    let me = taken.add(&md)?.affine(-1.0, 1.0)?;
+    let top_row = Tensor::cat(&[&ma, &mb], r + 1)?;
+    let bottom_row = Tensor::cat(&[&md, &me], r + 1)?;
+    Ok(Tensor::cat(&[&top_row, &bottom_row], r - 1)?.reshape(dims.as_slice())?)
 }
 
 /// Global average pooling `[N, C, H, W] -> [N, C]`.

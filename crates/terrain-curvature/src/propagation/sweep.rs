@@ -115,8 +115,8 @@ enum Rec<'m> {
     },
     /// `a = φ(z)`.
     Act { act: Activation, z: Tensor },
-    /// 2×2 max pool with stride 2.
-    MaxPool { x: Tensor, y: Tensor },
+    /// 2×2 max pool with stride 2: the one-hot mask of each window's winner.
+    MaxPool { mask: Tensor },
     /// `[N, C, H, W] -> [N, C·H·W]`.
     Flatten { dims: Vec<usize> },
     /// Global average pool `[N, C, H, W] -> [N, C]`.
@@ -266,7 +266,9 @@ impl<'a> Forward<'a> {
                 }
                 Layer::MaxPool2x2 => {
                     let y = layers::max_pool2x2(&h)?;
-                    let rec = Rec::MaxPool { x: h, y: y.clone() };
+                    let rec = Rec::MaxPool {
+                        mask: layers::max_pool2x2_mask(&h)?,
+                    };
                     (y, Step::One(rec))
                 }
                 Layer::Flatten => {
@@ -633,10 +635,10 @@ impl<'s> Sweep<'s> {
                 };
                 Ok(Some(Flow { g, c }))
             }
-            Rec::MaxPool { x, y } => {
-                // Piecewise linear: route to the window's maximum like the gradient (candle's
-                // reshape+max backward: every element equal to the maximum gets it).
-                let (n, ch, h, w) = x.dims4()?;
+            Rec::MaxPool { mask } => {
+                // Piecewise linear: route to the window's first maximum in row-major order, like
+                // the gradient (PyTorch's rule, `layers::max_pool2x2_mask`).
+                let (h, w) = (mask.dim(2)?, mask.dim(3)?);
                 let up = |t: &Tensor| -> Result<Tensor> {
                     let d = t.dims().to_vec();
                     let lead = &d[..d.len() - 2];
@@ -651,10 +653,8 @@ impl<'s> Sweep<'s> {
                         .contiguous()?
                         .reshape(out)?)
                 };
-                let mask = x.eq(&up(y)?)?.to_dtype(x.dtype())?;
-                debug_assert_eq!(mask.dims(), &[n, ch, h, w]);
-                let g = up(&flow.g)?.mul(&mask)?;
-                let c = up(&flow.c)?.broadcast_mul(&self.per_row(&mask)?)?;
+                let g = up(&flow.g)?.mul(mask)?;
+                let c = up(&flow.c)?.broadcast_mul(&self.per_row(mask)?)?;
                 Ok(Some(Flow { g, c }))
             }
             Rec::Flatten { dims } => {

@@ -941,8 +941,8 @@ enum Rec<T> {
         dz: Option<Vec<T>>,
     },
     MaxPool {
-        /// 1 where an input equals its window's maximum (every such element, as candle's max
-        /// backward), else 0; `[N, H, W, C]`.
+        /// 1 at each window's first maximum in row-major order (PyTorch's rule), else 0;
+        /// `[N, H, W, C]`.
         mask: Vec<T>,
         shape: Shape,
     },
@@ -1774,13 +1774,18 @@ impl<T: Real> Sweep<'_, T> {
                                 let (ma, mb) = mtop[s..s + 2 * c].split_at_mut(c);
                                 let (md, me) = mbot[s..s + 2 * c].split_at_mut(c);
                                 // Every mask element is written: the windows tile the image.
-                                let one = |x: T, v: T| if x == v { T::ONE } else { T::ZERO };
+                                // One winner per window, its first maximum in row-major order
+                                // (PyTorch's rule; ties are common on flat image regions).
+                                let one = |win: bool| if win { T::ONE } else { T::ZERO };
                                 for ch in 0..c {
                                     let v = yo[ch];
-                                    ma[ch] = one(a[ch], v);
-                                    mb[ch] = one(b[ch], v);
-                                    md[ch] = one(d[ch], v);
-                                    me[ch] = one(e[ch], v);
+                                    let wa = a[ch] == v;
+                                    let wb = !wa && b[ch] == v;
+                                    let wd = !(wa || wb) && d[ch] == v;
+                                    ma[ch] = one(wa);
+                                    mb[ch] = one(wb);
+                                    md[ch] = one(wd);
+                                    me[ch] = one(!(wa || wb || wd));
                                 }
                             }
                         }
