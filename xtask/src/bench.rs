@@ -250,9 +250,9 @@ fn bench_model(spec: &str, dtype: DType, device: &Device, args: &Args) -> Result
             },
         )
     };
-    // The same hand-written sweep on candle tensors (what `rop` ran before its host sweep).
+    // The same engine on its candle-tensor backend (what runs off the CPU).
     let h_candle = HessianOperator::new(&model, &data, config.clone())?
-        .with_sweep_engine(terrain_curvature::rop::SweepEngine::Candle);
+        .with_backend(terrain_model::engine::Backend::Tensor);
     let (h_ad, ggn_ad) = (
         autodiff(Curvature::Hessian)?,
         autodiff(Curvature::GaussNewton)?,
@@ -313,6 +313,42 @@ fn bench_model(spec: &str, dtype: DType, device: &Device, args: &Args) -> Result
         "gradient (autodiff)".into(),
         time_op(args, || {
             h_ad.loss_and_gradient()?;
+            Ok(())
+        })?,
+    ));
+    // A training step's gradient in training mode (BatchNorm on batch statistics, running
+    // statistics updated), as the trainer takes it: the engine, and candle's autodiff.
+    let train_batch = terrain_model::data::Batch {
+        x: data.x.to_dtype(dtype)?.to_device(device)?,
+        y: data.y.to_device(device)?,
+    };
+    measured.push((
+        "training step gradient (engine)".into(),
+        time_op(args, || {
+            let step = terrain_model::train::reduced_gradient(
+                &model,
+                &train_batch,
+                LossKind::Ce,
+                true,
+                |l| Ok(l.mean_all()?),
+            )?;
+            anyhow::ensure!(
+                !device.is_cpu() || step.source == terrain_model::train::GradientSource::Engine,
+                "the training step did not run on the engine"
+            );
+            Ok(())
+        })?,
+    ));
+    measured.push((
+        "training step gradient (autodiff)".into(),
+        time_op(args, || {
+            terrain_model::train::autodiff_reduced_gradient(
+                &model,
+                &train_batch,
+                LossKind::Ce,
+                true,
+                |l| Ok(l.mean_all()?),
+            )?;
             Ok(())
         })?,
     ));

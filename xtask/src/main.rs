@@ -18,6 +18,7 @@ mod zoo;
 static ALLOC: alloc::Counting = alloc::Counting;
 
 use clap::{Parser, Subcommand};
+use terrain_cli::startup::Threads;
 
 /// Developer tasks for terrain.
 #[derive(Debug, Parser)]
@@ -66,28 +67,24 @@ enum Reproduce {
 }
 
 fn main() -> anyhow::Result<()> {
-    // Before any thread exists: second-order autodiff needs this flag on every thread.
-    terrain_model::autodiff::set_flag();
     init_logging();
-    terrain_model::device::tune_cpu_allocator();
-    let cli = Cli::parse();
-    // Training steps take their gradient from the hand-written sweep where it applies
-    // (`TERRAIN_GRADIENT=autodiff` keeps candle's autodiff).
-    terrain_curvature::rop::install_host_gradient();
+    let mut cli = Cli::parse();
     // A sweep trains one configuration per worker, each single-threaded (small models waste a
     // thread pool), unless --threads says otherwise.
-    let mut cli = cli;
     let sweeps = matches!(
         cli.command,
-        Command::Sweep(_) | Command::Reproduce(Reproduce::HpLandscapes(_))
+        Command::Sweep(_) | Command::Reproduce(Reproduce::HpLandscapes(_)) | Command::Zoo(_)
     );
-    let sweeps = sweeps || matches!(cli.command, Command::Zoo(_));
     if sweeps && cli.threads.is_none() {
         cli.threads = Some(1);
     }
-    // Before anything touches candle: size candle's and rayon's worker threads once.
-    if !cli.candle_threads {
-        let plan = terrain_model::threads::configure(cli.threads)?;
+    // Before anything touches candle or starts a thread: the process-wide settings.
+    let threads = if cli.candle_threads {
+        Threads::CandleDefaults
+    } else {
+        Threads::Sized(cli.threads)
+    };
+    if let Some(plan) = terrain_cli::startup::start(threads)? {
         tracing::debug!(%plan, "threads");
     }
     match cli.command {

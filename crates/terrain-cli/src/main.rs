@@ -5,6 +5,7 @@
 mod commands;
 
 use clap::{Parser, Subcommand, builder::TypedValueParser as _};
+use terrain_cli::startup::Threads;
 
 /// Why does a trained network behave as it does? Measure its loss landscape.
 #[derive(Debug, Parser)]
@@ -56,13 +57,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    // Before any thread exists: second-order autodiff needs this flag on every thread.
-    terrain_model::autodiff::set_flag();
-    terrain_model::device::tune_cpu_allocator();
     let cli = Cli::parse();
-    // Training steps take their gradient from the hand-written sweep where it applies
-    // (`TERRAIN_GRADIENT=autodiff` keeps candle's autodiff).
-    terrain_curvature::rop::install_host_gradient();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -70,11 +65,11 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // Before anything touches candle: size candle's and rayon's worker threads once.
-    let result = terrain_model::threads::configure(cli.threads)
+    // Before anything touches candle or starts a thread: the process-wide settings.
+    let result = terrain_cli::startup::start(Threads::Sized(cli.threads))
         .map_err(anyhow::Error::from)
         .and_then(|plan| {
-            tracing::debug!(%plan, "threads");
+            tracing::debug!(?plan, "threads");
             terrain_model::device::parse_device(&cli.device).map_err(anyhow::Error::from)
         })
         .and_then(|device| {

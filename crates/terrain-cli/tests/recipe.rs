@@ -102,9 +102,7 @@ fn the_cli_and_the_library_train_the_same_weights_from_the_same_recipe() {
         r["train_rows"].as_u64().map(|n| n as usize)
     );
 
-    // The binary's engine (or autodiff, as the binary under TERRAIN_GRADIENT=autodiff), for the
-    // gradient and the evaluation's forward pass alike.
-    terrain_curvature::rop::install_host_gradient();
+    // No set-up call: a library user trains with the engine the binary uses.
     let lib_out = dir.path().join("lib.safetensors");
     let outcome = expected
         .run(&RunOptions {
@@ -112,10 +110,13 @@ fn the_cli_and_the_library_train_the_same_weights_from_the_same_recipe() {
             ..RunOptions::default()
         })
         .unwrap();
-    assert_eq!(
-        outcome.train.loss,
-        r["train"]["loss"].as_f64().unwrap(),
-        "same final training loss"
+    // The loss crossed a JSON document: serde_json's float parser may miss the last bit (the
+    // weights below are compared bit for bit).
+    let cli_loss = r["train"]["loss"].as_f64().unwrap();
+    assert!(
+        (outcome.train.loss - cli_loss).abs() <= 4.0 * f64::EPSILON * cli_loss.abs(),
+        "same final training loss: {} against {cli_loss}",
+        outcome.train.loss
     );
     assert_eq!(
         weights(&cli_out),

@@ -482,7 +482,8 @@ pub fn hutchinson_diagonal(
 /// ReLU networks, plus `features²` per row for each smooth activation (limited; beyond the limit
 /// this fails with [`Error::Unsupported`]). Flat, in the operator's layout.
 pub fn exact_diagonal_sweep(op: &HessianOperator<'_>) -> Result<Vec<f64>> {
-    let out = crate::rop::run(op, crate::rop::Product::Diagonal, &[])?;
+    let out =
+        terrain_model::engine::run(&op.request(), terrain_model::engine::Product::Diagonal, &[])?;
     let flat = op.flatten(&out.diagonal)?;
     vector::to_vec(&flat)
 }

@@ -3,9 +3,11 @@
 /// Everything that can go wrong while measuring curvature.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An error from terrain-model (checkpoint, data, shapes, autodiff flag...).
+    /// An error from terrain-model (checkpoint, data, shapes, autodiff flag...). The engine's
+    /// non-finite loss, unsupported layer and dimension errors become this crate's own variants
+    /// ([`From`]), so callers match one variant whichever crate found it.
     #[error(transparent)]
-    Model(#[from] terrain_model::Error),
+    Model(terrain_model::Error),
 
     /// A tensor operation failed inside candle.
     #[error("tensor operation failed: {0}")]
@@ -151,3 +153,32 @@ impl Error {
 
 /// Result with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<terrain_model::Error> for Error {
+    fn from(e: terrain_model::Error) -> Self {
+        match e {
+            terrain_model::Error::NonFiniteLoss {
+                context,
+                batch,
+                value,
+            } => Error::NonFiniteLoss {
+                context,
+                batch,
+                value,
+            },
+            terrain_model::Error::Unsupported { method, what } => {
+                Error::Unsupported { method, what }
+            }
+            terrain_model::Error::DimensionMismatch {
+                context,
+                expected,
+                found,
+            } => Error::DimensionMismatch {
+                context,
+                expected,
+                found,
+            },
+            e => Error::Model(e),
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! [`HessianOperator`]: exact Hessian-vector products of a model's loss over a data set (by the
-//! hand-written R-op sweep of [`crate::rop`], or by double backward: [`HvpMethod`]), a
+//! [`HessianOperator`]: exact Hessian-vector products of a model's loss over a data set (by
+//! terrain-model's differentiation engine, [`terrain_model::engine`], or by double backward:
+//! [`HvpMethod`]), a
 //! Gauss–Newton product, and a finite-difference product used as a test oracle.
 //!
 //! The loss is the mean over all rows of the data (the same number whatever the batch size);
@@ -10,21 +11,13 @@ use candle_core::{DType, Device, Tensor, Var};
 use terrain_model::{
     Model,
     data::{Batch, Dataset},
+    engine::{self, Backend, Product, Request},
     loss::{self, LossKind},
 };
 
 use crate::{Error, LinearOperator, Result, vector};
 
-/// Which curvature matrix [`HessianOperator::apply`] multiplies by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Curvature {
-    /// The exact Hessian ∇²L (double backward).
-    #[default]
-    Hessian,
-    /// The generalised Gauss–Newton matrix Jᵀ ∇²ℓ J (positive semi-definite for CE and MSE).
-    GaussNewton,
-}
+pub use terrain_model::engine::Curvature;
 
 /// How [`HessianOperator`] computes its products and the gradient.
 #[derive(
@@ -32,7 +25,7 @@ pub enum Curvature {
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum HvpMethod {
-    /// The hand-written sweep on the model's layer description ([`crate::rop`]): Pearlmutter's
+    /// The differentiation engine ([`terrain_model::engine`]): Pearlmutter's
     /// R-operator for Hessian products, the same sweep for the gradient and Gauss–Newton products,
     /// and one forward pass per batch shared by several vectors ([`LinearOperator::apply_many`]).
     #[default]
@@ -215,7 +208,7 @@ pub struct HessianOperator<'m> {
     loss: LossKind,
     curvature: Curvature,
     hvp: HvpMethod,
-    engine: crate::rop::SweepEngine,
+    backend: Backend,
     selected: Vec<usize>,
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
@@ -223,11 +216,14 @@ pub struct HessianOperator<'m> {
 }
 
 impl<'m> HessianOperator<'m> {
-    /// Builds the operator: checks the autodiff flag, the data against the model, the filter, and
-    /// moves the batches to the model's device and dtype once.
+    /// Builds the operator: checks the data against the model, the filter and, where products
+    /// run by candle's double backward ([`HvpMethod::DoubleBackward`]), the second-order
+    /// autodiff flag; moves the batches to the model's device and dtype once.
     pub fn new(model: &'m Model, data: &Dataset, config: HessianConfig) -> Result<Self> {
         config.check()?;
-        terrain_model::autodiff::ensure_second_order()?;
+        if config.hvp == HvpMethod::DoubleBackward {
+            terrain_model::autodiff::ensure_second_order()?;
+        }
         loss::check_fits(model, data)?;
         let data = match config.samples {
             Some(n) if n < data.len() => data.sample_rows(n, config.sample_seed)?,
@@ -262,7 +258,7 @@ impl<'m> HessianOperator<'m> {
             loss: config.loss,
             curvature: config.curvature,
             hvp: config.hvp,
-            engine: crate::rop::SweepEngine::Auto,
+            backend: Backend::Auto,
             selected,
             names,
             shapes,
@@ -270,16 +266,35 @@ impl<'m> HessianOperator<'m> {
         })
     }
 
-    /// The same operator with its hand-written sweep ([`HvpMethod::Rop`]) run by `engine`
-    /// (default [`SweepEngine::Auto`](crate::rop::SweepEngine::Auto): the host sweep on the CPU).
-    pub fn with_sweep_engine(mut self, engine: crate::rop::SweepEngine) -> Self {
-        self.engine = engine;
+    /// The same operator with the engine's sweeps ([`HvpMethod::Rop`]) run on `backend`
+    /// (default [`Backend::Auto`]: host buffers on the CPU).
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
         self
     }
 
-    /// Which implementation runs the hand-written sweep.
-    pub fn sweep_engine(&self) -> crate::rop::SweepEngine {
-        self.engine
+    /// Which backend runs the engine's sweeps.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// What the engine differentiates for this operator.
+    pub fn request(&self) -> Request<'_> {
+        Request {
+            model: self.model,
+            selected: &self.selected,
+            shapes: &self.shapes,
+            batches: &self.batches,
+            rows: self.rows,
+            loss: self.loss,
+            curvature: self.curvature,
+            backend: self.backend,
+        }
+    }
+
+    /// One engine sweep over the operator's batches.
+    fn sweep(&self, product: Product, dirs: &[Tensor]) -> Result<engine::Output> {
+        Ok(engine::run(&self.request(), product, dirs)?)
     }
 
     /// The model.
@@ -397,7 +412,7 @@ impl<'m> HessianOperator<'m> {
     /// backward sweep ([`HvpMethod::Rop`]) or candle autodiff ([`HvpMethod::DoubleBackward`]).
     pub fn loss_and_gradient(&self) -> Result<(f64, Tensor)> {
         if self.hvp == HvpMethod::Rop {
-            let out = crate::rop::run(self, crate::rop::Product::Gradient, &[])?;
+            let out = self.sweep(Product::Gradient, &[])?;
             return Ok((out.loss, out.gradient()?));
         }
         let mut total = 0.0;
@@ -428,7 +443,7 @@ impl<'m> HessianOperator<'m> {
     /// candle's forward pass.
     pub fn loss(&self) -> Result<f64> {
         if self.hvp == HvpMethod::Rop {
-            return Ok(crate::rop::run(self, crate::rop::Product::Loss, &[])?.loss);
+            return Ok(self.sweep(Product::Loss, &[])?.loss);
         }
         let mut total = 0.0;
         for bi in 0..self.batches.len() {
@@ -556,15 +571,15 @@ impl LinearOperator for HessianOperator<'_> {
             return vs.iter().map(|v| self.apply(v)).collect();
         }
         let product = match self.curvature {
-            Curvature::Hessian => crate::rop::Product::Hessian,
-            Curvature::GaussNewton => crate::rop::Product::GaussNewton,
+            Curvature::Hessian => Product::Hessian,
+            Curvature::GaussNewton => Product::GaussNewton,
         };
         let mut out = Vec::with_capacity(vs.len());
         for chunk in vs.chunks(Self::MAX_SHARED) {
             for v in chunk {
                 self.check_vector(v, "a Hessian-vector product")?;
             }
-            for hv in crate::rop::run(self, product, chunk)?.products {
+            for hv in self.sweep(product, chunk)?.products {
                 self.check_product(&hv, "Hessian-vector product")?;
                 out.push(hv);
             }
@@ -581,25 +596,12 @@ impl HessianOperator<'_> {
 
 /// A flat vector's per-parameter blocks of `shapes` (views, no copy).
 pub(crate) fn split_blocks(v: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
-    let mut off = 0;
-    shapes
-        .iter()
-        .map(|s| {
-            let len: usize = s.iter().product();
-            let t = v.narrow(0, off, len)?.reshape(s.as_slice())?;
-            off += len;
-            Ok(t)
-        })
-        .collect()
+    Ok(engine::split_blocks(v, shapes)?)
 }
 
 /// Per-parameter tensors concatenated into one flat vector.
 pub(crate) fn flatten_blocks(parts: &[Tensor]) -> Result<Tensor> {
-    let flat: Vec<Tensor> = parts
-        .iter()
-        .map(|t| t.flatten_all())
-        .collect::<candle_core::Result<_>>()?;
-    Ok(Tensor::cat(&flat, 0)?)
+    Ok(engine::flatten_blocks(parts)?)
 }
 
 /// First derivatives of scalar `l` with respect to `vars`, attached to the graph. A variable

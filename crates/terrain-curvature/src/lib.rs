@@ -2,8 +2,9 @@
 //!
 //! The curvature engine of terrain: the Hessian of a model's loss over a data set as a matrix-free
 //! operator ([`HessianOperator`]: exact Hessian-vector products, the gradient, Gauss–Newton
-//! products and the exact diagonal by one hand-written sweep on the layer description
-//! ([`rop`], Pearlmutter's R-operator), candle's double backward as fallback and oracle, and a
+//! products and the exact diagonal by terrain-model's differentiation engine on the layer
+//! description ([`terrain_model::engine`], Pearlmutter's R-operator), candle's double backward as
+//! fallback and oracle, and a
 //! finite-difference oracle), and what is computed from it: top eigenvalues (power iteration with
 //! deflation, Lanczos), the trace (Hutchinson, Hutch++), the spectral density (stochastic Lanczos
 //! quadrature), the diagonal (exact, Hutchinson, Becker–LeCun and curvature propagation), dense
@@ -19,14 +20,12 @@ pub mod diagonal;
 pub mod eigen;
 pub mod error;
 pub mod hessian;
-mod im2col;
 pub mod input;
 pub mod linalg;
 pub mod memory;
 pub mod operator;
 pub mod propagation;
 pub mod resume;
-pub mod rop;
 pub mod trace;
 pub mod vector;
 

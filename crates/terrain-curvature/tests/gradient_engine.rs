@@ -1,20 +1,20 @@
-//! The trainer's gradient by the host sweep ([`HostGradient`], a
-//! [`terrain_model::train::GradientEngine`]) against candle's autodiff of the same reduction, in
-//! f64: the mean loss, nonlinear reductions of the per-example losses (tilted, CVaR-like top-k),
-//! soft targets, MSE, and a whole training run through the installed engine; plus the fallback
-//! rules of `reduced_gradient` (BatchNorm, dtypes off the sweep); and the engine's forward pass,
-//! which evaluation runs on, against candle's.
-
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! The trainer's gradient by the differentiation engine (`train::reduced_gradient`, which
+//! calls [`engine::weighted_gradient`] directly: no set-up) against candle's autodiff of the same
+//! reduction (`train::autodiff_reduced_gradient`), in f64: the mean loss, nonlinear reductions of
+//! the per-example losses (tilted, CVaR-like top-k), soft targets, MSE, BatchNorm in training
+//! mode (batch statistics, the running update, SAM's pass that leaves them alone), and whole
+//! training runs; plus the fallback rules of `reduced_gradient` (dtypes off the host backend);
+//! and the engine's forward pass, which evaluation runs on, against candle's.
 
 use candle_core::{DType, Tensor};
-use terrain_curvature::rop::HostGradient;
 use terrain_model::{
     ArchSpec, Model,
     data::{Batch, Dataset},
+    engine,
     loss::LossKind,
     train::{
-        self, GradientEngine, Objective, Optimizer, TrainConfig, Trainer, reduced_gradient_with,
+        self, GradientSource, Objective, Optimizer, StepOutput, TrainConfig, Trainer,
+        autodiff_reduced_gradient, reduced_gradient,
     },
 };
 use terrain_testkit::{case_data, in_pool, rel_err, soft_labels};
@@ -55,8 +55,10 @@ fn gap(
     loss: LossKind,
     reduce: impl Fn(&Tensor) -> terrain_model::Result<Tensor>,
 ) -> f64 {
-    let fast = reduced_gradient_with(Some(&HostGradient), m, batch, loss, true, &reduce).unwrap();
-    let slow = reduced_gradient_with(None, m, batch, loss, true, &reduce).unwrap();
+    let fast = reduced_gradient(m, batch, loss, true, &reduce).unwrap();
+    let slow = autodiff_reduced_gradient(m, batch, loss, true, &reduce).unwrap();
+    assert_eq!(fast.source, GradientSource::Engine);
+    assert_eq!(slow.source, GradientSource::Autodiff);
     assert!(
         (fast.loss - slow.loss).abs() <= 1e-13 * slow.loss.abs().max(1.0),
         "mean loss {} vs {}",
@@ -161,27 +163,20 @@ fn host_gradient_matches_autodiff_on_soft_targets_and_images_as_flat_rows() {
     assert!(err <= 1e-12, "flat rows: relative error {err:.2e}");
 }
 
-/// [`HostGradient`] counting its calls, to see where `reduced_gradient` (first count) and
-/// `Model::forward_eval` (second) consult it.
-struct Counting(AtomicUsize, AtomicUsize);
+/// ERM by candle's autodiff: the reference a training run through the engine is held to.
+struct AutodiffErm;
 
-impl GradientEngine for Counting {
-    fn name(&self) -> &str {
-        "counting host sweep"
+impl Objective for AutodiffErm {
+    fn name(&self) -> String {
+        "erm (autodiff)".into()
     }
-    fn weighted_gradient(
-        &self,
+    fn step(
+        &mut self,
         model: &Model,
         batch: &Batch,
         loss: LossKind,
-        row_weights: &mut dyn FnMut(&Tensor) -> terrain_model::Result<Tensor>,
-    ) -> terrain_model::Result<Option<Vec<Tensor>>> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        HostGradient.weighted_gradient(model, batch, loss, row_weights)
-    }
-    fn logits(&self, model: &Model, x: &Tensor) -> terrain_model::Result<Option<Tensor>> {
-        self.1.fetch_add(1, Ordering::SeqCst);
-        HostGradient.logits(model, x)
+    ) -> terrain_model::Result<StepOutput> {
+        autodiff_reduced_gradient(model, batch, loss, true, |l| Ok(l.mean_all()?))
     }
 }
 
@@ -192,8 +187,9 @@ fn flat(m: &Model) -> Vec<f64> {
         .collect()
 }
 
-/// Trains `spec` for three epochs of SGD with momentum on 48 rows, batch 16.
-fn train_three_epochs(spec: &str) -> (Vec<f64>, Vec<f64>) {
+/// Trains `spec` for three epochs of SGD with momentum on 48 rows, batch 16, with the trainer's
+/// own ERM (the engine) or `objective`.
+fn train_three_epochs(spec: &str, objective: Option<Box<dyn Objective>>) -> (Vec<f64>, Vec<f64>) {
     let arch: ArchSpec = spec.parse().unwrap();
     let model = Model::new(arch.clone(), DType::F64, &candle_core::Device::Cpu, 7).unwrap();
     let data = case_data(&arch, 48, LossKind::Ce);
@@ -207,50 +203,50 @@ fn train_three_epochs(spec: &str) -> (Vec<f64>, Vec<f64>) {
         },
         ..TrainConfig::default()
     };
-    let report = Trainer::new(cfg)
-        .unwrap()
-        .fit(&model, &data, None, &mut |_| {})
-        .unwrap();
+    let mut trainer = Trainer::new(cfg).unwrap();
+    if let Some(o) = objective {
+        trainer = trainer.with_objective(o);
+    }
+    let report = trainer.fit(&model, &data, None, &mut |_| {}).unwrap();
     let losses = report.epochs.iter().map(|e| e.train_loss).collect();
     (flat(&model), losses)
 }
 
-// The only test here that installs an engine process-wide (the others pass theirs explicitly),
-// so no other test sees it.
+/// A trainer built with no set-up call steps on the engine's gradient where it applies (a
+/// network without BatchNorm on the CPU) and trains as autodiff would, and evaluation of a
+/// BatchNorm network (evaluation mode) runs on the engine's forward pass and agrees with candle's.
 #[test]
-fn trainer_takes_the_installed_engine_where_it_applies_and_trains_alike() {
-    let (slow_w, slow_l) = train_three_epochs("mlp:5-7-6-3:tanh");
-    // Evaluation of a BatchNorm network (evaluation mode: the sweep applies) by candle first.
+fn trainer_steps_on_the_engine_where_it_applies_and_trains_alike() {
+    let (slow_w, slow_l) = train_three_epochs("mlp:5-7-6-3:tanh", Some(Box::new(AutodiffErm)));
+    let (fast_w, fast_l) = train_three_epochs("mlp:5-7-6-3:tanh", None);
+    let arch: ArchSpec = "mlp:5-7-6-3:tanh".parse().unwrap();
+    let m = Model::new(arch.clone(), DType::F64, &candle_core::Device::Cpu, 7).unwrap();
+    let d = case_data(&arch, 16, LossKind::Ce);
+    let step = train::Erm.step(&m, &batch_of(&d), LossKind::Ce).unwrap();
+    assert_eq!(step.source, GradientSource::Engine, "ERM on the engine");
+    // A BatchNorm network trains on the engine too (batch statistics); evaluation runs on its
+    // running statistics.
     let arch: ArchSpec = "mlp:5-7-3:tanh:bn".parse().unwrap();
     let bn = Model::new(arch.clone(), DType::F64, &candle_core::Device::Cpu, 0).unwrap();
     terrain_testkit::randomize_batch_norm(&bn, 5);
     let d = case_data(&arch, 40, LossKind::Ce);
-    let by_candle = terrain_model::loss::evaluate(&bn, &d, 16).unwrap();
-    let counting = std::sync::Arc::new(Counting(AtomicUsize::new(0), AtomicUsize::new(0)));
-    let previous = train::install_gradient_engine(Some(counting.clone()));
-    let (fast_w, fast_l) = train_three_epochs("mlp:5-7-6-3:tanh");
-    let steps = counting.0.load(Ordering::SeqCst);
     let by_engine = terrain_model::loss::evaluate(&bn, &d, 16).unwrap();
-    let forward_passes = counting.1.load(Ordering::SeqCst);
-    // BatchNorm trains on batch statistics, which the sweep does not model: autodiff instead.
-    train::Erm.step(&bn, &batch_of(&d), LossKind::Ce).unwrap();
-    let after_bn = counting.0.load(Ordering::SeqCst);
-    train::install_gradient_engine(previous);
-    assert!(
-        forward_passes >= 3,
-        "evaluation's 3 batches must go through the engine's forward pass: {forward_passes}"
-    );
-    assert_eq!(by_engine.error, by_candle.error);
-    assert!(
-        (by_engine.loss - by_candle.loss).abs() <= 1e-13 * by_candle.loss,
-        "evaluation: {} by the engine, {} by candle",
-        by_engine.loss,
-        by_candle.loss
-    );
-    assert_eq!(steps, 9, "3 epochs × 3 batches through the engine");
+    let x = bn.prepare_input(&d.x).unwrap();
+    let logits = bn.forward_t(&x, false).unwrap();
+    let by_candle = terrain_model::loss::mean(&logits, &d.y, LossKind::Ce)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    let step = train::Erm.step(&bn, &batch_of(&d), LossKind::Ce).unwrap();
     assert_eq!(
-        after_bn, steps,
-        "the BatchNorm network must not use the engine"
+        step.source,
+        GradientSource::Engine,
+        "BatchNorm in training mode"
+    );
+    assert!(
+        (by_engine.loss - by_candle).abs() <= 1e-13 * by_candle,
+        "evaluation: {} by the engine, {by_candle} by candle",
+        by_engine.loss,
     );
     let dw = fast_w
         .iter()
@@ -262,6 +258,7 @@ fn trainer_takes_the_installed_engine_where_it_applies_and_trains_alike() {
         dw <= 1e-11 * scale,
         "weights after training differ by {dw:.2e}"
     );
+    assert!(dw > 0.0, "the two runs must have taken different roads");
     for (a, b) in fast_l.iter().zip(&slow_l) {
         assert!((a - b).abs() <= 1e-11 * b.abs(), "epoch losses {a} vs {b}");
     }
@@ -288,10 +285,7 @@ fn host_logits_equal_candle_forward_pass() {
                 let flat = d.x.flatten_from(1).unwrap();
                 let slow = m.forward_t(&d.x, false).unwrap();
                 for x in [&d.x, &flat] {
-                    let fast = HostGradient
-                        .logits(&m, x)
-                        .unwrap()
-                        .expect("the sweep applies");
+                    let fast = engine::logits(&m, x).unwrap().expect("the sweep applies");
                     assert_eq!(fast.dims(), slow.dims(), "{spec}");
                     let e = rel_err(&fast, &slow);
                     assert!(e <= 1e-13, "{spec}, {rows} rows: relative error {e:.2e}");
@@ -306,11 +300,11 @@ fn host_logits_equal_candle_forward_pass() {
         .x
         .to_dtype(DType::F16)
         .unwrap();
-    assert!(HostGradient.logits(&m, &x).unwrap().is_none());
+    assert!(engine::logits(&m, &x).unwrap().is_none());
     // Inputs that do not fit are the model's error, naming the network.
     let (m, _) = setup("mlp:5-7-3:tanh", LossKind::Ce, 0);
     let wrong = Tensor::zeros((3, 4), DType::F64, &candle_core::Device::Cpu).unwrap();
-    let err = HostGradient.logits(&m, &wrong).unwrap_err().to_string();
+    let err = engine::logits(&m, &wrong).unwrap_err().to_string();
     assert!(err.contains("mlp:5-7-3"), "{err}");
 }
 
@@ -325,23 +319,144 @@ fn engine_declines_off_its_domain_and_bad_row_weights_are_named() {
         y: d.y.clone(),
     };
     let mut asked = false;
-    let out = HostGradient
-        .weighted_gradient(&m, &batch, LossKind::Ce, &mut |l| {
-            asked = true;
-            Ok(l.clone())
-        })
-        .unwrap();
+    let out = engine::weighted_gradient(&m, &batch, LossKind::Ce, false, &mut |l| {
+        asked = true;
+        Ok(l.clone())
+    })
+    .unwrap();
     assert!(out.is_none() && !asked);
-    // Row weights of the wrong shape are an error naming the engine, not a wrong gradient.
+    // Row weights of the wrong shape are an error saying so, not a wrong gradient.
     let (m, d) = setup("mlp:5-7-3:tanh", LossKind::Ce, 0);
-    let err = HostGradient
-        .weighted_gradient(&m, &batch_of(&d), LossKind::Ce, &mut |l| {
-            Ok(l.sum_keepdim(1)?)
-        })
-        .unwrap_err()
-        .to_string();
+    let err = engine::weighted_gradient(&m, &batch_of(&d), LossKind::Ce, false, &mut |l| {
+        Ok(l.sum_keepdim(1)?)
+    })
+    .unwrap_err()
+    .to_string();
     assert!(
-        err.contains("host sweep") && err.contains("row weights"),
+        err.contains("row weights") && err.contains("[24, 1]"),
         "{err}"
     );
+}
+
+/// BatchNorm networks in training mode: the engine's gradient (batch statistics, their
+/// derivatives through the mean and variance) against candle's autodiff of the same forward pass,
+/// and the running statistics both leave behind; with `update_stats` false (SAM's second pass)
+/// they stay as they were. MLPs with and without bias, a tanh and a ReLU ResNet with projections.
+#[test]
+fn batch_norm_training_gradient_matches_autodiff() {
+    for (spec, rows) in [
+        ("mlp:5-7-6-3:tanh:bn", 40),
+        ("mlp:2-9-9-2:relu:bn:nobias", 24),
+        ("resnet18:3x8x8:w2:4", 12),
+        ("resnet18:3x8x8:w1:3:act=tanh", 12),
+    ] {
+        let arch: ArchSpec = spec.parse().unwrap();
+        let d = case_data(&arch, rows, LossKind::Ce);
+        for update in [true, false] {
+            let fast_m =
+                Model::new(arch.clone(), DType::F64, &candle_core::Device::Cpu, 2).unwrap();
+            terrain_testkit::randomize_batch_norm(&fast_m, 3);
+            let slow_m = fast_m.deep_clone().unwrap();
+            let fast =
+                reduced_gradient(&fast_m, &batch_of(&d), LossKind::Ce, update, tilted).unwrap();
+            let slow =
+                autodiff_reduced_gradient(&slow_m, &batch_of(&d), LossKind::Ce, update, tilted)
+                    .unwrap();
+            assert_eq!(fast.source, GradientSource::Engine, "{spec}");
+            assert!(
+                (fast.loss - slow.loss).abs() <= 1e-13 * slow.loss,
+                "{spec}: loss"
+            );
+            // A bias just before BatchNorm has no gradient in training mode (the batch mean
+            // takes it out): both sides give rounding noise there, so the errors are relative
+            // to the whole gradient's norm.
+            let norm = |g: &[Tensor]| {
+                g.iter()
+                    .map(|t| {
+                        t.sqr()
+                            .unwrap()
+                            .sum_all()
+                            .unwrap()
+                            .to_scalar::<f64>()
+                            .unwrap()
+                    })
+                    .sum::<f64>()
+                    .sqrt()
+            };
+            let scale = norm(&slow.grads);
+            for ((a, b), p) in fast.grads.iter().zip(&slow.grads).zip(fast_m.params()) {
+                let e = norm(&[a.sub(b).unwrap()]) / scale;
+                assert!(
+                    e <= 1e-12,
+                    "{spec} {}: error {e:.2e} of the gradient's norm",
+                    p.name
+                );
+            }
+            for (a, b) in fast_m.buffers().iter().zip(slow_m.buffers()) {
+                let e = rel_err(a.var.as_tensor(), b.var.as_tensor());
+                assert!(e <= 1e-13, "{spec} {} (update {update}): {e:.2e}", a.name);
+            }
+            if !update {
+                let fresh =
+                    Model::new(arch.clone(), DType::F64, &candle_core::Device::Cpu, 2).unwrap();
+                terrain_testkit::randomize_batch_norm(&fresh, 3);
+                for (a, b) in fast_m.buffers().iter().zip(fresh.buffers()) {
+                    assert_eq!(rel_err(a.var.as_tensor(), b.var.as_tensor()), 0.0, "{spec}");
+                }
+            }
+        }
+    }
+}
+
+/// Three epochs of a ResNet with BatchNorm through the trainer (the engine) and through candle's
+/// autodiff agree in f64: weights and running statistics.
+#[test]
+fn batch_norm_networks_train_alike_on_the_engine_and_on_autodiff() {
+    let spec = "resnet18:3x8x8:w1:3";
+    let arch: ArchSpec = spec.parse().unwrap();
+    let data = case_data(&arch, 24, LossKind::Ce);
+    let run = |objective: Option<Box<dyn Objective>>| {
+        let model = Model::new(arch.clone(), DType::F64, &candle_core::Device::Cpu, 7).unwrap();
+        let cfg = TrainConfig {
+            epochs: 3,
+            lr: 0.05,
+            batch_size: 8,
+            optimizer: Optimizer::Sgd {
+                momentum: 0.9,
+                weight_decay: 1e-3,
+            },
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::new(cfg).unwrap();
+        if let Some(o) = objective {
+            trainer = trainer.with_objective(o);
+        }
+        trainer.fit(&model, &data, None, &mut |_| {}).unwrap();
+        model
+    };
+    let fast = run(None);
+    let slow = run(Some(Box::new(AutodiffErm)));
+    let flat = |m: &Model| {
+        let parts: Vec<Tensor> = m
+            .params()
+            .iter()
+            .chain(m.buffers())
+            .map(|p| p.var.flatten_all().unwrap())
+            .collect();
+        Tensor::cat(&parts, 0).unwrap()
+    };
+    let e = rel_err(&flat(&fast), &flat(&slow));
+    assert!(
+        e <= 1e-12,
+        "weights and running statistics after 9 steps: {e:.2e}"
+    );
+    for (a, b) in fast
+        .params()
+        .iter()
+        .chain(fast.buffers())
+        .zip(slow.params().iter().chain(slow.buffers()))
+    {
+        let e = rel_err(a.var.as_tensor(), b.var.as_tensor());
+        assert!(e <= 1e-10, "{}: {e:.2e}", a.name);
+    }
 }

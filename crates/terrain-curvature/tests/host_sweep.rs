@@ -1,5 +1,5 @@
-//! The host sweep (the default [`SweepEngine::Auto`] on the CPU: plain buffers, direct matrix
-//! products) against the sweep on candle tensors ([`SweepEngine::Candle`]), which `tests/rop.rs`
+//! The host sweep (the default [`Backend::Auto`] on the CPU: plain buffers, direct matrix
+//! products) against the sweep on candle tensors ([`Backend::Tensor`]), which `tests/rop.rs`
 //! checks against double backward and central finite differences: the gradient, exact
 //! Hessian-vector products, Gauss–Newton products, `apply_many` with three directions and the
 //! exact diagonal (Hessian and Gauss–Newton), on every case of `tests/rop.rs` (f64, relative
@@ -9,10 +9,9 @@ use candle_core::{DType, Device, Tensor};
 use terrain_curvature::{
     Curvature, DenseHessian, HessianConfig, HessianOperator, HvpMethod, LinearOperator,
     ParamFilter, diagonal,
-    rop::SweepEngine,
     vector::{self, Probe},
 };
-use terrain_model::{ArchSpec, Model, data::Dataset, loss::LossKind};
+use terrain_model::{ArchSpec, Model, data::Dataset, engine::Backend, loss::LossKind};
 use terrain_testkit::{case_data as data, in_pool, randomize_batch_norm, rel_err};
 
 /// The cases of `tests/rop.rs`, a wider ReLU CNN with max pooling and a stride-2 ResNet.
@@ -61,12 +60,12 @@ fn operator<'m>(
     loss: LossKind,
     curvature: Curvature,
     filter: &ParamFilter,
-    engine: SweepEngine,
+    engine: Backend,
 ) -> HessianOperator<'m> {
     let config = config(d, loss, curvature, filter, HvpMethod::Rop);
     HessianOperator::new(m, d, config)
         .unwrap()
-        .with_sweep_engine(engine)
+        .with_backend(engine)
 }
 
 /// Host against candle: loss (and the loss alone, beside candle's forward pass), gradient, one product and three batched products, Hessian and
@@ -74,8 +73,8 @@ fn operator<'m>(
 fn compare(m: &Model, d: &Dataset, loss: LossKind, filter: &ParamFilter, what: &str) -> f64 {
     let mut worst: f64 = 0.0;
     for curvature in [Curvature::Hessian, Curvature::GaussNewton] {
-        let host = operator(m, d, loss, curvature, filter, SweepEngine::Auto);
-        let candle = operator(m, d, loss, curvature, filter, SweepEngine::Candle);
+        let host = operator(m, d, loss, curvature, filter, Backend::Auto);
+        let candle = operator(m, d, loss, curvature, filter, Backend::Tensor);
         if curvature == Curvature::Hessian {
             let (lh, gh) = host.loss_and_gradient().unwrap();
             let (lc, gc) = candle.loss_and_gradient().unwrap();
@@ -219,7 +218,7 @@ fn diagonal_by(
     loss: LossKind,
     curvature: Curvature,
     filter: &ParamFilter,
-    engine: SweepEngine,
+    engine: Backend,
 ) -> Vec<f64> {
     let op = operator(m, d, loss, curvature, filter, engine);
     diagonal::exact_diagonal_sweep(&op).unwrap()
@@ -243,8 +242,8 @@ fn compare_diagonal(
 ) -> f64 {
     let mut worst: f64 = 0.0;
     for curvature in [Curvature::Hessian, Curvature::GaussNewton] {
-        let host = diagonal_by(m, d, loss, curvature, filter, SweepEngine::Auto);
-        let candle = diagonal_by(m, d, loss, curvature, filter, SweepEngine::Candle);
+        let host = diagonal_by(m, d, loss, curvature, filter, Backend::Auto);
+        let candle = diagonal_by(m, d, loss, curvature, filter, Backend::Tensor);
         let (e, norm) = rel_vec(&host, &candle);
         assert!(norm > 1e-12, "{what} {curvature:?}: zero diagonal");
         worst = worst.max(e);
@@ -313,7 +312,7 @@ fn host_diagonal_equals_the_dense_diagonal() {
         let (spec, m) = model(spec_str, DType::F64);
         let d = data(&spec, 6, loss);
         for curvature in [Curvature::Hessian, Curvature::GaussNewton] {
-            let swept = diagonal_by(&m, &d, loss, curvature, &filter, SweepEngine::Auto);
+            let swept = diagonal_by(&m, &d, loss, curvature, &filter, Backend::Auto);
             let config = HessianConfig {
                 batch_size: if d.len() > 16 { d.len() - 8 } else { 4 },
                 hvp: HvpMethod::DoubleBackward,
@@ -376,7 +375,7 @@ fn host_diagonal_agrees_in_f32_and_in_parallel() {
 fn host_diagonal_keeps_the_residual_factor_limit() {
     let (spec, m) = model("mlp:3-1200-2:tanh", DType::F32);
     let d = data(&spec, 100, LossKind::Ce);
-    let errors: Vec<String> = [SweepEngine::Auto, SweepEngine::Candle]
+    let errors: Vec<String> = [Backend::Auto, Backend::Tensor]
         .into_iter()
         .map(|engine| {
             let config = HessianConfig {
@@ -385,7 +384,7 @@ fn host_diagonal_keeps_the_residual_factor_limit() {
             };
             let op = HessianOperator::new(&m, &d, config)
                 .unwrap()
-                .with_sweep_engine(engine);
+                .with_backend(engine);
             match diagonal::exact_diagonal_sweep(&op).unwrap_err() {
                 e @ terrain_curvature::Error::Unsupported { .. } => e.to_string(),
                 other => panic!("{engine:?}: {other}"),
@@ -423,7 +422,7 @@ fn host_sweep_gives_the_same_bits_from_pooled_and_fresh_buffers() {
         LossKind::Ce,
         Curvature::Hessian,
         &ParamFilter::all(),
-        SweepEngine::Auto,
+        Backend::Auto,
     );
     let v = vector::random(op.dim(), Probe::Rademacher, 3, DType::F64, &Device::Cpu).unwrap();
     let bits = |t: &Tensor| {
@@ -433,7 +432,7 @@ fn host_sweep_gives_the_same_bits_from_pooled_and_fresh_buffers() {
             .map(|x| x.to_bits())
             .collect::<Vec<_>>()
     };
-    terrain_curvature::rop::release_host_buffers();
+    terrain_model::engine::release_host_buffers();
     let fresh = (
         bits(&op.loss_and_gradient().unwrap().1),
         bits(&op.apply(&v).unwrap()),
@@ -447,7 +446,7 @@ fn host_sweep_gives_the_same_bits_from_pooled_and_fresh_buffers() {
         LossKind::Ce,
         Curvature::Hessian,
         &ParamFilter::all(),
-        SweepEngine::Auto,
+        Backend::Auto,
     )
     .loss_and_gradient()
     .unwrap();
@@ -473,7 +472,7 @@ fn host_sweep_gives_the_same_bits_on_one_and_two_threads() {
                 LossKind::Ce,
                 Curvature::Hessian,
                 &all,
-                SweepEngine::Auto,
+                Backend::Auto,
             );
             let (l, g) = op.loss_and_gradient().unwrap();
             let v = vector::random(op.dim(), Probe::Gaussian, 7, DType::F32, &Device::Cpu).unwrap();
@@ -516,7 +515,7 @@ fn host_sweep_reads_views_and_strided_directions_alike() {
             LossKind::Ce,
             Curvature::Hessian,
             &all,
-            SweepEngine::Auto,
+            Backend::Auto,
         );
         let n = op.dim();
         let big = vector::random(3 * n, Probe::Gaussian, 11, DType::F64, &Device::Cpu).unwrap();

@@ -19,12 +19,13 @@ use terrain_curvature::{
     Curvature, DiagonalConfig, HessianConfig, HessianOperator, HvpMethod, LinearOperator,
     diagonal::{self, DiagonalMethod},
     eigen::{self, LanczosConfig},
-    rop::SweepEngine,
 };
 use terrain_model::{
     ArchSpec, Model, autodiff,
-    data::{Dataset, Targets, Task},
+    data::{Batch, Dataset, Targets, Task},
+    engine::Backend,
     loss::{self, LossKind},
+    train::{self, GradientSource},
 };
 use terrain_testkit::rel_err;
 
@@ -110,7 +111,7 @@ impl Fixture {
         &self,
         curvature: Curvature,
         hvp: HvpMethod,
-        engine: SweepEngine,
+        engine: Backend,
     ) -> HessianOperator<'_> {
         let config = HessianConfig {
             // Two batches where there are enough rows: products are summed over batches.
@@ -121,7 +122,7 @@ impl Fixture {
         };
         HessianOperator::new(&self.model, &self.data, config)
             .unwrap()
-            .with_sweep_engine(engine)
+            .with_backend(engine)
     }
 
     fn check(&self, what: &str, got: &Tensor, want: &Tensor) {
@@ -178,7 +179,7 @@ fn forward_and_loss(f: &Fixture) {
         &f.model.forward_t(&x, false).unwrap(),
         f.get("logits"),
     );
-    for engine in [SweepEngine::Auto, SweepEngine::Candle] {
+    for engine in [Backend::Auto, Backend::Tensor] {
         let op = f.operator(Curvature::Hessian, HvpMethod::Rop, engine);
         let (l, g) = op.loss_and_gradient().unwrap();
         f.check_scalar(&format!("loss ({engine:?} sweep)"), l, f.get("loss"));
@@ -207,9 +208,9 @@ fn forward_and_loss(f: &Fixture) {
 fn products(f: &Fixture) {
     let v = f.flat("v");
     for (engine, hvp) in [
-        (SweepEngine::Auto, HvpMethod::Rop),
-        (SweepEngine::Candle, HvpMethod::Rop),
-        (SweepEngine::Candle, HvpMethod::DoubleBackward),
+        (Backend::Auto, HvpMethod::Rop),
+        (Backend::Tensor, HvpMethod::Rop),
+        (Backend::Tensor, HvpMethod::DoubleBackward),
     ] {
         let op = f.operator(Curvature::Hessian, hvp, engine);
         f.check(
@@ -230,7 +231,7 @@ fn products(f: &Fixture) {
             &f.flat("hvp"),
         );
     }
-    for engine in [SweepEngine::Auto, SweepEngine::Candle] {
+    for engine in [Backend::Auto, Backend::Tensor] {
         let op = f.operator(Curvature::GaussNewton, HvpMethod::Rop, engine);
         f.check(
             &format!("Gauss–Newton product ({engine:?})"),
@@ -242,7 +243,7 @@ fn products(f: &Fixture) {
 
 fn diagonals(f: &Fixture) {
     let want = f.flat("diag");
-    for engine in [SweepEngine::Auto, SweepEngine::Candle] {
+    for engine in [Backend::Auto, Backend::Tensor] {
         let op = f.operator(Curvature::Hessian, HvpMethod::Rop, engine);
         let d = diagonal::exact_diagonal_sweep(&op).unwrap();
         let d = Tensor::from_vec(d.clone(), d.len(), &Device::Cpu).unwrap();
@@ -256,7 +257,7 @@ fn diagonals(f: &Fixture) {
 fn curvature_propagation(f: &Fixture) {
     let want = f.flat("diag").to_vec1::<f64>().unwrap();
     let scale = want.iter().fold(0f64, |m, x| m.max(x.abs()));
-    let op = f.operator(Curvature::Hessian, HvpMethod::Rop, SweepEngine::Auto);
+    let op = f.operator(Curvature::Hessian, HvpMethod::Rop, Backend::Auto);
     let config = DiagonalConfig {
         samples: 400,
         samples_per_sweep: 100,
@@ -288,11 +289,13 @@ fn curvature_propagation(f: &Fixture) {
 }
 
 /// BatchNorm in training mode: batch statistics, PyTorch's biased variance for normalising and
-/// unbiased variance with momentum 0.1 for the running statistics.
+/// unbiased variance with momentum 0.1 for the running statistics; by candle's autodiff of the
+/// forward pass and by the trainer's gradient (the engine).
 fn training_mode(f: &Fixture) {
     if f.model.buffers().is_empty() {
         return;
     }
+    // candle's forward pass in training mode, and its autodiff.
     let model = f.model.deep_clone().unwrap();
     let x = model
         .prepare_input(&f.data.x.to_dtype(DType::F64).unwrap())
@@ -312,13 +315,44 @@ fn training_mode(f: &Fixture) {
         .map(|t| t.flatten_all().unwrap())
         .collect();
     f.check(
-        "training-mode gradient",
+        "training-mode gradient (autodiff)",
         &Tensor::cat(&g, 0).unwrap(),
         &f.flat("train.grad"),
     );
     for b in model.buffers() {
         f.check(
-            &format!("running statistic {}", b.name),
+            &format!("running statistic {} (candle)", b.name),
+            b.var.as_tensor(),
+            f.get(&format!("train.{}", b.name)),
+        );
+    }
+    // The trainer's step: the engine, batch statistics, running statistics updated.
+    let model = f.model.deep_clone().unwrap();
+    let batch = Batch {
+        x: f.data.x.to_dtype(DType::F64).unwrap(),
+        y: f.data.y.clone(),
+    };
+    let step =
+        train::reduced_gradient(&model, &batch, f.loss, true, |l| Ok(l.mean_all()?)).unwrap();
+    assert_eq!(step.source, GradientSource::Engine, "{}", f.name);
+    let g: Vec<Tensor> = step
+        .grads
+        .iter()
+        .map(|t| t.flatten_all().unwrap())
+        .collect();
+    f.check(
+        "training-mode gradient (engine)",
+        &Tensor::cat(&g, 0).unwrap(),
+        &f.flat("train.grad"),
+    );
+    f.check_scalar(
+        "training-mode loss (engine)",
+        step.loss,
+        f.get("train.loss"),
+    );
+    for b in model.buffers() {
+        f.check(
+            &format!("running statistic {} (engine)", b.name),
             b.var.as_tensor(),
             f.get(&format!("train.{}", b.name)),
         );
@@ -371,7 +405,7 @@ fn batch_norm_training_mode_matches_pytorch() {
 fn digits_cnn_has_pytorchs_top_eigenvalues() {
     let f = Fixture::load("cnn_digits_trained");
     let want = f.get("eigenvalues").to_vec1::<f64>().unwrap();
-    let op = f.operator(Curvature::Hessian, HvpMethod::Rop, SweepEngine::Auto);
+    let op = f.operator(Curvature::Hessian, HvpMethod::Rop, Backend::Auto);
     f.check_scalar("loss", op.loss().unwrap(), f.get("loss"));
     let top = eigen::lanczos(
         &op,
@@ -427,7 +461,7 @@ fn max_pool_ties_agree_with_finite_differences_along_the_bias() {
     let v = Tensor::cat(&v, 0).unwrap();
     let theta = f.model.params()[bias].var.as_tensor().copy().unwrap();
     let eps = 1e-4;
-    let at = |shift: f64, engine: SweepEngine| -> (f64, Tensor) {
+    let at = |shift: f64, engine: Backend| -> (f64, Tensor) {
         f.model.params()[bias]
             .var
             .set(&(&theta + shift).unwrap())
@@ -440,9 +474,9 @@ fn max_pool_ties_agree_with_finite_differences_along_the_bias() {
         out
     };
     for (engine, hvp) in [
-        (SweepEngine::Auto, HvpMethod::Rop),
-        (SweepEngine::Candle, HvpMethod::Rop),
-        (SweepEngine::Candle, HvpMethod::DoubleBackward),
+        (Backend::Auto, HvpMethod::Rop),
+        (Backend::Tensor, HvpMethod::Rop),
+        (Backend::Tensor, HvpMethod::DoubleBackward),
     ] {
         let op = f.operator(Curvature::Hessian, hvp, engine);
         let (_, g) = op.loss_and_gradient().unwrap();

@@ -312,7 +312,7 @@ fn exact_diagonal_sweep_equals_the_dense_diagonal() {
     }
 }
 
-/// The trainer-facing `rop::loss_and_gradient` (one batch, every parameter) against candle
+/// The trainer-facing `engine::loss_and_gradient` (one batch, every parameter) against candle
 /// autodiff of the eval-mode loss.
 #[test]
 fn one_batch_gradient_matches_autodiff() {
@@ -328,7 +328,7 @@ fn one_batch_gradient_matches_autodiff() {
             x: m.prepare_input(&d.x).unwrap(),
             y: d.y.to_dtype(DType::F64).unwrap(),
         };
-        let (l, g) = terrain_curvature::rop::loss_and_gradient(&m, &batch, loss).unwrap();
+        let (l, g) = terrain_model::engine::loss_and_gradient(&m, &batch, loss).unwrap();
         let out = m.forward_t(&batch.x, false).unwrap();
         let lt = terrain_model::loss::mean(&out, &batch.y, loss).unwrap();
         let vars: Vec<&Tensor> = m.params().iter().map(|p| p.var.as_tensor()).collect();

@@ -202,7 +202,6 @@ pub fn basics(
     config: &BasicsConfig,
 ) -> Result<Basics> {
     config.check()?;
-    terrain_model::autodiff::ensure_second_order()?;
     let eval = Evaluator::new(model, train, loss, config.batch_size)?;
     let (l, e) = eval.evaluate(model)?;
     let theta = ParamVec::from_model(model)?;

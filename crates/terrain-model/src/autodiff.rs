@@ -5,10 +5,12 @@
 //! thread**, lazily, at that thread's first backward pass. Without it second derivatives are not an
 //! error but silently wrong (d²(x⁴)/dx² at 2 comes out 16 instead of 48).
 //!
-//! terrain guarantees the flag three ways: `.cargo/config.toml` sets it for `cargo run`/`cargo test`,
-//! the `terrain` binary sets it first thing in `main`, and [`ensure_second_order`] sets it if absent
-//! and then proves it is in effect on the calling thread, failing loudly otherwise. Call it before any
-//! computation that needs second derivatives.
+//! Only candle's double backward needs it (the differentiation engine, [`crate::engine`], computes
+//! second derivatives by hand and needs no flag). A library never sets it (environment variables
+//! belong to the process): `.cargo/config.toml` sets it for `cargo run`/`cargo test`, the
+//! binaries' start-up sets it first thing in `main`, and [`ensure_second_order`] proves it is in
+//! effect on the calling thread, failing loudly with what to set otherwise. Code that runs
+//! double backward calls it first.
 
 use candle_core::{DType, Device, Tensor, Var};
 
@@ -21,18 +23,6 @@ pub const FLAG: &str = "CANDLE_GRAD_DO_NOT_DETACH";
 /// thread that ran a backward pass before it was set; [`self_check`] tells).
 pub fn flag_set() -> bool {
     std::env::var(FLAG).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-/// Sets the flag for this process if it is not set yet.
-///
-/// Call this at the very start of `main`, before other threads exist: setting environment
-/// variables is only sound while no other thread reads the environment.
-pub fn set_flag() {
-    if !flag_set() {
-        // SAFETY: documented precondition: called before other threads are spawned (start of main),
-        // or from a context where no other thread is concurrently reading the environment.
-        unsafe { std::env::set_var(FLAG, "1") };
-    }
 }
 
 /// Computes d²(x⁴)/dx² at x = 2 by double backward on this thread. Returns the value (48 when
@@ -60,13 +50,14 @@ pub fn self_check() -> Result<()> {
     Ok(())
 }
 
-/// Sets the flag if needed and checks that second-order autodiff works on this thread.
+/// Checks that second-order autodiff works on this thread ([`Error::SecondOrderDisabled`],
+/// saying which variable to set, otherwise). It sets nothing.
 ///
 /// ```
+/// // `cargo test` runs doc tests with CANDLE_GRAD_DO_NOT_DETACH=1 (.cargo/config.toml).
 /// terrain_model::autodiff::ensure_second_order().expect("second-order autodiff");
 /// ```
 pub fn ensure_second_order() -> Result<()> {
-    set_flag();
     self_check()
 }
 
@@ -90,23 +81,5 @@ mod tests {
     fn probe_gives_48_with_flag() {
         ensure_second_order().unwrap();
         assert_eq!(second_derivative_probe().unwrap(), 48.0);
-    }
-
-    #[test]
-    fn probe_is_wrong_without_flag_on_a_fresh_thread() {
-        // The flag is read once per thread; a thread cannot unsee it, so this only documents the
-        // failure mode when the test process was started without it.
-        if flag_set() {
-            return;
-        }
-        let got = std::thread::spawn(second_derivative_probe)
-            .join()
-            .unwrap()
-            .unwrap();
-        assert_ne!(got, 48.0);
-        assert!(matches!(
-            self_check(),
-            Err(Error::SecondOrderDisabled { .. })
-        ));
     }
 }

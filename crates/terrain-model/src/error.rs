@@ -202,13 +202,44 @@ pub enum Error {
         names: String,
     },
 
-    /// A [`crate::train::GradientEngine`] failed (the engine's own error, as text).
-    #[error("gradient engine `{engine}`: {reason}")]
-    GradientEngine {
-        /// The engine's name.
-        engine: String,
-        /// What went wrong.
+    /// An objective's per-row weights do not fit the batch they weigh.
+    #[error("the objective's per-row loss weights do not fit the batch: {reason}")]
+    RowWeights {
+        /// What is wrong with them.
         reason: String,
+    },
+
+    /// The loss is NaN or infinite, so no derivative of it can be measured.
+    #[error(
+        "{context}: the loss is not finite ({value}) on batch {batch}; check the weights and the data (NaN inputs, exploding logits)"
+    )]
+    NonFiniteLoss {
+        /// What was being computed.
+        context: String,
+        /// The batch at fault (0-based).
+        batch: usize,
+        /// The value found.
+        value: f64,
+    },
+
+    /// A method does not handle a layer, setting or size.
+    #[error("{method} does not support {what}")]
+    Unsupported {
+        /// The method.
+        method: String,
+        /// What it does not support.
+        what: String,
+    },
+
+    /// A vector has the wrong length for what it multiplies.
+    #[error("{context}: vector has {found} entries, the operator acts on {expected}")]
+    DimensionMismatch {
+        /// What was being computed.
+        context: String,
+        /// The dimension expected.
+        expected: usize,
+        /// The vector's length.
+        found: usize,
     },
 
     /// A loss or gradient became NaN or infinite during training or evaluation.

@@ -147,12 +147,12 @@ impl BatchNorm {
                 _ => None,
             };
             if let Some(m) = momentum {
-                let mean_d = mean.detach().flatten_all()?;
-                let unbiased = (var.detach().flatten_all()? * (n as f64 / (n.max(2) - 1) as f64))?;
-                let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean_d * m)?)?;
-                let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
-                self.running_mean.set(&rm)?;
-                self.running_var.set(&rv)?;
+                self.update_running(
+                    &mean.detach().flatten_all()?,
+                    &var.detach().flatten_all()?,
+                    n,
+                    m,
+                )?;
             }
             (mean, var)
         } else {
@@ -167,6 +167,20 @@ impl BatchNorm {
         let w = self.weight.as_tensor().reshape(bshape.as_slice())?;
         let b = self.bias.as_tensor().reshape(bshape.as_slice())?;
         Ok(xhat.broadcast_mul(&w)?.broadcast_add(&b)?)
+    }
+}
+
+impl BatchNorm {
+    /// PyTorch's running-statistics update from one batch's statistics: `running ← (1 − m)·running
+    /// + m·batch`, with the unbiased variance `var · n/(n − 1)` for the biased batch variance `var`
+    /// over `n` values per channel (`mean` and `var` `[C]`).
+    pub fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize, m: f64) -> Result<()> {
+        let unbiased = (var * (n as f64 / (n.max(2) - 1) as f64))?;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        Ok(())
     }
 }
 
@@ -193,7 +207,7 @@ pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
 pub fn max_pool2x2_mask(x: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let r = dims.len();
-    if r < 2 || dims[r - 2] % 2 != 0 || dims[r - 1] % 2 != 0 {
+    if r < 2 || !dims[r - 2].is_multiple_of(2) || !dims[r - 1].is_multiple_of(2) {
         return Err(candle_core::Error::Msg(format!(
             "2x2 max pooling needs an even height and width, got shape {dims:?}"
         ))

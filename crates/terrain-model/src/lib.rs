@@ -29,6 +29,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod engine;
 pub mod error;
 pub mod layers;
 pub mod loss;

@@ -242,14 +242,12 @@ impl Model {
     }
 
     /// Forward pass in evaluation mode (BatchNorm on its running statistics) for values only,
-    /// not to be differentiated: by the installed gradient engine's forward pass where it
-    /// applies ([`GradientEngine::logits`](crate::train::GradientEngine::logits), e.g.
-    /// terrain-curvature's host sweep), else candle's ([`Model::forward_t`] with `train` false).
-    /// Evaluation ([`crate::loss::evaluate`]) runs on this.
+    /// not to be differentiated: by the differentiation engine's forward pass keeping no tape
+    /// where it runs ([`engine::logits`](crate::engine::logits): the CPU in f32/f64), else
+    /// candle's ([`Model::forward_t`] with `train` false). Evaluation
+    /// ([`crate::loss::evaluate`]) runs on this.
     pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(engine) = crate::train::gradient_engine()
-            && let Some(z) = engine.logits(self, x)?
-        {
+        if let Some(z) = crate::engine::logits(self, x)? {
             return Ok(z);
         }
         self.forward_t(x, false)

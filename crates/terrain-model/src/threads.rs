@@ -25,15 +25,16 @@
 //! follows the mask. rayon itself is not the culprit: its pool follows the mask (1 thread), and
 //! its idle workers yield and then sleep.
 //!
-//! [`configure`] computes the CPUs this process may use ([`CpuLimits`]: the affinity mask and the
-//! cgroup v1/v2 CPU quota, the smaller of the two, at least 1), picks the worker count (an
+//! [`plan`] computes the CPUs this process may use ([`CpuLimits`]: the affinity mask and the
+//! cgroup v1/v2 CPU quota, the smaller of the two, at least 1) and picks the worker count (an
 //! explicit request, else `RAYON_NUM_THREADS`/`CANDLE_NUM_THREADS` if the user set one, else the
-//! usable CPUs), writes it to both variables so that candle's barrier pool and
-//! `get_num_threads()` agree with it, and builds rayon's global pool with exactly that many
+//! usable CPUs). It only decides: the binaries' start-up (terrain-cli's `startup::start`, which
+//! the `terrain` binary and xtask call at the very start of `main`, before any candle op and
+//! before other threads exist) writes the count to both variables, so that candle's barrier pool
+//! and `get_num_threads()` agree with it, and builds rayon's global pool with exactly that many
 //! threads. With one usable CPU the barrier pool has no workers and gemm runs single-threaded: no
-//! thread is left to spin. Call it at the very start of `main`, before any candle op and before
-//! other threads exist (the `terrain` binary and the xtasks do; their global `--threads N` /
-//! `TERRAIN_THREADS` override the decision).
+//! thread is left to spin. The global `--threads N` / `TERRAIN_THREADS` override the decision.
+//! A library never writes the environment or builds the global pool.
 //!
 //! # What was measured
 //!
@@ -41,7 +42,7 @@
 //! medians in ms) on the 2-core CI-class machine (AMD EPYC, 2 cores in `/proc/cpuinfo`, no cgroup
 //! quota), two quiet runs (values separated by commas); the bench measures the pinned and
 //! one-thread rows in child processes. "candle only" is the behaviour before this module (the hidden xtask flag
-//! `--candle-threads` skips [`configure`]); "pinned" is `sched_setaffinity` to one CPU, as
+//! `--candle-threads` skips the start-up's thread sizing); "pinned" is `sched_setaffinity` to one CPU, as
 //! `taskset -c 0`.
 //!
 //! | MLP 784-256-256-10, release | threads (candle / rayon) | gradient | HVP |
@@ -61,15 +62,13 @@
 //! # Safety of the environment write
 //!
 //! Since edition 2024 `std::env::set_var` is `unsafe`: another thread reading the environment at
-//! the same time (glibc's `getenv`) is a data race. [`configure`] writes the two variables only
-//! when their values change, and it is documented (like [`crate::autodiff::set_flag`]) to be
-//! called first thing in `main`, before any thread is spawned; rayon's workers are started after
-//! the write. There is no safe alternative: candle reads its thread counts from the environment
-//! only. Code that cannot guarantee this (a library, a test harness) should set
-//! `RAYON_NUM_THREADS` in the environment of the process instead.
+//! the same time (glibc's `getenv`) is a data race. So only a binary writes the two variables,
+//! first thing in `main`, before any thread is spawned; rayon's workers are started after the
+//! write. There is no safe alternative: candle reads its thread counts from the environment only.
+//! Code that cannot guarantee this (a library, a test harness) sets `RAYON_NUM_THREADS` in the
+//! environment of the process instead.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// The environment variable rayon's global pool and candle's `get_num_threads()` read.
 pub const RAYON_ENV: &str = "RAYON_NUM_THREADS";
@@ -90,7 +89,7 @@ pub enum ThreadsError {
         value: String,
     },
     /// rayon's global pool already runs with another number of threads: it is built once, by
-    /// the first parallel candle op or the first call of [`configure`].
+    /// the first parallel candle op or the binary's start-up.
     #[error(
         "cannot use {requested} threads: rayon's global thread pool is already built with {built} \
          threads (configure threads at the start of main, before any candle op)"
@@ -199,7 +198,7 @@ pub enum ThreadSource {
     Detected,
 }
 
-/// The decision [`configure`] took.
+/// The decision [`plan`] takes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ThreadPlan {
     /// Worker threads: rayon's global pool size and candle's `get_num_threads()`.
@@ -242,27 +241,15 @@ pub fn pool_threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// The plan of the first successful [`configure`], so later calls can be checked against it.
-static CONFIGURED: Mutex<Option<ThreadPlan>> = Mutex::new(None);
-
-/// Decides the worker count and sets it up for candle: `RAYON_NUM_THREADS` (candle's
-/// `get_num_threads()`: gemm's parallelism), `CANDLE_NUM_THREADS` (candle's spin-waiting barrier
-/// pool for elementwise ops), and rayon's global pool, built now with that many threads.
-///
-/// The count is `requested` if given, else `RAYON_NUM_THREADS` or `CANDLE_NUM_THREADS` if set to
-/// a positive number, else the CPUs the process may use ([`available_cpus`]).
-///
-/// **Call it at the start of `main`, before any candle op and before other threads exist**: rayon's
-/// global pool and candle's barrier pool are built once, by their first use, and the environment
-/// must not be written while another thread may read it (see the module docs). A second call
-/// with the same count (or none) is a no-op that returns the first plan; with a different count it
-/// is [`ThreadsError::AlreadyBuilt`], as is a first call after candle has already started rayon's
-/// pool with another count (candle's barrier pool cannot be checked: it is private).
-pub fn configure(requested: Option<usize>) -> Result<ThreadPlan, ThreadsError> {
+/// Decides the worker count, without touching anything: `requested` if given, else
+/// `RAYON_NUM_THREADS` or `CANDLE_NUM_THREADS` if set to a positive number, else the CPUs the
+/// process may use ([`available_cpus`]). Applying it (the environment variables candle reads and
+/// rayon's global pool) is the binary's start-up (terrain-cli's `startup::start`): a library
+/// never sets process-wide state.
+pub fn plan(requested: Option<usize>) -> Result<ThreadPlan, ThreadsError> {
     if requested == Some(0) {
         return Err(ThreadsError::Zero);
     }
-    let mut configured = CONFIGURED.lock().unwrap_or_else(|e| e.into_inner());
     let limits = CpuLimits::read();
     let from_env = env_count(RAYON_ENV).or_else(|| env_count(CANDLE_ENV));
     let (threads, source) = match (requested, from_env) {
@@ -270,63 +257,11 @@ pub fn configure(requested: Option<usize>) -> Result<ThreadPlan, ThreadsError> {
         (None, Some(n)) => (n, ThreadSource::Environment),
         (None, None) => (limits.usable(), ThreadSource::Detected),
     };
-    if let Some(plan) = *configured {
-        // Already configured: the same count, or none asked for, is fine.
-        if requested.is_none() || plan.threads == threads {
-            return Ok(plan);
-        }
-        return Err(ThreadsError::AlreadyBuilt {
-            requested: threads,
-            built: plan.threads,
-        });
-    }
-    let value = threads.to_string();
-    let previous = [RAYON_ENV, CANDLE_ENV].map(|k| (k, std::env::var_os(k)));
-    for (key, old) in &previous {
-        if old.as_deref() != Some(std::ffi::OsStr::new(&value)) {
-            // SAFETY: documented precondition of `configure`: called at the start of main,
-            // before other threads exist (rayon's workers are started below, after the write).
-            unsafe { std::env::set_var(key, &value) };
-        }
-    }
-    if let Err(e) = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("rayon-{i}"))
-        .build_global()
-    {
-        // Either something (a candle op) already built the pool, or it failed to start.
-        let built = rayon::current_num_threads();
-        if built != threads {
-            for (key, old) in previous {
-                // SAFETY: as above; this is the failure path of the same call.
-                unsafe {
-                    match old {
-                        Some(v) => std::env::set_var(key, v),
-                        None => std::env::remove_var(key),
-                    }
-                }
-            }
-            return Err(if e.to_string().contains("already") {
-                ThreadsError::AlreadyBuilt {
-                    requested: threads,
-                    built,
-                }
-            } else {
-                ThreadsError::Build {
-                    threads,
-                    reason: e.to_string(),
-                }
-            });
-        }
-    }
-    let plan = ThreadPlan {
+    Ok(ThreadPlan {
         threads,
         source,
         limits,
-    };
-    tracing::trace!(%plan, "threads configured");
-    *configured = Some(plan);
-    Ok(plan)
+    })
 }
 
 /// A positive count in environment variable `key`.
@@ -789,7 +724,7 @@ broken line\n";
 
     #[test]
     fn zero_threads_is_an_error() {
-        let e = configure(Some(0)).unwrap_err();
+        let e = plan(Some(0)).unwrap_err();
         assert_eq!(e, ThreadsError::Zero);
         assert!(e.to_string().contains("at least 1"), "{e}");
     }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Error, Model, Result, checkpoint, config,
     data::{Batch, Dataset, mixup},
+    engine,
     loss::{self, LossKind},
 };
 
@@ -342,6 +343,17 @@ pub struct StepOutput {
     pub loss: f64,
     /// The objective's gradient, one tensor per model parameter in parameter order.
     pub grads: Vec<Tensor>,
+    /// What computed the gradient.
+    pub source: GradientSource,
+}
+
+/// What computed a training step's gradient ([`reduced_gradient`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GradientSource {
+    /// The differentiation engine's backward sweep ([`engine::weighted_gradient`]).
+    Engine,
+    /// candle's autodiff of the whole forward pass ([`autodiff_reduced_gradient`]).
+    Autodiff,
 }
 
 /// A per-batch training objective: given the model and a batch, produce the gradient to step on.
@@ -359,74 +371,17 @@ pub trait Objective {
     }
 }
 
-/// A faster road to a training step's gradient than candle's autodiff graph: a hand-written
-/// backward sweep over the network's layer description (terrain-curvature's host sweep is one;
-/// install it with [`install_gradient_engine`]). The trainer's [`reduced_gradient`] consults the
-/// installed engine and falls back to autodiff wherever it declines; so does
-/// [`Model::forward_eval`], which evaluation (losses, errors, loss surfaces) runs on, for the
-/// engine's forward pass ([`GradientEngine::logits`]).
-///
-/// The gradient of any reduction `R(ℓ_1, …, ℓ_N)` of the per-example losses is
-/// `Σ_i (∂R/∂ℓ_i) ∇ℓ_i`, so an engine only needs per-row weights: it runs the forward pass,
-/// hands the logits to `row_weights` (which returns `∂R/∂ℓ_i`, `[N]`), and back-propagates
-/// `Σ_i w_i ℓ_i`.
-pub trait GradientEngine: Send + Sync {
-    /// A short name for logs ("host sweep").
-    fn name(&self) -> &str;
-
-    /// The gradient of `Σ_i w_i ℓ_i(θ)` with respect to every parameter (in [`Model::params`]
-    /// order), `w = row_weights(logits)`, BatchNorm (if any) in evaluation mode; `None` where
-    /// the engine does not apply (device, dtype, layer or input shape), decided before it calls
-    /// `row_weights`, so the caller falls back to autodiff. `batch.x` is as the data holds it ([`Model::prepare_input`] not yet applied).
-    fn weighted_gradient(
-        &self,
-        model: &Model,
-        batch: &Batch,
-        loss: LossKind,
-        row_weights: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
-    ) -> Result<Option<Vec<Tensor>>>;
-
-    /// The network's outputs for inputs `x` (as the data holds them, [`Model::prepare_input`]
-    /// not yet applied), BatchNorm in evaluation mode, without an autodiff graph; `None` where
-    /// the engine does not apply, and the caller runs candle's forward pass. By default, `None`.
-    fn logits(&self, model: &Model, x: &Tensor) -> Result<Option<Tensor>> {
-        let _ = (model, x);
-        Ok(None)
-    }
-}
-
-/// The engine [`reduced_gradient`] consults (none: candle autodiff).
-static ENGINE: std::sync::RwLock<Option<std::sync::Arc<dyn GradientEngine>>> =
-    std::sync::RwLock::new(None);
-
-/// Installs `engine` for every later [`reduced_gradient`] in this process (`None`: back to
-/// candle's autodiff), returning the one it replaces. Binaries install terrain-curvature's host
-/// sweep at start-up; a library user who wants it calls this once.
-pub fn install_gradient_engine(
-    engine: Option<std::sync::Arc<dyn GradientEngine>>,
-) -> Option<std::sync::Arc<dyn GradientEngine>> {
-    let mut slot = ENGINE
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    std::mem::replace(&mut *slot, engine)
-}
-
-/// The installed [`GradientEngine`], if any.
-pub fn gradient_engine() -> Option<std::sync::Arc<dyn GradientEngine>> {
-    ENGINE
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
-}
-
 /// Forward pass in training mode, per-sample losses, a reduction to a scalar, and its gradient.
 /// Returns the plain mean loss and the gradient of `reduce(per_sample_losses)`.
-/// `update_stats` controls BatchNorm running-statistics updates.
+/// BatchNorm normalises by the batch's statistics; `update_stats` says whether its running
+/// statistics take them in (PyTorch's momentum rule; SAM's second pass leaves them alone).
 ///
-/// For a network without BatchNorm (where training and evaluation mode agree) the installed
-/// [`GradientEngine`] computes the gradient, with `reduce`'s per-row weights taken by autodiff of
-/// `reduce` alone; otherwise, or where the engine declines, candle's autodiff of the whole
-/// forward pass. Both give the same gradient (tested against each other in terrain-curvature).
+/// The gradient of any reduction `R(ℓ_1, …, ℓ_N)` of the per-example losses is
+/// `Σ_i (∂R/∂ℓ_i) ∇ℓ_i`, so the differentiation engine ([`engine::weighted_gradient`]) computes
+/// it: it runs the forward pass, takes the per-row weights `∂R/∂ℓ_i` by autodiff of `reduce`
+/// alone on the per-example losses, and back-propagates `Σ_i w_i ℓ_i`. Where the engine's host
+/// backend does not run (devices, dtypes), candle's autodiff of the whole forward pass
+/// ([`autodiff_reduced_gradient`]). Both give the same gradient (tested).
 pub fn reduced_gradient(
     model: &Model,
     batch: &Batch,
@@ -434,53 +389,70 @@ pub fn reduced_gradient(
     update_stats: bool,
     reduce: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<StepOutput> {
-    let engine = gradient_engine().filter(|_| model.network().batch_norms().is_empty());
-    reduced_gradient_with(engine.as_deref(), model, batch, loss, update_stats, reduce)
+    let mut reduce = Some(reduce);
+    let mut mean = f64::NAN;
+    let mut row_weights = |logits: &Tensor| -> Result<Tensor> {
+        let losses = loss::per_sample(logits, &batch.y, loss)?;
+        mean = losses
+            .mean_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        let leaf = candle_core::Var::from_tensor(&losses)?;
+        let reduce = reduce.take().ok_or_else(|| Error::RowWeights {
+            reason: "asked for twice in one step".into(),
+        })?;
+        let store = reduce(leaf.as_tensor())?.backward()?;
+        // A reduction that does not reach the losses reaches no parameter: an error, as on
+        // autodiff's road, not a zero gradient.
+        match store.get(leaf.as_tensor()) {
+            Some(w) => Ok(w.detach()),
+            None => Err(Error::NoGradient {
+                names: crate::error::name_list(
+                    &model
+                        .params()
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>(),
+                ),
+            }),
+        }
+    };
+    let batch_norms = model.network().batch_norms();
+    let batch_stats = !batch_norms.is_empty();
+    if let Some(out) = engine::weighted_gradient(model, batch, loss, batch_stats, &mut row_weights)?
+    {
+        if update_stats {
+            for (bn, s) in batch_norms.iter().zip(&out.batch_norm) {
+                let (dtype, dev) = (model.dtype(), model.device());
+                let mean = Tensor::new(s.mean.as_slice(), dev)?.to_dtype(dtype)?;
+                let var = Tensor::new(s.var.as_slice(), dev)?.to_dtype(dtype)?;
+                bn.update_running(&mean, &var, s.count, bn.momentum)?;
+            }
+        }
+        return Ok(StepOutput {
+            loss: mean,
+            grads: out.grads,
+            source: GradientSource::Engine,
+        });
+    }
+    match reduce {
+        Some(r) => autodiff_reduced_gradient(model, batch, loss, update_stats, r),
+        None => Err(Error::RowWeights {
+            reason: "the engine declined the batch after asking for them".into(),
+        }),
+    }
 }
 
-/// [`reduced_gradient`] with an explicit engine (`None`: candle's autodiff), whatever is
-/// installed. The engine is used as given, also on a network with BatchNorm (in evaluation mode).
-pub fn reduced_gradient_with(
-    engine: Option<&dyn GradientEngine>,
+/// [`reduced_gradient`] by candle's autodiff of the whole forward pass (BatchNorm in training
+/// mode, running statistics updated when `update_stats`): the engine's reference in tests, and
+/// the road for what the engine does not run.
+pub fn autodiff_reduced_gradient(
     model: &Model,
     batch: &Batch,
     loss: LossKind,
     update_stats: bool,
     reduce: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<StepOutput> {
-    if let Some(engine) = engine {
-        let mut reduce = Some(reduce);
-        let mut mean = f64::NAN;
-        let mut row_weights = |logits: &Tensor| -> Result<Tensor> {
-            let losses = loss::per_sample(logits, &batch.y, loss)?;
-            mean = losses
-                .mean_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-            let leaf = candle_core::Var::from_tensor(&losses)?;
-            let reduce = reduce.take().ok_or_else(|| Error::GradientEngine {
-                engine: engine.name().into(),
-                reason: "asked for row weights twice".into(),
-            })?;
-            let store = reduce(leaf.as_tensor())?.backward()?;
-            Ok(match store.get(leaf.as_tensor()) {
-                Some(w) => w.detach(),
-                None => losses.zeros_like()?,
-            })
-        };
-        if let Some(grads) = engine.weighted_gradient(model, batch, loss, &mut row_weights)? {
-            return Ok(StepOutput { loss: mean, grads });
-        }
-        match reduce {
-            Some(r) => return reduced_gradient_with(None, model, batch, loss, update_stats, r),
-            None => {
-                return Err(Error::GradientEngine {
-                    engine: engine.name().into(),
-                    reason: "declined after asking for the row weights".into(),
-                });
-            }
-        }
-    }
     let out = model.forward_with(&batch.x, true, update_stats)?;
     let losses = loss::per_sample(&out, &batch.y, loss)?;
     let mean = losses
@@ -507,7 +479,11 @@ pub fn reduced_gradient_with(
         .iter()
         .filter_map(|p| store.get(p.var.as_tensor()).map(Tensor::detach))
         .collect();
-    Ok(StepOutput { loss: mean, grads })
+    Ok(StepOutput {
+        loss: mean,
+        grads,
+        source: GradientSource::Autodiff,
+    })
 }
 
 /// Empirical risk minimisation: the gradient of the mean loss.

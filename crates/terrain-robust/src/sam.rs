@@ -94,9 +94,11 @@ impl Objective for Sam {
         for (p, w) in model.params().iter().zip(&weights) {
             p.var.set(w)?;
         }
+        let second = second?;
         Ok(StepOutput {
             loss: first.loss,
-            grads: second?.grads,
+            grads: second.grads,
+            source: second.source,
         })
     }
 }

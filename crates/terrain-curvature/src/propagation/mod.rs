@@ -79,7 +79,6 @@
 //! sweep, 0.7–0.9× and 0.7–1.5× per sample.
 
 mod noise;
-pub(crate) mod sweep;
 
 use candle_core::{DType, Tensor};
 use terrain_model::rng;
@@ -88,7 +87,7 @@ use crate::{
     DiagonalConfig, DiagonalMoments, Error, HessianOperator, LinearOperator, Result, vector::Probe,
 };
 use noise::{OneHotNoise, RandomNoise};
-use sweep::Mode;
+use terrain_model::engine::propagation::{self as sweep, Mode};
 
 /// Which curvature the sweep's noise covers.
 #[derive(
@@ -197,7 +196,7 @@ pub fn curvature_propagation(
             rng::rng(rng::stream_seed(config.seed, sweep_index)),
             config.probe,
         );
-        let acc = sweep::run(op, variant.mode(k), cross, &mut noise)?;
+        let acc = sweep::run(&op.request(), variant.mode(k), cross, &mut noise)?;
         let ones_k = Tensor::ones((1, k), dtype, dev)?;
         for (block, a) in acc.iter().enumerate() {
             let est = estimates(a, variant, k)?;
@@ -232,7 +231,7 @@ pub fn curvature_propagation(
 /// Fails with [`Error::Unsupported`] for a Gauss–Newton operator.
 pub fn becker_lecun(op: &HessianOperator<'_>) -> Result<Vec<f64>> {
     let mut none = OneHotNoise::new(0);
-    let acc = sweep::run(op, Mode::Bl, false, &mut none)?;
+    let acc = sweep::run(&op.request(), Mode::Bl, false, &mut none)?;
     let mut out = Vec::with_capacity(op.dim());
     for a in acc {
         out.extend(a.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?);
@@ -340,7 +339,7 @@ pub fn curvature_factor(
     const CHUNK: usize = 64;
     // A one-column sweep counts the columns.
     let mut count = OneHotNoise::new(usize::MAX);
-    sweep::run(op, variant.mode(1), cross, &mut count)?;
+    sweep::run(&op.request(), variant.mode(1), cross, &mut count)?;
     let columns = count.columns();
     if columns > max_columns {
         return Err(Error::config(
@@ -359,7 +358,7 @@ pub fn curvature_factor(
     while start < columns {
         let k = CHUNK.min(columns - start);
         let mut noise = OneHotNoise::new(start);
-        let acc = sweep::run(op, variant.mode(k), cross, &mut noise)?;
+        let acc = sweep::run(&op.request(), variant.mode(k), cross, &mut noise)?;
         let mut row0 = 0;
         for a in acc {
             let a = sweep::dual(&a, variant.mode(k), 0)?;

@@ -9,22 +9,9 @@
 use candle_core::{DType, Device, Tensor};
 use rand::RngCore as _;
 use rand_distr::{Distribution, StandardNormal};
-use terrain_model::rng::Rng;
+use terrain_model::{Result, engine::propagation::Noise, rng::Rng};
 
-use crate::{Result, vector::Probe};
-
-/// A source of noise tensors `[N, K, feat...]` for the injection points of a sweep.
-pub(crate) trait Noise {
-    /// The noise of one injection point with `rows` rows, `k` samples and per-row shape `feat`.
-    fn draw(
-        &mut self,
-        rows: usize,
-        k: usize,
-        feat: &[usize],
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor>;
-}
+use crate::vector::Probe;
 
 fn shape(rows: usize, k: usize, feat: &[usize]) -> Vec<usize> {
     let mut s = vec![rows, k];

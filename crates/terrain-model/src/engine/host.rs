@@ -1,4 +1,4 @@
-//! The R-op sweep of [`crate::rop`] on plain host buffers: the same per-layer formulas (see the
+//! The sweep of [`super::tensor`] on plain host buffers: the same per-layer formulas (see the
 //! parent module's table), computed on `Vec<T>` (`T` = `f32` or `f64`) with matrix products by
 //! the `gemm` crate called directly and elementwise work in plain loops, so a product costs its
 //! FLOPs and not candle's per-op overhead and thread barriers.
@@ -51,17 +51,19 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub};
 
-use candle_core::{DType, Device, Tensor, TensorId};
-use rayon::prelude::*;
-use terrain_model::{
+use crate::{
     Activation, Model,
     data::{Batch, Targets},
     loss::LossKind,
     network::Layer,
 };
+use candle_core::{DType, Device, Tensor, TensorId};
+use rayon::prelude::*;
 
-use super::{Output, Problem, Product, check_residual_factor};
-use crate::{Error, Result, propagation::sweep::ce_needs_labels};
+use super::common::ce_needs_labels;
+use super::tensor::check_residual_factor;
+use super::{Curvature, Output, Product, Request};
+use crate::{Error, Result};
 
 /// A floating-point element of the host sweep (`f32` or `f64`).
 pub(crate) trait Real:
@@ -858,11 +860,13 @@ enum HLayer<'w, T: Real> {
         b_slot: Option<usize>,
     },
     Norm {
+        /// The running mean (evaluation mode).
         mean: Cow<'w, [T]>,
-        /// `1/√(σ² + ε)`.
+        /// `1/√(σ² + ε)` of the running variance (evaluation mode).
         r: Vec<T>,
         gamma: Cow<'w, [T]>,
         beta: Cow<'w, [T]>,
+        eps: f64,
         g_slot: Option<usize>,
         b_slot: Option<usize>,
     },
@@ -934,6 +938,10 @@ enum Rec<T> {
         xhat: Vec<T>,
         dx: Option<Vec<T>>,
         live_in: bool,
+        /// In training mode, `1/√(σ² + ε)` of the batch variance per channel (the batch mean
+        /// and variance depend on the input: the adjoint has two more terms); `None` in
+        /// evaluation mode.
+        batch_r: Option<Vec<T>>,
     },
     Act {
         d1: Vec<T>,
@@ -958,9 +966,16 @@ impl<T: Real> Rec<T> {
     /// Returns the record's buffers to the pool (a forward pass that keeps no tape).
     fn give(self) {
         match self {
-            Rec::Linear { x, dx, .. } | Rec::Norm { xhat: x, dx, .. } => {
+            Rec::Linear { x, dx, .. } => {
                 give(x);
                 give_opt(dx);
+            }
+            Rec::Norm {
+                xhat, dx, batch_r, ..
+            } => {
+                give(xhat);
+                give_opt(dx);
+                give_opt(batch_r);
             }
             Rec::Conv {
                 cols, x, dcols, dx, ..
@@ -1164,6 +1179,12 @@ struct Sweep<'a, T: Real> {
     last_id: usize,
     /// The error that stopped the backward pass (a residual factor over the limit).
     failed: Option<Error>,
+    /// BatchNorm in training mode: batch statistics (only for the loss and the gradient; the
+    /// batch is then swept whole, as its statistics are).
+    batch_stats: bool,
+    /// The batch statistics of every BatchNorm layer met, in the network's order (filled by the
+    /// forward pass, which borrows the sweep shared).
+    stats: std::sync::Mutex<Vec<super::BatchStats>>,
 }
 
 fn acc<T: Real>(slot: &mut Option<Vec<T>>, len: usize) -> &mut Vec<T> {
@@ -1193,6 +1214,8 @@ impl<'a, T: Real> Sweep<'a, T> {
             diag_residuals,
             last_id: 0,
             failed: None,
+            batch_stats: false,
+            stats: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -1264,7 +1287,12 @@ fn sweep_batch<T: Real>(
     kind: LossKind,
     loss_rows: impl FnOnce(&[T], usize) -> Result<LossRows<T>>,
 ) -> Result<()> {
-    let count = (n / MIN_PART_ROWS).clamp(1, PARTS);
+    // Batch statistics are over the whole batch: no blocks of rows.
+    let count = if parts[0].batch_stats {
+        1
+    } else {
+        (n / MIN_PART_ROWS).clamp(1, PARTS)
+    };
     if count == 1 {
         let s = &mut parts[0];
         s.n = n;
@@ -1387,6 +1415,92 @@ fn absorb_parts<'a, T: Real>(parts: Vec<Sweep<'a, T>>) -> Sweep<'a, T> {
 }
 
 impl<T: Real> Sweep<'_, T> {
+    /// The batch mean and `1/√(σ² + ε)` of the biased batch variance per channel of `x`
+    /// (channels last, `c` of them), summed in f64; records the statistics for the running
+    /// update ([`super::BatchStats`]).
+    fn batch_statistics(&self, x: &[T], c: usize, eps: f64) -> (Vec<T>, Vec<T>) {
+        let count = x.len() / c;
+        let mut sum = vec![0f64; c];
+        for row in x.chunks_exact(c) {
+            for (s, v) in sum.iter_mut().zip(row) {
+                *s += v.to_f64();
+            }
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / count as f64).collect();
+        let mut sq = vec![0f64; c];
+        for row in x.chunks_exact(c) {
+            for ((s, v), m) in sq.iter_mut().zip(row).zip(&mean) {
+                let d = v.to_f64() - m;
+                *s += d * d;
+            }
+        }
+        let var: Vec<f64> = sq.iter().map(|s| s / count as f64).collect();
+        let mut m = dirty::<T>(c);
+        let mut rb = dirty::<T>(c);
+        for j in 0..c {
+            m[j] = T::of(mean[j]);
+            rb[j] = T::of(1.0 / (var[j] + eps).sqrt());
+        }
+        self.stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(super::BatchStats { mean, var, count });
+        (m, rb)
+    }
+
+    /// The adjoint of BatchNorm in training mode, `y = γ x̂ + β` with `x̂ = (x − μ_B) r_B`: the
+    /// parameters' gradients `Σ g x̂` and `Σ g`, and into the input
+    /// `γ r_B (g − Σg/M − x̂ Σ(g x̂)/M)` over the `M` values of each channel.
+    #[allow(clippy::too_many_arguments)]
+    fn back_norm_batch(
+        &mut self,
+        gamma: &[T],
+        g_slot: Option<usize>,
+        b_slot: Option<usize>,
+        xhat: Vec<T>,
+        rb: Vec<T>,
+        live_in: bool,
+        flow: Flow<T>,
+    ) -> Option<Flow<T>> {
+        let c = gamma.len();
+        let Some(g) = flow.g else {
+            give(xhat);
+            give(rb);
+            return None;
+        };
+        let (mut sg, mut sgx) = (vec![T::ZERO; c], vec![T::ZERO; c]);
+        for (gr, xr) in g.chunks_exact(c).zip(xhat.chunks_exact(c)) {
+            for j in 0..c {
+                sg[j] += gr[j];
+                sgx[j] += gr[j] * xr[j];
+            }
+        }
+        if let Some(a) = g_slot.and_then(|s| self.grad_acc(s)) {
+            add_into(a, &sgx);
+        }
+        if let Some(a) = b_slot.and_then(|s| self.grad_acc(s)) {
+            add_into(a, &sg);
+        }
+        let out = live_in.then(|| {
+            let m = T::of((xhat.len() / c) as f64);
+            let mut gx = g.clone();
+            for (gr, xr) in gx.chunks_exact_mut(c).zip(xhat.chunks_exact(c)) {
+                for j in 0..c {
+                    gr[j] = gamma[j] * rb[j] * (gr[j] - sg[j] / m - xr[j] * sgx[j] / m);
+                }
+            }
+            Flow {
+                g: Some(gx),
+                dg: None,
+                factors: Vec::new(),
+            }
+        });
+        give(g);
+        give(xhat);
+        give(rb);
+        out
+    }
+
     fn residual(&self) -> bool {
         self.product == Product::Hessian
     }
@@ -1671,6 +1785,7 @@ impl<T: Real> Sweep<'_, T> {
                     r,
                     gamma,
                     beta,
+                    eps,
                     g_slot,
                     b_slot,
                 } => {
@@ -1678,6 +1793,24 @@ impl<T: Real> Sweep<'_, T> {
                     if c != mean.len() {
                         return Err(shape_error("batch_norm", mean.len(), shape));
                     }
+                    let batch_r = if self.batch_stats {
+                        if dh.is_some() || k > 0 {
+                            return Err(Error::Unsupported {
+                                method: "the host sweep".into(),
+                                what: "BatchNorm in training mode for products along \
+                                       directions (curvature is measured in evaluation mode)"
+                                    .into(),
+                            });
+                        }
+                        let (m, rb) = self.batch_statistics(&h, c, *eps);
+                        Some((m, rb))
+                    } else {
+                        None
+                    };
+                    let (mean, r): (&[T], &[T]) = match &batch_r {
+                        Some((m, rb)) => (m, rb),
+                        None => (mean, r),
+                    };
                     let mut xhat = h;
                     let mut y = dirty::<T>(xhat.len());
                     for (xr, yr) in xhat.chunks_exact_mut(c).zip(y.chunks_exact_mut(c)) {
@@ -1718,6 +1851,10 @@ impl<T: Real> Sweep<'_, T> {
                         xhat,
                         dx: dh,
                         live_in,
+                        batch_r: batch_r.map(|(m, rb)| {
+                            give(m);
+                            rb
+                        }),
                     };
                     (y, dy, shape, rec)
                 }
@@ -2395,10 +2532,18 @@ impl<T: Real> Sweep<'_, T> {
                     b_slot,
                     ..
                 },
-                Rec::Norm { xhat, dx, live_in },
+                Rec::Norm {
+                    xhat,
+                    dx,
+                    live_in,
+                    batch_r,
+                },
             ) => {
                 let c = gamma.len();
                 let len = xhat.len();
+                if let Some(rb) = batch_r {
+                    return self.back_norm_batch(gamma, *g_slot, *b_slot, xhat, rb, live_in, flow);
+                }
                 if let Some(g) = &flow.g {
                     if let Some(a) = g_slot.and_then(|s| self.grad_acc(s)) {
                         for (gr, xr) in g.chunks_exact(c).zip(xhat.chunks_exact(c)) {
@@ -2715,7 +2860,7 @@ fn shape_error(layer: &str, want: usize, got: Shape) -> Error {
 }
 
 /// `φ(z)`, `φ'(z)` and (if `second`) `φ''(z)`, by the formulas of the candle sweep
-/// ([`crate::propagation::sweep::derivatives`]); large buffers in parallel blocks.
+/// ([`super::common::derivatives`]); large buffers in parallel blocks.
 fn activate<T: Real>(act: Activation, z: &[T], second: bool) -> (Vec<T>, Vec<T>, Option<Vec<T>>) {
     let n = z.len();
     let second = second && act != Activation::Relu;
@@ -2816,7 +2961,7 @@ fn activate_block<T: Real>(
 /// The host sweep of `problem`, or `None` where it does not apply (a device other than the CPU,
 /// a dtype other than f32/f64, inputs of another rank).
 pub(super) fn try_run(
-    problem: &Problem<'_>,
+    problem: &Request<'_>,
     product: Product,
     dirs: &[Tensor],
 ) -> Result<Option<Output>> {
@@ -2958,6 +3103,7 @@ fn convert<'w, T: Real>(
                     r,
                     gamma: host(&b.weight)?,
                     beta: host(&b.bias)?,
+                    eps: b.eps,
                     g_slot: slot_of(slots, &b.weight),
                     b_slot: slot_of(slots, &b.bias),
                 }
@@ -2976,7 +3122,7 @@ fn convert<'w, T: Real>(
 }
 
 fn run_typed<T: Real>(
-    problem: &Problem<'_>,
+    problem: &Request<'_>,
     product: Product,
     dirs: &[Tensor],
 ) -> Result<Option<Output>> {
@@ -3061,7 +3207,7 @@ fn run_typed<T: Real>(
         k,
         &host_dirs,
         &lens,
-        problem.curvature == crate::Curvature::Hessian,
+        problem.curvature == Curvature::Hessian,
     )];
     let weight = 1.0 / problem.rows as f64;
     let mut total = 0.0;
@@ -3184,7 +3330,7 @@ fn param_tensor<T: Real>(
 type HostTargets<T> = (Vec<T>, Option<Vec<T>>);
 
 /// The targets of `y` for `n` rows of `o` logits under `kind`, on the host, as
-/// [`crate::propagation::sweep::ce_targets`] and [`crate::propagation::sweep::mse_targets`]
+/// [`super::common::ce_targets`] and [`super::common::mse_targets`]
 /// make them (class labels one-hot; soft targets with their
 /// row masses for cross-entropy), without candle ops in the middle of a sweep. A label not below
 /// `o` is an error naming it.
@@ -3245,7 +3391,7 @@ fn host_targets<T: Real>(
 /// `Σ_r w_r ℓ_r` in f64 for logits `z` `[N, O]` and host targets `t` (`mass` their row masses
 /// for soft targets): cross-entropy `ℓ = m·logsumexp(z) − Σ_j t_j z_j` (`−log softmax` at the
 /// label for one-hot rows), mean squared error `ℓ = (1/O) Σ_j (z_j − t_j)²`, as
-/// [`terrain_model::loss::per_sample`] defines them.
+/// [`crate::loss::per_sample`] defines them.
 fn weighted_loss<T: Real>(
     z: &[T],
     o: usize,
@@ -3277,10 +3423,6 @@ fn weighted_loss<T: Real>(
     total
 }
 
-/// The gradient of `Σ_r w_r ℓ_r` over one batch with respect to every parameter of `model` (in
-/// [`Model::params`] order), `w = row_weights(logits)`: terrain-model's
-/// [`terrain_model::train::GradientEngine`] on the host sweep. `None` (before `row_weights` is
-/// called) off the CPU, for dtypes other than f32/f64, and for inputs of another rank.
 /// The network's outputs `[N, O]` for inputs `x` (as the data holds them), BatchNorm in
 /// evaluation mode, by the host sweep's forward pass without a tape; `None` where it does not
 /// apply (device, dtype, input rank).
@@ -3320,18 +3462,23 @@ fn logits_typed<T: Real>(model: &Model, x: &Tensor) -> Result<Option<Tensor>> {
     Ok(logits)
 }
 
+/// The gradient of `Σ_r w_r ℓ_r` over one batch with respect to every parameter of `model` (in
+/// [`Model::params`] order), `w = row_weights(logits)` ([`super::weighted_gradient`]). `None`
+/// (before `row_weights` is called) off the CPU, for dtypes other than f32/f64, and for inputs
+/// of another rank.
 pub(super) fn weighted_gradient(
     model: &Model,
     batch: &Batch,
     loss: LossKind,
-    row_weights: &mut dyn FnMut(&Tensor) -> terrain_model::Result<Tensor>,
-) -> Result<Option<Vec<Tensor>>> {
+    batch_stats: bool,
+    row_weights: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+) -> Result<Option<super::WeightedGradient>> {
     if !model.device().is_cpu() {
         return Ok(None);
     }
     match model.dtype() {
-        DType::F32 => weighted_typed::<f32>(model, batch, loss, row_weights),
-        DType::F64 => weighted_typed::<f64>(model, batch, loss, row_weights),
+        DType::F32 => weighted_typed::<f32>(model, batch, loss, batch_stats, row_weights),
+        DType::F64 => weighted_typed::<f64>(model, batch, loss, batch_stats, row_weights),
         _ => Ok(None),
     }
 }
@@ -3340,8 +3487,9 @@ fn weighted_typed<T: Real>(
     model: &Model,
     batch: &Batch,
     loss: LossKind,
-    row_weights: &mut dyn FnMut(&Tensor) -> terrain_model::Result<Tensor>,
-) -> Result<Option<Vec<Tensor>>> {
+    batch_stats: bool,
+    row_weights: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+) -> Result<Option<super::WeightedGradient>> {
     let x = model.prepare_input(&batch.x)?;
     let lock = Locked::new(&x);
     let Some((x, shape)) = host_input::<T>(&x, lock.as_ref())? else {
@@ -3361,15 +3509,16 @@ fn weighted_typed<T: Real>(
     let lens: Vec<usize> = params.iter().map(|v| v.var.elem_count()).collect();
     let no_dirs = vec![None; p];
     let n = batch.len();
-    let mut parts = vec![Sweep::new(Product::Gradient, 0, &no_dirs, &lens, false)];
+    let mut sweep = Sweep::new(Product::Gradient, 0, &no_dirs, &lens, false);
+    sweep.batch_stats = batch_stats;
+    let mut parts = vec![sweep];
     sweep_batch(&mut parts, &net, x, shape, n, loss, |z, o| {
         let zt = T::tensor(z.to_vec(), &[n, o])?;
         let w = row_weights(&zt)?;
         if w.dims() != [n] {
-            return Err(Error::Model(terrain_model::Error::GradientEngine {
-                engine: "host sweep".into(),
+            return Err(Error::RowWeights {
                 reason: format!("row weights shaped {:?} for {n} rows", w.dims()),
-            }));
+            });
         }
         let weights = T::host(&w.to_dtype(T::DTYPE)?)?;
         let (t, mass) = host_targets::<T>(&batch.y, n, o, loss)?;
@@ -3377,10 +3526,16 @@ fn weighted_typed<T: Real>(
     })?;
     give_layers(net);
     let mut sweep = absorb_parts(parts);
-    params
+    let grads = params
         .iter()
         .enumerate()
         .map(|(j, v)| param_tensor(sweep.grad[j].take(), conv_dims[j], v.var.dims()))
-        .collect::<Result<Vec<_>>>()
-        .map(Some)
+        .collect::<Result<Vec<_>>>()?;
+    let batch_norm = std::mem::take(
+        sweep
+            .stats
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    Ok(Some(super::WeightedGradient { grads, batch_norm }))
 }

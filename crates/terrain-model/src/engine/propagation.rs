@@ -1,6 +1,8 @@
-//! The forward pass that keeps what the backward sweep needs, and the sweep itself: the gradient
-//! `g` and, beside it, the curvature-propagation vectors (or the Becker–LeCun diagonals), layer by
-//! layer. The factorisations are documented in the parent module.
+//! Curvature propagation (Martens, Sutskever & Swersky, 2012) and Becker–LeCun diagonals on the
+//! layer description: the forward pass that keeps what the backward sweep needs, and the sweep
+//! itself: the gradient `g` and, beside it, the curvature-propagation vectors (or the
+//! Becker–LeCun diagonals), layer by layer. The factorisations and the estimators built on these
+//! samples are documented in terrain-curvature's `propagation` module.
 //!
 //! Layouts. Per-row tensors are `[N, feat...]`. Curvature-propagation vectors carry `R = 2K`
 //! replicas after the row axis, `[N, R, feat...]`: replicas `0..K` are the real parts (S-variant)
@@ -16,20 +18,39 @@ use std::collections::HashMap;
 use std::f64::consts::FRAC_1_SQRT_2;
 
 use candle_core::{D, DType, Device, Tensor, TensorId, Var};
-use terrain_model::{
-    Activation,
+
+use super::common::{
+    ce_targets, channel_shape, derivatives, detached, kernel_grad, mse_targets, out_padding,
+    sum_but,
+};
+use super::{Curvature, Request};
+use crate::{
+    Activation, Error, Result,
     data::Targets,
     layers::{self, BatchNorm, Conv2d, Linear},
     loss::LossKind,
     network::{Layer, Network},
 };
 
-use super::noise::Noise;
-use crate::{Curvature, Error, HessianOperator, Result};
+/// A source of noise tensors `[N, K, feat...]` for the injection points of a sweep: `N` rows,
+/// `K` independent samples (the sweep's width) and the per-row feature shape of the node. A
+/// sweep draws in a fixed order (batches in order, the loss node first, then the layers
+/// backwards), so a seeded source fixes every number.
+pub trait Noise {
+    /// The noise of one injection point with `rows` rows, `k` samples and per-row shape `feat`.
+    fn draw(
+        &mut self,
+        rows: usize,
+        k: usize,
+        feat: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor>;
+}
 
 /// What a sweep propagates beside the gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub enum Mode {
     /// Complex S-variant with `K` samples: replicas are `[Re; Im]`.
     S(usize),
     /// Real T/U variant with `K` samples: replicas are `[T; U]`.
@@ -40,14 +61,15 @@ pub(crate) enum Mode {
 
 impl Mode {
     /// Samples per sweep (0 for Becker–LeCun).
-    fn k(self) -> usize {
+    pub fn k(self) -> usize {
         match self {
             Mode::S(k) | Mode::Tu(k) => k,
             Mode::Bl => 0,
         }
     }
 
-    fn is_cp(self) -> bool {
+    /// Whether this is curvature propagation (not Becker–LeCun).
+    pub fn is_cp(self) -> bool {
         !matches!(self, Mode::Bl)
     }
 }
@@ -77,7 +99,7 @@ impl Flow {
 
 /// A single-replica CP tensor (`K` replicas along `axis`) as both halves: S `[t; 0]` (zero
 /// imaginary part), T/U `[t; t]` (`U = T`). Dual tensors are returned as they are.
-pub(crate) fn dual(t: &Tensor, mode: Mode, axis: usize) -> Result<Tensor> {
+pub fn dual(t: &Tensor, mode: Mode, axis: usize) -> Result<Tensor> {
     if t.dim(axis)? == 2 * mode.k() {
         return Ok(t.clone());
     }
@@ -140,18 +162,6 @@ enum Step<'m> {
 /// not reach the selected parameters' Hessian.
 struct Forward<'a> {
     slots: &'a HashMap<TensorId, usize>,
-}
-
-pub(crate) fn detached(v: &Var) -> Tensor {
-    v.as_tensor().detach()
-}
-
-/// A per-channel vector `[C]` shaped to broadcast over a row `[C, ...]` of rank `rank`.
-pub(crate) fn channel_shape(t: &Tensor, rank: usize) -> Result<Tensor> {
-    let c = t.dim(0)?;
-    let mut s = vec![c];
-    s.resize(rank, 1);
-    Ok(t.reshape(s)?)
 }
 
 impl<'a> Forward<'a> {
@@ -304,76 +314,6 @@ impl<'a> Forward<'a> {
         }
         Ok((steps, h))
     }
-}
-
-/// `φ'(z)` and `φ''(z)` (`None` where `φ''` vanishes almost everywhere: ReLU). ReLU's derivative at
-/// 0 is 1, as in candle's backward pass.
-pub(crate) fn derivatives(act: Activation, z: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
-    let one_minus = |t: &Tensor| t.affine(-1.0, 1.0);
-    Ok(match act {
-        Activation::Relu => (z.ge(&z.zeros_like()?)?.to_dtype(z.dtype())?, None),
-        Activation::Tanh => {
-            let t = z.tanh()?;
-            let d1 = one_minus(&t.sqr()?)?;
-            let d2 = t.mul(&d1)?.affine(-2.0, 0.0)?;
-            (d1, Some(d2))
-        }
-        Activation::Sigmoid => {
-            let s = candle_nn::ops::sigmoid(z)?;
-            let d1 = s.mul(&one_minus(&s)?)?;
-            let d2 = d1.mul(&s.affine(-2.0, 1.0)?)?;
-            (d1, Some(d2))
-        }
-        Activation::Softplus => {
-            let s = candle_nn::ops::sigmoid(z)?;
-            let d2 = s.mul(&one_minus(&s)?)?;
-            (s, Some(d2))
-        }
-        Activation::Silu => {
-            let s = candle_nn::ops::sigmoid(z)?;
-            let s1 = s.mul(&one_minus(&s)?)?;
-            let d1 = s.add(&z.mul(&s1)?)?;
-            let d2 = s1.mul(&z.mul(&s.affine(-2.0, 1.0)?)?.affine(1.0, 2.0)?)?;
-            (d1, Some(d2))
-        }
-        Activation::Gelu => {
-            let cdf = (z * FRAC_1_SQRT_2)?.erf()?.affine(0.5, 0.5)?;
-            let pdf = z
-                .sqr()?
-                .affine(-0.5, 0.0)?
-                .exp()?
-                .affine(1.0 / (2.0 * std::f64::consts::PI).sqrt(), 0.0)?;
-            let d1 = cdf.add(&z.mul(&pdf)?)?;
-            let d2 = pdf.mul(&z.sqr()?.affine(-1.0, 2.0)?)?;
-            (d1, Some(d2))
-        }
-    })
-}
-
-/// The output padding `conv_transpose2d` needs to give back an input of height `h_in` (as
-/// candle's own conv2d backward computes it).
-pub(crate) fn out_padding(c: &Conv2d, k: usize, h_in: usize, h_out: usize) -> usize {
-    let size = (h_out - 1) * c.stride + k - 2 * c.padding;
-    h_in - size
-}
-
-/// `Σ_n Σ_pos a[n, :, pos + offset] ⊗ b[n, :, pos]`, the kernel gradient of a convolution, for
-/// `a_t = a` with batch and channel swapped (`[Ca, N, H, W]`) and `b_t` likewise (`[Cb, N, H', W']`):
-/// returns `[Ca, Cb, k, k]` (candle's own formulation of the conv2d kernel gradient).
-pub(crate) fn kernel_grad(a_t: &Tensor, b_t: &Tensor, c: &Conv2d, k: usize) -> Result<Tensor> {
-    let t = a_t.conv2d(&b_t.contiguous()?, c.padding, 1, c.stride, 1)?;
-    let (_, _, kh, kw) = t.dims4()?;
-    Ok(if kh != k || kw != k {
-        t.narrow(2, 0, k)?.narrow(3, 0, k)?
-    } else {
-        t
-    })
-}
-
-/// Sum of `t` over every axis not in `keep`.
-pub(crate) fn sum_but(t: &Tensor, keep: &[usize]) -> Result<Tensor> {
-    let axes: Vec<usize> = (0..t.rank()).filter(|a| !keep.contains(a)).collect();
-    Ok(t.sum(axes.as_slice())?)
 }
 
 /// The backward sweep's state: mode, noise, and per-parameter accumulators.
@@ -918,8 +858,8 @@ impl<'s> Sweep<'s> {
 /// or `[K, shape...]` where the sweep stayed single (zero imaginary part, `U = T`), the
 /// parameter's shape for Becker–LeCun.
 /// `cross`: whether bilinear nodes inject their cross curvature (see [`Sweep`]).
-pub(crate) fn run(
-    op: &HessianOperator<'_>,
+pub fn run(
+    op: &Request<'_>,
     mode: Mode,
     cross: bool,
     noise: &mut dyn Noise,
@@ -929,7 +869,7 @@ pub(crate) fn run(
         Mode::Tu(_) => "curvature propagation (cp-tu)",
         Mode::Bl => "Becker–LeCun",
     };
-    if op.curvature() != Curvature::Hessian {
+    if op.curvature != Curvature::Hessian {
         return Err(Error::Unsupported {
             method: method.into(),
             what: "the Gauss–Newton matrix: it propagates the exact Hessian's curvature; \
@@ -938,36 +878,36 @@ pub(crate) fn run(
                 .into(),
         });
     }
-    let model = op.model();
+    let model = op.model;
     let slots: HashMap<TensorId, usize> = op
-        .selected()
+        .selected
         .iter()
         .enumerate()
         .map(|(j, &i)| (model.params()[i].var.as_tensor().id(), j))
         .collect();
-    let weight = 1.0 / op.rows() as f64;
+    let weight = 1.0 / op.rows as f64;
     let mut sweep = Sweep {
         mode,
         cross,
         noise,
         slots,
-        acc: vec![None; op.selected().len()],
+        acc: vec![None; op.selected.len()],
         dtype: model.dtype(),
         device: model.device().clone(),
     };
-    for batch in op.batches() {
+    for batch in op.batches {
         let (steps, z) = Forward {
             slots: &sweep.slots,
         }
         .network(model.network(), &batch.x)?;
-        let flow = sweep.loss(&z, &batch.y, op.loss_kind(), weight)?;
+        let flow = sweep.loss(&z, &batch.y, op.loss, weight)?;
         sweep.backward(&steps, flow)?;
     }
     let r = 2 * mode.k();
     sweep
         .acc
         .into_iter()
-        .zip(op.param_shapes())
+        .zip(op.shapes)
         .map(|(a, shape)| match a {
             Some(a) => Ok(a),
             None => {
@@ -977,46 +917,4 @@ pub(crate) fn run(
             }
         })
         .collect()
-}
-
-/// Labels `[N]` as one-hot rows `[N, O]` in the dtype and on the device of the logits `z`.
-fn one_hot_like(labels: &Tensor, z: &Tensor) -> Result<Tensor> {
-    let (_, o) = z.dims2()?;
-    Ok(
-        candle_nn::encoding::one_hot(labels.to_dtype(DType::U32)?, o, 1f64, 0f64)?
-            .to_dtype(z.dtype())?
-            .to_device(z.device())?,
-    )
-}
-
-/// Cross-entropy targets for the logits `z` `[N, O]`: the target rows `t` and, for soft targets,
-/// their per-row mass `Σ_o q` (`None` for class labels, whose mass is 1). Real-valued targets
-/// are an error.
-pub(crate) fn ce_targets(y: &Targets, z: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
-    match y {
-        Targets::Classes(l) => Ok((one_hot_like(l, z)?, None)),
-        Targets::Soft(q) => {
-            let q = q.to_dtype(z.dtype())?;
-            let mass = q.sum_keepdim(1)?;
-            Ok((q, Some(mass)))
-        }
-        Targets::Values(_) => Err(ce_needs_labels()),
-    }
-}
-
-/// The error of cross-entropy on real-valued targets.
-pub(crate) fn ce_needs_labels() -> Error {
-    Error::config(
-        "loss",
-        "ce",
-        "cross-entropy needs class labels; this data set has real-valued targets (use mse)",
-    )
-}
-
-/// Mean-squared-error targets for the logits `z` `[N, O]` (class labels one-hot).
-pub(crate) fn mse_targets(y: &Targets, z: &Tensor) -> Result<Tensor> {
-    match y {
-        Targets::Classes(l) => one_hot_like(l, z),
-        Targets::Soft(t) | Targets::Values(t) => Ok(t.to_dtype(z.dtype())?),
-    }
 }

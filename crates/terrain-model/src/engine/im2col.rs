@@ -217,9 +217,8 @@ mod tests {
             (0, 2, 6, 1),
             (1, 2, 8, 3),
         ] {
-            let x =
-                terrain_model::rng::normal_tensor(&[2, 3, h, h + 1], 1, DType::F64, &dev).unwrap();
-            let w = terrain_model::rng::normal_tensor(&[4, 3, k, k], 2, DType::F64, &dev).unwrap();
+            let x = crate::rng::normal_tensor(&[2, 3, h, h + 1], 1, DType::F64, &dev).unwrap();
+            let w = crate::rng::normal_tensor(&[4, 3, k, k], 2, DType::F64, &dev).unwrap();
             let g = Geom::new(w.dims(), x.dims(), pad, stride);
             let cols = g.im2col(&x).unwrap();
             let y = g
@@ -242,7 +241,7 @@ mod tests {
                 .to_scalar::<f64>()
                 .unwrap();
             assert!(err < 1e-12, "pad {pad} stride {stride}: {err}");
-            let c = terrain_model::rng::normal_tensor(cols.dims(), 3, DType::F64, &dev).unwrap();
+            let c = crate::rng::normal_tensor(cols.dims(), 3, DType::F64, &dev).unwrap();
             let lhs = cols
                 .mul(&c)
                 .unwrap()

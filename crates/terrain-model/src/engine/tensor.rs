@@ -33,71 +33,20 @@
 use std::collections::HashMap;
 
 use candle_core::{D, DType, Tensor, TensorId, Var};
-use terrain_model::{
-    Activation, Model,
+
+use super::common::{
+    ce_targets, channel_shape, derivatives, detached, flatten_blocks, mse_targets, split_blocks,
+    sum_but,
+};
+use super::im2col::Geom;
+use super::{Curvature, Output, Product, Request};
+use crate::{
+    Activation, Error, Result,
     data::{Batch, Targets},
     layers::{self, BatchNorm, Conv2d, Linear},
     loss::{self, LossKind},
     network::{Layer, Network},
 };
-
-use crate::{
-    Error, HessianOperator, Result,
-    im2col::Geom,
-    propagation::sweep::{ce_targets, channel_shape, derivatives, detached, mse_targets, sum_but},
-};
-
-mod host;
-
-/// Which implementation runs the sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SweepEngine {
-    /// On the CPU in f32/f64, the sweep on host buffers with direct matrix products (`host`
-    /// module), the exact diagonal included; elsewhere the sweep on candle tensors.
-    #[default]
-    Auto,
-    /// Always the sweep on candle tensors (every device; the host sweep's reference in tests).
-    Candle,
-}
-
-/// What a sweep computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Product {
-    /// The loss only: a forward pass, no derivatives.
-    Loss,
-    /// The loss and its gradient only.
-    Gradient,
-    /// The gradient and exact Hessian-vector products.
-    Hessian,
-    /// Gauss–Newton products (and no gradient).
-    GaussNewton,
-    /// The exact Hessian diagonal (BackPACK's `DiagHessian`), beside the gradient.
-    Diagonal,
-}
-
-/// What a sweep returns, per selected parameter (the operator's order).
-pub(crate) struct Output {
-    /// The mean loss over the operator's data.
-    pub loss: f64,
-    /// The gradient as one flat vector (the selected parameters in order); `None` for
-    /// [`Product::Loss`] and [`Product::GaussNewton`], and from the host sweep beside any
-    /// products and beside the diagonal.
-    pub grad: Option<Tensor>,
-    /// One product per direction, each a flat vector (the selected parameters in order).
-    pub products: Vec<Tensor>,
-    /// The exact Hessian diagonal per selected parameter ([`Product::Diagonal`]; else empty).
-    pub diagonal: Vec<Tensor>,
-}
-
-impl Output {
-    /// The flat gradient of a sweep that computed one ([`Product::Gradient`]).
-    pub fn gradient(&self) -> Result<Tensor> {
-        self.grad.clone().ok_or_else(|| Error::Unsupported {
-            method: "the hand-written sweep".into(),
-            what: "a gradient from a sweep that computed none".into(),
-        })
-    }
-}
 
 /// A signed symmetric factor of a curvature term at a node's output: the term is
 /// `sign · Σ_n S_n S_nᵀ` with `S` `[N, C, feat...]` (`C` columns per row).
@@ -1147,7 +1096,7 @@ fn residual_factors(m: &Tensor) -> Result<Vec<Factor>> {
 
 /// [`MAX_RESIDUAL_FACTOR`] on a smooth activation's residual factor over `n` rows of `f` features
 /// (both sweeps: the same limit and message whether or not the factor is materialised).
-fn check_residual_factor(n: usize, f: usize) -> Result<()> {
+pub(super) fn check_residual_factor(n: usize, f: usize) -> Result<()> {
     if n.saturating_mul(f).saturating_mul(f) > MAX_RESIDUAL_FACTOR {
         return Err(Error::Unsupported {
             method: "the exact diagonal in one sweep".into(),
@@ -1171,182 +1120,11 @@ fn first_derivative(act: Activation, z: &Tensor, a: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// One sweep over all the operator's batches: the mean loss, and per `product` the gradient and/or
-/// the products with each of `dirs` (flat vectors of the operator's dimension).
-pub(crate) fn run(op: &HessianOperator<'_>, product: Product, dirs: &[Tensor]) -> Result<Output> {
-    run_on(
-        &Problem {
-            model: op.model(),
-            selected: op.selected(),
-            shapes: op.param_shapes(),
-            batches: op.batches(),
-            rows: op.rows(),
-            loss: op.loss_kind(),
-            curvature: op.curvature(),
-            engine: op.sweep_engine(),
-        },
-        product,
-        dirs,
-    )
-}
-
-/// What a sweep differentiates: a model's mean loss over batches, with respect to some of its
-/// parameters.
-struct Problem<'a> {
-    model: &'a Model,
-    /// Indices into [`Model::params`].
-    selected: &'a [usize],
-    shapes: &'a [Vec<usize>],
-    batches: &'a [Batch],
-    rows: usize,
-    loss: LossKind,
-    curvature: crate::Curvature,
-    engine: SweepEngine,
-}
-
-/// The mean loss of `model` on one batch and its gradient with respect to every parameter (in
-/// [`Model::params`] order), by the hand-written backward sweep: what a training step needs,
-/// without an autodiff graph. The inputs must be shaped as the model expects
-/// ([`Model::prepare_input`]) and lie on its device; BatchNorm runs on its running statistics
-/// (evaluation mode).
-///
-/// ```
-/// use candle_core::{DType, Device};
-/// use terrain_model::{Model, data::{self, Batch}, loss::LossKind};
-///
-/// # fn main() -> terrain_curvature::Result<()> {
-/// let iris = data::builtin::load("iris")?;
-/// let model = Model::new("mlp:4-8-3:tanh".parse()?, DType::F64, &Device::Cpu, 0)?;
-/// let batch = Batch {
-///     x: model.prepare_input(&iris.x)?,
-///     y: iris.y.to_dtype(DType::F64)?,
-/// };
-/// let (loss, grads) = terrain_curvature::rop::loss_and_gradient(&model, &batch, LossKind::Ce)?;
-/// assert!(loss > 0.0);
-/// assert_eq!(grads.len(), model.params().len());
-/// # Ok(())
-/// # }
-/// ```
-pub fn loss_and_gradient(
-    model: &Model,
-    batch: &Batch,
-    loss: LossKind,
-) -> Result<(f64, Vec<Tensor>)> {
-    let selected: Vec<usize> = (0..model.params().len()).collect();
-    let shapes: Vec<Vec<usize>> = model
-        .params()
-        .iter()
-        .map(|p| p.var.dims().to_vec())
-        .collect();
-    let out = run_on(
-        &Problem {
-            model,
-            selected: &selected,
-            shapes: &shapes,
-            batches: std::slice::from_ref(batch),
-            rows: batch.len(),
-            loss,
-            curvature: crate::Curvature::Hessian,
-            engine: SweepEngine::Auto,
-        },
-        Product::Gradient,
-        &[],
-    )?;
-    let grad = out.gradient()?;
-    Ok((out.loss, crate::hessian::split_blocks(&grad, &shapes)?))
-}
-
-/// terrain-model's [`GradientEngine`](terrain_model::train::GradientEngine) on the host sweep:
-/// a training step's gradient by the hand-written backward pass on the CPU in f32/f64, with
-/// matrix products by `gemm` and no autodiff graph, and evaluation's forward pass
-/// ([`Model::forward_eval`]) by the same sweep keeping no tape (it declines elsewhere, and the
-/// trainer falls back to candle's autodiff, evaluation to candle's forward pass).
-/// [`install_host_gradient`] makes the trainer and evaluation use it.
-///
-/// ```
-/// use candle_core::{DType, Device};
-/// use terrain_model::{Model, data::{self, Batch}, loss::LossKind, train};
-///
-/// # fn main() -> terrain_curvature::Result<()> {
-/// let iris = data::builtin::load("iris")?;
-/// let model = Model::new("mlp:4-8-3:tanh".parse()?, DType::F64, &Device::Cpu, 0)?;
-/// let batch = Batch { x: iris.x.to_dtype(DType::F64)?, y: iris.y.to_dtype(DType::F64)? };
-/// let mean = |l: &candle_core::Tensor| Ok(l.mean_all()?);
-/// let sweep = terrain_curvature::rop::HostGradient;
-/// let fast = train::reduced_gradient_with(Some(&sweep), &model, &batch, LossKind::Ce, true, mean)?;
-/// let slow = train::reduced_gradient_with(None, &model, &batch, LossKind::Ce, true, mean)?;
-/// let gap = fast.grads[0].sub(&slow.grads[0])?.abs()?.max_all()?.to_scalar::<f64>()?;
-/// assert!(gap < 1e-12);
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HostGradient;
-
-impl HostGradient {
-    /// A sweep error as terrain-model's, naming this engine (model errors as they are).
-    fn model_error(&self, e: Error) -> terrain_model::Error {
-        use terrain_model::train::GradientEngine;
-        match e {
-            Error::Model(e) => e,
-            e => terrain_model::Error::GradientEngine {
-                engine: self.name().into(),
-                reason: e.to_string(),
-            },
-        }
-    }
-}
-
-impl terrain_model::train::GradientEngine for HostGradient {
-    fn name(&self) -> &str {
-        "host sweep"
-    }
-
-    fn weighted_gradient(
-        &self,
-        model: &Model,
-        batch: &Batch,
-        loss: LossKind,
-        row_weights: &mut dyn FnMut(&Tensor) -> terrain_model::Result<Tensor>,
-    ) -> terrain_model::Result<Option<Vec<Tensor>>> {
-        host::weighted_gradient(model, batch, loss, row_weights).map_err(|e| self.model_error(e))
-    }
-
-    fn logits(&self, model: &Model, x: &Tensor) -> terrain_model::Result<Option<Tensor>> {
-        host::logits(model, x).map_err(|e| self.model_error(e))
-    }
-}
-
-/// Frees the buffers the host sweep keeps between sweeps (up to 1 GiB per float type, the
-/// working set of the latest sweeps, so that repeated products do not fault fresh memory in);
-/// the next sweep allocates afresh. For a long-running process done with curvature.
-pub fn release_host_buffers() {
-    host::release_buffers();
-}
-
-/// Installs [`HostGradient`] as the process's training gradient engine
-/// ([`terrain_model::train::install_gradient_engine`]): every later training step on a network
-/// without BatchNorm, on the CPU in f32/f64, takes its gradient from the host sweep, and every
-/// evaluation ([`Model::forward_eval`]) its forward pass. The
-/// `terrain` binary and `cargo xtask` call this at start-up; `TERRAIN_GRADIENT=autodiff` in the
-/// environment keeps candle's autodiff instead (returns whether the sweep was installed).
-pub fn install_host_gradient() -> bool {
-    if std::env::var("TERRAIN_GRADIENT").is_ok_and(|v| v.eq_ignore_ascii_case("autodiff")) {
-        return false;
-    }
-    terrain_model::train::install_gradient_engine(Some(std::sync::Arc::new(HostGradient)));
-    true
-}
-
-fn run_on(problem: &Problem<'_>, product: Product, dirs: &[Tensor]) -> Result<Output> {
-    if problem.engine == SweepEngine::Auto
-        && let Some(out) = host::try_run(problem, product, dirs)?
-    {
-        return Ok(out);
-    }
+/// One sweep over all the request's batches on candle tensors (see [`super::run`]).
+pub(super) fn run(problem: &Request<'_>, product: Product, dirs: &[Tensor]) -> Result<Output> {
     let dirs: Vec<Vec<Tensor>> = dirs
         .iter()
-        .map(|v| crate::hessian::split_blocks(v, problem.shapes))
+        .map(|v| split_blocks(v, problem.shapes))
         .collect::<Result<_>>()?;
     let model = problem.model;
     let k = if matches!(
@@ -1382,7 +1160,7 @@ fn run_on(problem: &Problem<'_>, product: Product, dirs: &[Tensor]) -> Result<Ou
         grad: vec![None; p],
         prod: vec![None; p],
         diag: vec![None; p],
-        diag_residuals: problem.curvature == crate::Curvature::Hessian,
+        diag_residuals: problem.curvature == Curvature::Hessian,
     };
     let weight = 1.0 / problem.rows as f64;
     let mut total = 0.0;
@@ -1402,7 +1180,7 @@ fn run_on(problem: &Problem<'_>, product: Product, dirs: &[Tensor]) -> Result<Ou
             .zip(shapes)
             .map(|(g, s)| g.map_or_else(|| zeros(s.clone()), Ok))
             .collect::<Result<_>>()?;
-        Some(crate::hessian::flatten_blocks(&blocks)?)
+        Some(flatten_blocks(&blocks)?)
     };
     let mut blocks: Vec<Vec<Tensor>> = vec![Vec::with_capacity(p); k];
     for (acc, s) in sweep.prod.into_iter().zip(shapes) {
@@ -1415,7 +1193,7 @@ fn run_on(problem: &Problem<'_>, product: Product, dirs: &[Tensor]) -> Result<Ou
     }
     let products = blocks
         .iter()
-        .map(|b| crate::hessian::flatten_blocks(b))
+        .map(|b| flatten_blocks(b))
         .collect::<Result<_>>()?;
     let diagonal = if product == Product::Diagonal {
         sweep
